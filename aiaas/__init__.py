@@ -1,0 +1,70 @@
+"""aiaas: train PyTorch Lightning modules on a remote backend from a notebook.
+
+    import aiaas
+    client = aiaas.connect()          # or aiaas.connect("local")
+    run = client.train(MyModule(), datamodule=dm, max_epochs=3)
+    run.wait()
+"""
+
+from importlib import metadata as _metadata
+
+from aiaas_sdk import (
+    AiaasError,
+    AsyncClient,
+    AsyncRun,
+    AuthenticationError,
+    BackendUnavailable,
+    BadRequest,
+    Client,
+    IncompatibleEnvironment,
+    MetricPoint,
+    NotFound,
+    PayloadTooLarge,
+    Run,
+    RunCancelled,
+    RunFailed,
+    RunStatus,
+    ServerError,
+    connect,
+    connect_async,
+)
+
+try:
+    __version__ = _metadata.version("aiaas")
+except _metadata.PackageNotFoundError:  # running from a source tree without install
+    __version__ = "0.0.0+unknown"
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext aiaas``. Magics and live widgets arrive with the notebook work;
+    for now loading makes ``aiaas`` available in the user namespace."""
+    ipython.push({"aiaas": __import__("aiaas")})  # type: ignore[attr-defined]
+
+
+def unload_ipython_extension(ipython: object) -> None:
+    """``%unload_ext aiaas``: nothing beyond the namespace entry to remove."""
+
+
+__all__ = [
+    "AiaasError",
+    "AsyncClient",
+    "AsyncRun",
+    "AuthenticationError",
+    "BackendUnavailable",
+    "BadRequest",
+    "Client",
+    "IncompatibleEnvironment",
+    "MetricPoint",
+    "NotFound",
+    "PayloadTooLarge",
+    "Run",
+    "RunCancelled",
+    "RunFailed",
+    "RunStatus",
+    "ServerError",
+    "__version__",
+    "connect",
+    "connect_async",
+    "load_ipython_extension",
+    "unload_ipython_extension",
+]

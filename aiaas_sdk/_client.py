@@ -1,0 +1,276 @@
+"""``Client`` and ``AsyncClient``: thin drivers over the operations in ``_ops``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from . import _ops, config
+from ._errors import AuthenticationError, error_from_response, error_from_transport
+from ._run import AsyncRun, Run
+
+
+def _user_agent() -> str:
+    try:
+        return f"aiaas-sdk/{metadata.version('aiaas')}"
+    except metadata.PackageNotFoundError:
+        return "aiaas-sdk/dev"
+
+
+class _Base:
+    def __init__(self, url: str | None, api_key: str | None, timeout: float | None) -> None:
+        settings = config.resolve(url, api_key, timeout)
+        self.url = settings.url
+        self._api_key = settings.api_key
+        self._timeout = settings.timeout
+        self._retry = _ops.RetryPolicy()
+        self._headers = {"User-Agent": _user_agent()}
+        if settings.api_key:
+            self._headers["Authorization"] = f"Bearer {settings.api_key}"
+
+    def _http_timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(self._timeout, connect=min(self._timeout, 10.0))
+
+    def _request_kwargs(self, call: _ops.Call) -> dict[str, Any]:
+        if not self._api_key and call.path != "/v1/info":
+            raise AuthenticationError(
+                f"no API key for {self.url}: pass api_key= to aiaas.connect(), set AIAAS_API_KEY, "
+                "or create one with `aiaas keys create --user NAME`"
+            )
+        kwargs: dict[str, Any] = {"params": call.params, "json": call.json, "files": call.files, "data": call.data}
+        if call.timeout is not None:
+            kwargs["timeout"] = httpx.Timeout(call.timeout, connect=10.0)
+        return {k: v for k, v in kwargs.items() if v is not None}
+
+    def _should_retry(self, call: _ops.Call, attempt: int, response: httpx.Response | None) -> bool:
+        if not call.idempotent or attempt + 1 >= self._retry.attempts:
+            return False
+        return response is None or response.status_code in self._retry.retry_statuses
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url}>"
+
+
+class Client(_Base):
+    """A connection to an aiaas backend. Make one with :func:`aiaas.connect`."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(url, api_key, timeout)
+        self._http = httpx.Client(
+            base_url=self.url, headers=self._headers, timeout=self._http_timeout(), transport=transport
+        )
+
+    # -- driver ------------------------------------------------------------
+    def _send(self, call: _ops.Call) -> httpx.Response | None:
+        kwargs = self._request_kwargs(call)
+        for attempt in range(self._retry.attempts):
+            response = None
+            try:
+                if call.stream_to is not None:
+                    with self._http.stream(call.method, call.path, **kwargs) as response:
+                        if response.status_code < 400:
+                            _stream_to_file(response.iter_bytes(), call.stream_to)
+                            return None
+                        response.read()
+                else:
+                    response = self._http.request(call.method, call.path, **kwargs)
+            except httpx.TransportError as exc:
+                if not self._should_retry(call, attempt, None):
+                    raise error_from_transport(exc, self.url) from exc
+                time.sleep(self._retry.delay(attempt))
+                continue
+            if response.status_code < 400:
+                return response
+            if not self._should_retry(call, attempt, response):
+                raise error_from_response(response)
+            time.sleep(self._retry.delay(attempt, response))
+        raise AssertionError("unreachable")
+
+    def _drive(self, op: _ops.Op[Any]) -> Any:
+        try:
+            step = next(op)
+            while True:
+                if isinstance(step, _ops.Sleep):
+                    time.sleep(step.seconds)
+                    step = op.send(None)
+                else:
+                    step = op.send(self._send(step))
+        except StopIteration as done:
+            return done.value
+
+    # -- public API ----------------------------------------------------------
+    def train(
+        self,
+        model: Any,
+        datamodule: Any = None,
+        *,
+        name: str | None = None,
+        test: bool = False,
+        train_dataloaders: Any = None,
+        val_dataloaders: Any = None,
+        **trainer_kwargs: Any,
+    ) -> Run:
+        """Train ``model`` (a LightningModule) on the backend and return the :class:`Run` at once.
+
+        ``trainer_kwargs`` go to ``Trainer(...)`` on the worker (``max_epochs``,
+        ``accelerator``, ``devices``, ``precision``, ``callbacks``, ...). With
+        ``test=True`` the worker runs ``trainer.test`` after fitting.
+        """
+        data = self._drive(
+            _ops.submit(
+                model,
+                datamodule=datamodule,
+                train_dataloaders=train_dataloaders,
+                val_dataloaders=val_dataloaders,
+                name=name,
+                test=test,
+                trainer_kwargs=trainer_kwargs,
+            )
+        )
+        return Run(self, data)
+
+    def run(self, run_id: str) -> Run:
+        """Look a run up by id, e.g. after a kernel restart."""
+        return Run(self, self._drive(_ops.get_run(run_id)))
+
+    def runs(self, limit: int = 100) -> list[Run]:
+        """This user's runs, newest first."""
+        return [Run(self, data) for data in self._drive(_ops.list_runs(limit))]
+
+    def info(self) -> dict[str, Any]:
+        """What the backend runs: version, executor, GPUs, slots and its environment."""
+        return self._drive(_ops.info())
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient(_Base):
+    """The async twin of :class:`Client`; make one with :func:`aiaas.connect_async`."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(url, api_key, timeout)
+        self._http = httpx.AsyncClient(
+            base_url=self.url, headers=self._headers, timeout=self._http_timeout(), transport=transport
+        )
+
+    async def _send(self, call: _ops.Call) -> httpx.Response | None:
+        kwargs = self._request_kwargs(call)
+        for attempt in range(self._retry.attempts):
+            response = None
+            try:
+                if call.stream_to is not None:
+                    async with self._http.stream(call.method, call.path, **kwargs) as response:
+                        if response.status_code < 400:
+                            tmp = _part_path(call.stream_to)
+                            with tmp.open("wb") as f:
+                                async for chunk in response.aiter_bytes():
+                                    f.write(chunk)
+                            tmp.replace(call.stream_to)
+                            return None
+                        await response.aread()
+                else:
+                    response = await self._http.request(call.method, call.path, **kwargs)
+            except httpx.TransportError as exc:
+                if not self._should_retry(call, attempt, None):
+                    raise error_from_transport(exc, self.url) from exc
+                await asyncio.sleep(self._retry.delay(attempt))
+                continue
+            if response.status_code < 400:
+                return response
+            if not self._should_retry(call, attempt, response):
+                raise error_from_response(response)
+            await asyncio.sleep(self._retry.delay(attempt, response))
+        raise AssertionError("unreachable")
+
+    async def _drive(self, op: _ops.Op[Any]) -> Any:
+        try:
+            step = next(op)
+            while True:
+                if isinstance(step, _ops.Sleep):
+                    await asyncio.sleep(step.seconds)
+                    step = op.send(None)
+                else:
+                    step = op.send(await self._send(step))
+        except StopIteration as done:
+            return done.value
+
+    async def train(
+        self,
+        model: Any,
+        datamodule: Any = None,
+        *,
+        name: str | None = None,
+        test: bool = False,
+        train_dataloaders: Any = None,
+        val_dataloaders: Any = None,
+        **trainer_kwargs: Any,
+    ) -> AsyncRun:
+        """Async :meth:`Client.train`."""
+        data = await self._drive(
+            _ops.submit(
+                model,
+                datamodule=datamodule,
+                train_dataloaders=train_dataloaders,
+                val_dataloaders=val_dataloaders,
+                name=name,
+                test=test,
+                trainer_kwargs=trainer_kwargs,
+            )
+        )
+        return AsyncRun(self, data)
+
+    async def run(self, run_id: str) -> AsyncRun:
+        return AsyncRun(self, await self._drive(_ops.get_run(run_id)))
+
+    async def runs(self, limit: int = 100) -> list[AsyncRun]:
+        return [AsyncRun(self, data) for data in await self._drive(_ops.list_runs(limit))]
+
+    async def info(self) -> dict[str, Any]:
+        return await self._drive(_ops.info())
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _part_path(path: Path) -> Path:
+    return path.with_name(path.name + ".part")
+
+
+def _stream_to_file(chunks: Any, path: Path) -> None:
+    tmp = _part_path(path)
+    with tmp.open("wb") as f:
+        for chunk in chunks:
+            f.write(chunk)
+    tmp.replace(path)

@@ -1,0 +1,158 @@
+"""The one exception tree of the aiaas SDK.
+
+    AiaasError
+    ├── BackendUnavailable        the backend could not be reached (connection, timeout)
+    ├── AuthenticationError       401: missing or wrong API key
+    ├── NotFound                  404: no such run (or it belongs to someone else)
+    ├── BadRequest                400/422: the request itself is wrong
+    │   └── IncompatibleEnvironment   the backend cannot unpickle code from this environment
+    ├── PayloadTooLarge           413: an upload over the backend's size limit
+    ├── ServerError               5xx from the backend
+    └── RunFailed                 a run ended `failed`; carries the remote traceback
+
+Every HTTP status and transport failure is translated into this tree in one
+place, :func:`error_from_response`, so callers never see ``httpx`` exceptions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+__all__ = [
+    "AiaasError",
+    "AuthenticationError",
+    "BackendUnavailable",
+    "BadRequest",
+    "IncompatibleEnvironment",
+    "NotFound",
+    "PayloadTooLarge",
+    "RunFailed",
+    "RunCancelled",
+    "ServerError",
+]
+
+
+class AiaasError(Exception):
+    """Base class of every error the SDK raises."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.code = code
+
+
+class BackendUnavailable(AiaasError):
+    """The backend did not answer: it is down, unreachable, or timed out."""
+
+
+class AuthenticationError(AiaasError):
+    """The API key is missing or not known to the backend."""
+
+
+class NotFound(AiaasError):
+    """The resource does not exist, or is not visible to this API key."""
+
+
+class BadRequest(AiaasError):
+    """The backend refused the request as malformed or invalid."""
+
+
+class IncompatibleEnvironment(BadRequest):
+    """The notebook's Python/torch/Lightning/cloudpickle cannot be unpickled by the backend."""
+
+
+class PayloadTooLarge(AiaasError):
+    """An upload exceeded the backend's size limit."""
+
+
+class ServerError(AiaasError):
+    """The backend failed while handling the request (HTTP 5xx)."""
+
+
+class RunFailed(AiaasError):
+    """A run ended with status ``failed``.
+
+    ``traceback`` holds the remote traceback text, ``run_id`` the run.
+    """
+
+    def __init__(self, message: str, *, run_id: str, traceback: str | None = None):
+        super().__init__(message)
+        self.run_id = run_id
+        self.traceback = traceback
+
+    def __str__(self) -> str:
+        if self.traceback:
+            return f"{self.message}\n\nRemote traceback:\n{self.traceback}"
+        return self.message
+
+
+class RunCancelled(AiaasError):
+    """``wait()`` was called on a run that ended ``cancelled``."""
+
+    def __init__(self, message: str, *, run_id: str):
+        super().__init__(message)
+        self.run_id = run_id
+
+
+_BY_STATUS: dict[int, type[AiaasError]] = {
+    400: BadRequest,
+    401: AuthenticationError,
+    403: AuthenticationError,
+    404: NotFound,
+    409: BadRequest,
+    413: PayloadTooLarge,
+    422: BadRequest,
+}
+
+_BY_CODE: dict[str, type[AiaasError]] = {
+    "incompatible_environment": IncompatibleEnvironment,
+}
+
+_HINTS: dict[type[AiaasError], str] = {
+    AuthenticationError: (
+        " Check the key: pass api_key= to aiaas.connect(), set AIAAS_API_KEY, "
+        "or create one with `aiaas keys create --user NAME`."
+    ),
+}
+
+
+def _detail(response: httpx.Response) -> tuple[str, str | None]:
+    try:
+        body: Any = response.json()
+    except ValueError:
+        text = response.text.strip()
+        return (text[:500] or response.reason_phrase), None
+    if isinstance(body, dict):
+        detail = body.get("detail", body)
+        code = body.get("code")
+        if isinstance(detail, list):  # FastAPI validation errors
+            parts = []
+            for item in detail:
+                loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
+                parts.append(f"{loc}: {item.get('msg')}" if loc else str(item.get("msg")))
+            detail = "; ".join(parts)
+        return str(detail), code
+    return str(body), None
+
+
+def error_from_response(response: httpx.Response) -> AiaasError:
+    """Translate an HTTP error response into the matching SDK exception."""
+    detail, code = _detail(response)
+    status = response.status_code
+    cls = _BY_CODE.get(code or "") or _BY_STATUS.get(status)
+    if cls is None:
+        cls = ServerError if status >= 500 else AiaasError
+    message = f"{detail} (HTTP {status})" + _HINTS.get(cls, "")
+    return cls(message, status_code=status, code=code)
+
+
+def error_from_transport(exc: httpx.TransportError, url: str) -> BackendUnavailable:
+    """Translate a connection failure or timeout into :class:`BackendUnavailable`."""
+    kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "could not be reached"
+    return BackendUnavailable(
+        f"the aiaas backend at {url} {kind} ({type(exc).__name__}: {exc}). "
+        "Is the server running? Start one with `aiaas server`, or use aiaas.connect('local')."
+    )

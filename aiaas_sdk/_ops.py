@@ -1,0 +1,201 @@
+"""Every SDK operation as an I/O-free generator.
+
+An operation yields :class:`Call` (an HTTP request to make) or :class:`Sleep`
+and receives the response; it returns its result. ``Client`` drives these
+with ``httpx.Client`` and ``time.sleep``, ``AsyncClient`` with
+``httpx.AsyncClient`` and ``asyncio.sleep``: request building, paging,
+polling and parsing exist once, so the sync and async surfaces cannot drift.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from . import packaging
+from ._errors import RunCancelled, RunFailed
+from .wire import LogsPage, MetricPoint, MetricsPage, RunPublic, RunSpec, RunsPublic, RunStatus
+
+T = TypeVar("T")
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    params: dict[str, Any] | None = None
+    json: Any = None
+    files: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+    # Safe to send twice: the drivers retry these on transport errors and 502/503/504.
+    idempotent: bool = True
+    stream_to: Path | None = None
+    timeout: float | None = None
+
+
+@dataclass
+class Sleep:
+    seconds: float
+
+
+Op = Generator[Call | Sleep, httpx.Response | None, T]
+
+_PAGE = 10_000
+
+
+def _response(resp: httpx.Response | None) -> httpx.Response:
+    assert resp is not None, "driver must send a response for a Call"
+    return resp
+
+
+def info() -> Op[dict[str, Any]]:
+    return _response((yield Call("GET", "/v1/info"))).json()
+
+
+def split_trainer_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Separate JSON-able Trainer kwargs (visible to the backend) from objects to pickle."""
+    plain, pickled = {}, {}
+    for key, value in kwargs.items():
+        try:
+            spec = RunSpec(trainer_kwargs={key: value})
+            json.dumps(spec.trainer_kwargs)
+            ok = spec.trainer_kwargs[key] == value and type(spec.trainer_kwargs[key]) is type(value)
+        except (ValueError, TypeError):
+            ok = False
+        (plain if ok else pickled)[key] = value
+    return plain, pickled
+
+
+def submit(
+    model: Any,
+    *,
+    datamodule: Any = None,
+    train_dataloaders: Any = None,
+    val_dataloaders: Any = None,
+    name: str | None = None,
+    test: bool = False,
+    trainer_kwargs: dict[str, Any],
+) -> Op[RunPublic]:
+    lightning_package = packaging.lightning_package_of(model)
+    plain, pickled = split_trainer_kwargs(trainer_kwargs)
+    for reserved in ("model", "datamodule", "ckpt_path", "default_root_dir"):
+        if reserved in plain or reserved in pickled:
+            raise TypeError(
+                f"train() does not take the Trainer argument {reserved!r}: aiaas manages it; remove it"
+            )
+    spec = RunSpec(name=name, trainer_kwargs=plain, test=test)
+    blob = packaging.pack(
+        {
+            "model": model,
+            "datamodule": datamodule,
+            "train_dataloaders": train_dataloaders,
+            "val_dataloaders": val_dataloaders,
+            "trainer_kwargs": pickled,
+        },
+        lightning_package=lightning_package,
+    )
+    resp = yield Call(
+        "POST",
+        "/v1/runs",
+        data={"spec": spec.model_dump_json()},
+        files={"payload": ("payload.bin", blob, "application/octet-stream")},
+        idempotent=False,
+        timeout=max(60.0, len(blob) / 5e6),
+    )
+    return RunPublic.model_validate_json(_response(resp).content)
+
+
+def get_run(run_id: str) -> Op[RunPublic]:
+    resp = yield Call("GET", f"/v1/runs/{run_id}")
+    return RunPublic.model_validate_json(_response(resp).content)
+
+
+def list_runs(limit: int = 100) -> Op[list[RunPublic]]:
+    resp = yield Call("GET", "/v1/runs", params={"limit": limit})
+    return RunsPublic.model_validate_json(_response(resp).content).data
+
+
+def cancel(run_id: str) -> Op[RunPublic]:
+    resp = yield Call("POST", f"/v1/runs/{run_id}/cancel")
+    return RunPublic.model_validate_json(_response(resp).content)
+
+
+def metrics(run_id: str, name: str | None = None, after: int = 0) -> Op[list[MetricPoint]]:
+    points: list[MetricPoint] = []
+    while True:
+        params: dict[str, Any] = {"after": after, "limit": _PAGE}
+        if name:
+            params["name"] = name
+        page = MetricsPage.model_validate_json(
+            _response((yield Call("GET", f"/v1/runs/{run_id}/metrics", params=params))).content
+        )
+        points.extend(page.data)
+        if len(page.data) < _PAGE:
+            return points
+        after = page.next_after
+
+
+def logs(run_id: str, after: int = 0) -> Op[str]:
+    lines: list[str] = []
+    while True:
+        page = LogsPage.model_validate_json(
+            _response(
+                (yield Call("GET", f"/v1/runs/{run_id}/logs", params={"after": after, "limit": _PAGE}))
+            ).content
+        )
+        lines.extend(line.line for line in page.data)
+        if len(page.data) < _PAGE:
+            return "\n".join(lines)
+        after = page.next_after
+
+
+def download_checkpoint(run_id: str, path: Path, kind: str) -> Op[Path]:
+    if kind not in ("lightning", "weights"):
+        raise ValueError(f"kind must be 'lightning' (a Trainer checkpoint) or 'weights' (a state_dict), got {kind!r}")
+    yield Call("GET", f"/v1/runs/{run_id}/checkpoint", params={"kind": kind}, stream_to=path, timeout=600)
+    return path
+
+
+def wait(run_id: str, timeout: float | None = None, raise_on_failure: bool = True) -> Op[RunPublic]:
+    """Poll until the run ends; fast at first, then at most twice a second."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        run = yield from get_run(run_id)
+        if run.status.terminal:
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"run {run_id} is still {run.status.value} after {timeout} s")
+        yield Sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+    if raise_on_failure:
+        raise_for_run(run)
+    return run
+
+
+def raise_for_run(run: RunPublic) -> None:
+    if run.status is RunStatus.failed:
+        raise RunFailed(f"run {run.id} ({run.name}) failed: {run.error}", run_id=run.id, traceback=run.traceback)
+    if run.status is RunStatus.cancelled:
+        raise RunCancelled(f"run {run.id} ({run.name}) was cancelled", run_id=run.id)
+
+
+@dataclass
+class RetryPolicy:
+    attempts: int = 4
+    backoff: float = 0.25
+    retry_statuses: frozenset[int] = field(default_factory=lambda: frozenset({502, 503, 504}))
+
+    def delay(self, attempt: int, response: httpx.Response | None = None) -> float:
+        if response is not None and (after := response.headers.get("retry-after")):
+            try:
+                return min(float(after), 30.0)
+            except ValueError:
+                pass
+        return self.backoff * (2**attempt)

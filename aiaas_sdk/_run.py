@@ -1,0 +1,130 @@
+"""``Run`` and ``AsyncRun``: a handle on one training run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import _ops
+from .wire import MetricPoint, RunPublic, RunStatus
+
+if TYPE_CHECKING:
+    from ._client import AsyncClient, Client
+
+
+class _RunBase:
+    def __init__(self, data: RunPublic) -> None:
+        self.data = data
+
+    @property
+    def id(self) -> str:
+        return self.data.id
+
+    @property
+    def name(self) -> str:
+        return self.data.name
+
+    @property
+    def final_metrics(self) -> dict[str, float]:
+        """The metrics at the end of training (``trainer.callback_metrics``), once it succeeded."""
+        return dict(self.data.final_metrics)
+
+    @property
+    def error(self) -> str | None:
+        return self.data.error
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.data.id} {self.data.name!r} {self.data.status.value}>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return {"text/plain": self._summary()}
+
+    def _summary(self) -> str:
+        d = self.data
+        lines = [f"Run {d.id} · {d.name} · {d.status.value}"]
+        if d.device:
+            lines.append(f"device: {d.device}")
+        if d.final_metrics:
+            lines.append("final: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(d.final_metrics.items())))
+        if d.error:
+            lines.append(f"error: {d.error}")
+        return "\n".join(lines)
+
+
+class Run(_RunBase):
+    """A training run. ``client.train(...)`` returns one; ``client.run(id)`` finds it again."""
+
+    def __init__(self, client: Client, data: RunPublic) -> None:
+        super().__init__(data)
+        self._client = client
+
+    @property
+    def status(self) -> RunStatus:
+        """The run's current status, fetched from the backend."""
+        return self.refresh().data.status
+
+    def refresh(self) -> Run:
+        self.data = self._client._drive(_ops.get_run(self.id))
+        return self
+
+    def wait(self, timeout: float | None = None) -> Run:
+        """Block until the run ends. Raises :class:`aiaas.RunFailed` (with the remote
+        traceback) if it failed, :class:`aiaas.RunCancelled` if it was cancelled."""
+        self.data = self._client._drive(_ops.wait(self.id, timeout, raise_on_failure=False))
+        _ops.raise_for_run(self.data)
+        return self
+
+    def cancel(self) -> Run:
+        """Ask the run to stop: queued runs end at once, running ones after their current step."""
+        self.data = self._client._drive(_ops.cancel(self.id))
+        return self
+
+    def metrics(self, name: str | None = None) -> list[MetricPoint]:
+        """Every metric point logged so far (``self.log``), in order; only ``name`` if given."""
+        return self._client._drive(_ops.metrics(self.id, name))
+
+    def logs(self) -> str:
+        """The run's output so far: stdout, stderr and Lightning's messages."""
+        return self._client._drive(_ops.logs(self.id))
+
+    def download_checkpoint(self, path: str | Path, kind: str = "lightning") -> Path:
+        """Save the final checkpoint to ``path``.
+
+        ``kind="lightning"``: a Trainer checkpoint for ``MyModule.load_from_checkpoint``;
+        ``kind="weights"``: the model's ``state_dict`` (``torch.load(path, weights_only=True)``).
+        """
+        return self._client._drive(_ops.download_checkpoint(self.id, Path(path), kind))
+
+
+class AsyncRun(_RunBase):
+    """The async twin of :class:`Run`. ``status`` is the last known one: ``await run.refresh()``."""
+
+    def __init__(self, client: AsyncClient, data: RunPublic) -> None:
+        super().__init__(data)
+        self._client = client
+
+    @property
+    def status(self) -> RunStatus:
+        return self.data.status
+
+    async def refresh(self) -> AsyncRun:
+        self.data = await self._client._drive(_ops.get_run(self.id))
+        return self
+
+    async def wait(self, timeout: float | None = None) -> AsyncRun:
+        self.data = await self._client._drive(_ops.wait(self.id, timeout, raise_on_failure=False))
+        _ops.raise_for_run(self.data)
+        return self
+
+    async def cancel(self) -> AsyncRun:
+        self.data = await self._client._drive(_ops.cancel(self.id))
+        return self
+
+    async def metrics(self, name: str | None = None) -> list[MetricPoint]:
+        return await self._client._drive(_ops.metrics(self.id, name))
+
+    async def logs(self) -> str:
+        return await self._client._drive(_ops.logs(self.id))
+
+    async def download_checkpoint(self, path: str | Path, kind: str = "lightning") -> Path:
+        return await self._client._drive(_ops.download_checkpoint(self.id, Path(path), kind))

@@ -1,0 +1,200 @@
+"""The payload format that carries user code from a notebook to a worker.
+
+A payload is ``MAGIC + len(manifest) + manifest JSON + cloudpickle bytes``.
+The manifest names the Python, torch, Lightning and cloudpickle versions that
+produced the pickle and its SHA-256, so the backend can refuse an
+incompatible or damaged payload at submit time *without unpickling it*; only
+the worker ever calls :func:`unpack`.
+
+Classes and functions defined in ``__main__`` (a notebook) are pickled by
+value by cloudpickle itself; modules that live beside the notebook (under the
+working directory, outside site-packages) are registered by value too, so a
+helper ``models.py`` next to the notebook need not exist on the backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import linecache
+import os
+import struct
+import sys
+import sysconfig
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+
+MAGIC = b"AIAAS-PAYLOAD/1\n"
+_LEN = struct.Struct(">I")
+_OUR_PACKAGES = {"aiaas", "aiaas_sdk", "aiaas_backend"}
+
+
+class PayloadError(ValueError):
+    """A payload is damaged, truncated, or not a payload at all."""
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment(lightning_package: str = "lightning") -> dict[str, str]:
+    """Versions of what decides whether a pickle made here can be loaded elsewhere."""
+    py = sys.version_info
+    env = {
+        "python": f"{py.major}.{py.minor}.{py.micro}",
+        "torch": _version("torch") or "missing",
+        "cloudpickle": cloudpickle.__version__,
+        "lightning_package": lightning_package,
+    }
+    dist = "pytorch-lightning" if lightning_package == "pytorch_lightning" else "lightning"
+    env["lightning"] = _version(dist) or "missing"
+    return env
+
+
+def lightning_package_of(obj: Any) -> str:
+    """``"lightning"`` or ``"pytorch_lightning"``: which Trainer the object needs."""
+    for klass in type(obj).__mro__:
+        top = klass.__module__.split(".")[0]
+        if top in ("lightning", "pytorch_lightning"):
+            return top
+    raise TypeError(
+        f"{type(obj).__name__} is not a LightningModule: subclass "
+        "lightning.pytorch.LightningModule (or pytorch_lightning.LightningModule)."
+    )
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split("+")[0].split(".")[:2])
+
+
+def incompatibilities(client: dict[str, str], backend: dict[str, str]) -> list[str]:
+    """Human-readable reasons why ``backend`` cannot load a pickle made in ``client``.
+
+    Pickled code objects are tied to the Python minor version; torch, Lightning
+    and cloudpickle change their pickled internals between minor releases.
+    """
+    problems = []
+    names = {"python": "Python", "torch": "torch", "cloudpickle": "cloudpickle"}
+    pkg = client.get("lightning_package", "lightning")
+    names["lightning"] = "pytorch_lightning" if pkg == "pytorch_lightning" else "lightning"
+    for key, label in names.items():
+        theirs, ours = backend.get(key, "missing"), client.get(key, "missing")
+        if theirs == "missing":
+            problems.append(f"the backend has no {label} installed but this notebook uses {label} {ours}")
+        elif _minor(theirs) != _minor(ours):
+            problems.append(f"the backend runs {label} {theirs} but this notebook runs {label} {ours}")
+    return problems
+
+
+def _is_local_module(module: types.ModuleType, root: Path, library_dirs: list[Path]) -> bool:
+    file = getattr(module, "__file__", None)
+    if not file or module.__name__.split(".")[0] in _OUR_PACKAGES:
+        return False
+    path = Path(file).resolve()
+    if any(path.is_relative_to(lib) for lib in library_dirs):
+        return False
+    return path.is_relative_to(root)
+
+
+@contextmanager
+def _local_modules_by_value(root: Path) -> Iterator[list[str]]:
+    paths = sysconfig.get_paths()
+    library_dirs = [Path(paths[k]).resolve() for k in ("stdlib", "purelib", "platlib")]
+    library_dirs.append(Path(sys.prefix).resolve())
+    root = root.resolve()
+    names = []
+    for name, module in list(sys.modules.items()):
+        if name != "__main__" and isinstance(module, types.ModuleType) and _is_local_module(
+            module, root, [d for d in library_dirs if not root.is_relative_to(d)]
+        ):
+            cloudpickle.register_pickle_by_value(module)
+            names.append(name)
+    try:
+        yield names
+    finally:
+        for name in names:
+            cloudpickle.unregister_pickle_by_value(sys.modules[name])
+
+
+def _user_sources(objects: list[Any]) -> dict[str, list[str]]:
+    """Source lines of notebook cells that define the shipped classes.
+
+    Shipped so remote tracebacks show the user's code; a notebook cell exists
+    only in this kernel's linecache.
+    """
+    sources: dict[str, list[str]] = {}
+    for obj in objects:
+        if obj is None:
+            continue
+        for klass in type(obj).__mro__:
+            if klass.__module__ != "__main__":
+                continue
+            for attr in vars(klass).values():
+                code = getattr(getattr(attr, "__func__", attr), "__code__", None)
+                if code is None or code.co_filename in sources:
+                    continue
+                lines = linecache.getlines(code.co_filename)
+                if lines:
+                    sources[code.co_filename] = lines
+    return sources
+
+
+def pack(payload: dict[str, Any], *, lightning_package: str, root: str | os.PathLike | None = None) -> bytes:
+    """Pickle ``payload`` (model, datamodule, ...) with its manifest."""
+    payload = dict(payload)
+    payload["sources"] = _user_sources([payload.get("model"), payload.get("datamodule")])
+    with _local_modules_by_value(Path(root or os.getcwd())) as by_value:
+        body = cloudpickle.dumps(payload, protocol=5)
+    manifest = environment(lightning_package)
+    manifest.update(
+        format="1",
+        sha256=hashlib.sha256(body).hexdigest(),
+        size=str(len(body)),
+        by_value_modules=",".join(sorted(by_value)),
+    )
+    head = json.dumps(manifest, sort_keys=True).encode()
+    return MAGIC + _LEN.pack(len(head)) + head + body
+
+
+def read_manifest(data: bytes) -> dict[str, str]:
+    """Validate a payload's framing and hash and return its manifest; never unpickles."""
+    if not data.startswith(MAGIC):
+        raise PayloadError("the code payload is not an aiaas payload (bad magic); send it with the aiaas SDK")
+    start = len(MAGIC) + _LEN.size
+    if len(data) < start:
+        raise PayloadError("the code payload is truncated (no manifest)")
+    (head_len,) = _LEN.unpack(data[len(MAGIC) : start])
+    try:
+        manifest = json.loads(data[start : start + head_len])
+    except ValueError as exc:
+        raise PayloadError(f"the code payload's manifest is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or "sha256" not in manifest:
+        raise PayloadError("the code payload's manifest has no sha256")
+    body = memoryview(data)[start + head_len :]
+    if str(len(body)) != str(manifest.get("size")):
+        raise PayloadError(
+            f"the code payload is truncated or padded: expected {manifest.get('size')} bytes of pickle, got {len(body)}"
+        )
+    if hashlib.sha256(body).hexdigest() != manifest["sha256"]:
+        raise PayloadError("the code payload is damaged: its SHA-256 does not match its manifest")
+    return {str(k): str(v) for k, v in manifest.items()}
+
+
+def unpack(data: bytes) -> dict[str, Any]:
+    """Check and unpickle a payload. Only the worker calls this."""
+    read_manifest(data)
+    (head_len,) = _LEN.unpack(data[len(MAGIC) : len(MAGIC) + _LEN.size])
+    start = len(MAGIC) + _LEN.size + head_len
+    payload = cloudpickle.loads(data[start:])
+    for filename, lines in payload.pop("sources", {}).items():
+        linecache.cache[filename] = (sum(map(len, lines)), None, lines, filename)
+    return payload

@@ -1,0 +1,126 @@
+"""Wire schemas shared by the SDK and the backend: the JSON bodies of the HTTP API.
+
+The backend imports these (and :mod:`aiaas_sdk.packaging`) and nothing else
+from the SDK, so the two sides cannot disagree about a field.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JSONScalar = str | int | float | bool | None
+
+
+class RunStatus(str, Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled)
+
+
+class RunSpec(BaseModel):
+    """The JSON half of a run submission; the pickled code travels beside it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=200)
+    # Only JSON-able Trainer kwargs travel here, so the backend can read the
+    # resources a run asks for; callbacks, loggers and plugins are pickled.
+    trainer_kwargs: dict[str, JSONScalar | list[JSONScalar]] = Field(default_factory=dict)
+    test: bool = False
+
+
+class RunPublic(BaseModel):
+    id: str
+    name: str
+    status: RunStatus
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    trainer_kwargs: dict[str, Any] = Field(default_factory=dict)
+    gpus: int = 0
+    device: str | None = None
+    attempt: int = 1
+    cancel_requested: bool = False
+    error: str | None = None
+    traceback: str | None = None
+    final_metrics: dict[str, float] = Field(default_factory=dict)
+    has_checkpoint: bool = False
+    worker_pid: int | None = None
+    environment: dict[str, str] = Field(default_factory=dict)
+
+
+class RunsPublic(BaseModel):
+    data: list[RunPublic]
+    count: int
+
+
+class MetricPoint(BaseModel):
+    seq: int
+    name: str
+    value: float
+    step: int | None = None
+    epoch: int | None = None
+    time: float
+
+
+class MetricsPage(BaseModel):
+    data: list[MetricPoint]
+    next_after: int = Field(description="pass as `after` to read the next page")
+
+
+class LogLine(BaseModel):
+    seq: int
+    time: float
+    line: str
+
+
+class LogsPage(BaseModel):
+    data: list[LogLine]
+    next_after: int
+
+
+class BackendInfo(BaseModel):
+    version: str
+    executor: str
+    gpus: int
+    slots: int
+    environment: dict[str, str]
+
+
+# ---- worker -> backend (run-scoped token) --------------------------------
+
+
+class WorkerEvent(BaseModel):
+    # Numbered by the worker so a retried batch is stored once.
+    wseq: int
+    kind: Literal["metric", "log"]
+    time: float
+    data: dict[str, Any]
+
+
+class WorkerEventBatch(BaseModel):
+    attempt: int
+    events: list[WorkerEvent] = Field(default_factory=list, max_length=50_000)
+
+
+class WorkerStatus(BaseModel):
+    attempt: int
+    status: RunStatus
+    device: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    final_metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class WorkerReply(BaseModel):
+    cancel_requested: bool

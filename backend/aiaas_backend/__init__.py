@@ -1,0 +1,1 @@
+"""The aiaas backend service: API server, store, executors and the worker."""

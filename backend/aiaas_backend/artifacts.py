@@ -1,0 +1,43 @@
+"""Where a run's files live: its code, checkpoints, final weights and output.
+
+One directory per run under the data dir. The local executor's workers write
+here directly (same machine); everything is written to a temporary name and
+renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+FINAL_FILES = {"lightning": "final.ckpt", "weights": "weights.pt"}
+
+
+class Artifacts:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def run_dir(self, run_id: str) -> Path:
+        path = self.root / "runs" / run_id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def code(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "code.bin"
+
+    def last_checkpoint(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "checkpoints" / "last.ckpt"
+
+    def final(self, run_id: str, kind: str) -> Path:
+        return self.run_dir(run_id) / FINAL_FILES[kind]
+
+    def result(self, run_id: str, attempt: int) -> Path:
+        return self.run_dir(run_id) / f"result-{attempt}.json"
+
+    def pending_events(self, run_id: str, attempt: int) -> Path:
+        return self.run_dir(run_id) / f"pending-{attempt}.jsonl"
+
+    def write_atomic(self, path: Path, data: bytes) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)

@@ -1,0 +1,64 @@
+"""The ``aiaas`` command: run the backend, manage API keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="aiaas: train Lightning modules from notebooks on this backend.", no_args_is_help=True)
+keys = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+app.add_typer(keys, name="keys")
+
+DataDir = Annotated[Path | None, typer.Option(help="where the database and artifacts live [default: user data dir]")]
+
+
+def _settings(**overrides: object):  # type: ignore[no-untyped-def]
+    from pydantic import ValidationError
+
+    from .config import Settings
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        typer.echo(f"error: bad setting {'.'.join(map(str, first['loc']))}: {first['msg']}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def server(
+    host: Annotated[str | None, typer.Option(help="address to listen on [default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="port; 0 picks a free one [default: 8765]")] = None,
+    data_dir: DataDir = None,
+    executor: Annotated[str | None, typer.Option(help="where runs execute: local")] = None,
+    slots: Annotated[int | None, typer.Option(help="CPU runs that may train at once [default: 1]")] = None,
+) -> None:
+    """Run the aiaas backend (API server + executor)."""
+    from .server import serve
+
+    serve(_settings(host=host, port=port, data_dir=data_dir, executor=executor, slots=slots))
+
+
+@keys.command("create")
+def keys_create(
+    user: Annotated[str, typer.Option(help="the user the key belongs to (created if new)")],
+    data_dir: DataDir = None,
+) -> None:
+    """Create an API key for USER; the key is printed once, as the last line."""
+    from .db import make_engine, migrate, session_factory
+    from .security import create_api_key
+
+    settings = _settings(data_dir=data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.sqlalchemy_url)
+    migrate(engine)
+    with session_factory(engine)() as session:
+        key = create_api_key(session, user)
+    typer.echo(f"created an API key for user {user!r} (store it now: it is not shown again):")
+    typer.echo(key)
+
+
+def main() -> None:
+    app()

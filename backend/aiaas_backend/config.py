@@ -1,0 +1,73 @@
+"""The backend's settings: one pydantic-settings class, ``AIAAS_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from aiaas_sdk.config import default_data_dir
+
+
+def detect_gpus() -> list[str]:
+    """Visible NVIDIA GPU indices, without importing torch (the server stays light)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AIAAS_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite in data_dir")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+    executor: Literal["local"] = "local"
+    # CPU runs that may train at once; GPU runs are limited by free GPUs instead.
+    slots: int = Field(default=1, ge=1, le=1024)
+    gpus: list[str] = Field(default_factory=detect_gpus)
+    max_upload_bytes: int = Field(default=2 * 1024**3, ge=1024)
+    cancel_grace_s: float = Field(default=15.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    checkpoint_every_s: float = Field(default=60.0, gt=0)
+    worker_python: str = sys.executable
+    write_config: bool = True
+    warm_worker: bool = True
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _safe(self) -> Settings:
+        if self.host not in ("127.0.0.1", "localhost", "::1") and self.write_config:
+            # A server reachable from other machines must not write its
+            # admin key into a config file by itself.
+            self.write_config = False
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'aiaas.db'}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"

@@ -1,0 +1,73 @@
+"""FastAPI dependencies, as ``Annotated`` aliases used by every router."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.orm import Session
+
+from .artifacts import Artifacts
+from .config import Settings
+from .errors import ApiError
+from .executors import Executor
+from .models import User
+from .security import user_for_key
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with request.app.state.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_artifacts(request: Request) -> Artifacts:
+    return request.app.state.artifacts
+
+
+def get_executor(request: Request) -> Executor:
+    return request.app.state.executor
+
+
+def get_environment(request: Request) -> dict[str, dict[str, str]]:
+    return request.app.state.environment
+
+
+EnvironmentDep = Annotated[dict[str, dict[str, str]], Depends(get_environment)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ArtifactsDep = Annotated[Artifacts, Depends(get_artifacts)]
+ExecutorDep = Annotated[Executor, Depends(get_executor)]
+
+_NEED_KEY = "create one with `aiaas keys create --user NAME` and pass it to aiaas.connect(api_key=...)"
+
+
+def bearer_token(authorization: Annotated[str | None, Header()] = None) -> str:
+    if not authorization:
+        raise ApiError(401, f"missing API key: send 'Authorization: Bearer <key>'; {_NEED_KEY}", "unauthenticated",
+                       {"WWW-Authenticate": "Bearer"})
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "the Authorization header must be 'Bearer <key>'", "unauthenticated",
+                       {"WWW-Authenticate": "Bearer"})
+    return token.strip()
+
+
+TokenDep = Annotated[str, Depends(bearer_token)]
+
+
+def current_user(session: SessionDep, token: TokenDep) -> User:
+    user = user_for_key(session, token)
+    if user is None:
+        raise ApiError(401, f"unknown API key (it starts {token[:10]!r}); {_NEED_KEY}", "unauthenticated",
+                       {"WWW-Authenticate": "Bearer"})
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]

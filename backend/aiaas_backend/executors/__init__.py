@@ -1,0 +1,3 @@
+from .base import Executor
+
+__all__ = ["Executor"]

@@ -1,0 +1,329 @@
+"""The default executor: one worker process per run on this machine.
+
+Runs wait in a FIFO queue until their resources are free: GPUs (handed out
+through ``CUDA_VISIBLE_DEVICES``) or one of ``slots`` CPU places. A warm worker
+-- a process that has already imported torch and Lightning -- waits for the
+next run whenever a place is free, so a run starts at once instead of after
+several seconds of imports.
+
+Workers run in their own session, so they outlive the API server: on start the
+executor re-adopts workers that are still alive, and requeues (from the last
+checkpoint) runs whose worker is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO
+
+import psutil
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from aiaas_sdk.wire import RunStatus
+
+from ..artifacts import Artifacts
+from ..config import Settings
+from ..lifecycle import set_status
+from ..models import Run
+from ..reports import apply_leftovers
+from ..security import new_worker_token
+from .base import Executor
+
+log = logging.getLogger("aiaas.executor")
+
+
+@dataclass
+class _Worker:
+    run_id: str
+    attempt: int
+    gpu_ids: list[str]
+    proc: subprocess.Popen[bytes] | psutil.Process
+    cancel_deadline: float | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def exit_reason(self) -> str | None:
+        """None while alive; otherwise how the process ended, in words."""
+        if isinstance(self.proc, subprocess.Popen):
+            code = self.proc.poll()
+            if code is None:
+                return None
+            if code < 0:
+                name = signal.Signals(-code).name
+                hint = " (out of memory, or killed by someone)" if -code == signal.SIGKILL else ""
+                return f"the worker process was killed by {name}{hint}"
+            return f"the worker process exited with code {code} before reporting a result"
+        try:
+            if self.proc.is_running() and self.proc.status() != psutil.STATUS_ZOMBIE:
+                return None
+        except psutil.NoSuchProcess:
+            pass
+        return "the worker process ended while the server was restarting, without reporting a result"
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _process_alive(pid: int | None, started: float | None) -> psutil.Process | None:
+    if pid is None or started is None:
+        return None
+    try:
+        proc = psutil.Process(pid)
+        # The create time guards against a new process that reused the pid.
+        if abs(proc.create_time() - started) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE:
+            return proc
+    except psutil.Error:
+        pass
+    return None
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        artifacts: Artifacts,
+        api_url: Callable[[], str],
+    ) -> None:
+        self._settings = settings
+        self._sessions = sessions
+        self._artifacts = artifacts
+        self._api_url = api_url
+        self._workers: dict[str, _Worker] = {}
+        self._warm: subprocess.Popen[bytes] | None = None
+        self._warm_failures = 0
+        self._next_warm_try = 0.0
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="aiaas-executor", daemon=True)
+        self._log_file: IO[bytes] | None = None
+
+    # -- Executor -----------------------------------------------------------
+    @property
+    def gpus(self) -> int:
+        return len(self._settings.gpus)
+
+    @property
+    def slots(self) -> int:
+        return self._settings.slots
+
+    def start(self) -> None:
+        self._log_file = open(self._settings.data_dir / "workers.log", "ab")
+        with self._sessions() as session:
+            self._reconcile(session)
+            session.commit()
+        self._thread.start()
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        if self._warm is not None and self._warm.poll() is None:
+            self._warm.kill()
+            self._warm.wait()
+        # Busy workers keep running on purpose: the next start adopts them.
+        if self._log_file:
+            self._log_file.close()
+
+    # -- the loop -----------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(timeout=0.25)
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                with self._sessions() as session:
+                    self._reap(session)
+                    self._enforce_cancels(session)
+                    self._dispatch(session)
+                self._ensure_warm()
+            except Exception:  # keep scheduling whatever one tick hit
+                log.exception("executor tick failed")
+                time.sleep(1.0)
+
+    def _reconcile(self, session: Session) -> None:
+        for run in session.scalars(select(Run).where(Run.status == RunStatus.running.value)):
+            proc = _process_alive(run.worker_pid, run.worker_started)
+            gpu_ids = [g for g in (run.gpu_ids or "").split(",") if g]
+            if proc is not None:
+                log.info("adopting the live worker %s of run %s", proc.pid, run.id)
+                self._workers[run.id] = _Worker(run.id, run.attempt, gpu_ids, proc)
+            else:
+                self._finish(session, run, "its worker was gone when the server restarted", requeue=True)
+
+    def _reap(self, session: Session) -> None:
+        for run_id, worker in list(self._workers.items()):
+            reason = worker.exit_reason()
+            if reason is None:
+                continue
+            del self._workers[run_id]
+            run = session.get(Run, run_id)
+            if run is not None and run.attempt == worker.attempt:
+                self._finish(session, run, reason, requeue=False)
+                session.commit()
+
+    def _finish(self, session: Session, run: Run, reason: str, *, requeue: bool) -> None:
+        """Settle a run whose worker is gone, using what it left on disk first."""
+        if RunStatus(run.status).terminal:
+            return
+        pending = self._artifacts.pending_events(run.id, run.attempt)
+        if apply_leftovers(session, run, pending, self._artifacts.result(run.id, run.attempt)):
+            return
+        if run.cancel_requested:
+            set_status(session, run, RunStatus.cancelled, error="cancelled by the user")
+        elif requeue and run.attempt < self._settings.max_attempts:
+            ckpt = self._artifacts.last_checkpoint(run.id)
+            where = "its last checkpoint" if ckpt.exists() else "the start (no checkpoint yet)"
+            run.attempt += 1
+            run.last_wseq = 0  # the next worker numbers its reports from 1 again
+            set_status(
+                session, run, RunStatus.queued, reason=f"requeued from {where}: {reason}",
+                worker_pid=None, worker_started=None, gpu_ids=None,
+            )
+        else:
+            tried = f" (attempt {run.attempt} of {self._settings.max_attempts})" if requeue else ""
+            set_status(session, run, RunStatus.failed, error=f"{reason}{tried}")
+
+    def _enforce_cancels(self, session: Session) -> None:
+        for run_id, worker in self._workers.items():
+            run = session.get(Run, run_id)
+            if run is None or not run.cancel_requested:
+                continue
+            now = time.monotonic()
+            if worker.cancel_deadline is None:
+                # The worker hears of the cancel in the reply to its next report
+                # and stops after the current step; kill it if it does not.
+                worker.cancel_deadline = now + self._settings.cancel_grace_s
+            elif now > worker.cancel_deadline:
+                log.warning("run %s did not stop within the grace period; killing its worker", run_id)
+                worker.kill()
+
+    # -- placing runs ---------------------------------------------------------
+    def _free_gpus(self) -> list[str]:
+        used = {g for w in self._workers.values() for g in w.gpu_ids}
+        return [g for g in self._settings.gpus if g not in used]
+
+    def _cpu_runs(self) -> int:
+        return sum(1 for w in self._workers.values() if not w.gpu_ids)
+
+    def _has_room(self) -> bool:
+        return bool(self._free_gpus()) or self._cpu_runs() < self._settings.slots
+
+    def _dispatch(self, session: Session) -> None:
+        queued = session.scalars(
+            select(Run).where(Run.status == RunStatus.queued.value).order_by(Run.created_at, Run.id)
+        ).all()
+        for run in queued:
+            free = self._free_gpus()
+            if run.gpus > 0:
+                if len(free) < run.gpus:
+                    return  # strict FIFO: the head of the queue waits for its GPUs
+                gpu_ids = free[: run.gpus]
+            elif self._cpu_runs() < self._settings.slots:
+                gpu_ids = []
+            else:
+                return
+            self._launch(session, run, gpu_ids)
+
+    def _launch(self, session: Session, run: Run, gpu_ids: list[str]) -> None:
+        token, token_hash = new_worker_token()
+        ckpt = self._artifacts.last_checkpoint(run.id)
+        set_status(session, run, RunStatus.running, worker_token_hash=token_hash, gpu_ids=",".join(gpu_ids))
+        session.commit()
+        assignment = {
+            "run_id": run.id,
+            "attempt": run.attempt,
+            "token": token,
+            "api_url": self._api_url(),
+            "server_info": str(self._settings.data_dir / "server.json"),
+            "run_dir": str(self._artifacts.run_dir(run.id)),
+            "gpu_ids": gpu_ids,
+            "trainer_kwargs": run.trainer_kwargs,
+            "test": run.run_test,
+            "resume_from": str(ckpt) if ckpt.exists() else None,
+            "checkpoint_every_s": self._settings.checkpoint_every_s,
+        }
+        proc = self._hand_over(assignment)
+        if proc is None:
+            set_status(session, run, RunStatus.failed, error="could not start a worker process; see workers.log")
+            session.commit()
+            return
+        run.worker_pid = proc.pid
+        run.worker_started = psutil.Process(proc.pid).create_time()
+        session.commit()
+        self._workers[run.id] = _Worker(run.id, run.attempt, gpu_ids, proc)
+
+    def _hand_over(self, assignment: dict[str, object]) -> subprocess.Popen[bytes] | None:
+        line = (json.dumps(assignment) + "\n").encode()
+        for _ in range(2):
+            proc = self._take_warm() or self._spawn()
+            if proc is None:
+                return None
+            try:
+                assert proc.stdin is not None
+                proc.stdin.write(line)
+                proc.stdin.close()
+                return proc
+            except (BrokenPipeError, OSError):
+                proc.kill()
+                proc.wait()
+        return None
+
+    def _take_warm(self) -> subprocess.Popen[bytes] | None:
+        warm, self._warm = self._warm, None
+        if warm is not None and warm.poll() is None:
+            return warm
+        return None
+
+    def _spawn(self) -> subprocess.Popen[bytes] | None:
+        env = os.environ.copy()
+        env["PYTHONUNBUFFERED"] = "1"
+        try:
+            return subprocess.Popen(
+                [self._settings.worker_python, "-m", "aiaas_backend.worker"],
+                stdin=subprocess.PIPE,
+                stdout=self._log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=env,
+                cwd=self._settings.data_dir,
+            )
+        except OSError:
+            log.exception("could not start a worker with %s", self._settings.worker_python)
+            return None
+
+    def _ensure_warm(self) -> None:
+        """Keep one warm worker while a run could start; none while all places are busy,
+        so its imports never compete with training for the CPU."""
+        if not self._settings.warm_worker or self._stopping.is_set():
+            return
+        if self._warm is not None:
+            if self._warm.poll() is None:
+                return
+            self._warm_failures += 1
+            self._next_warm_try = time.monotonic() + min(60.0, 2.0**self._warm_failures)
+            log.warning("the warm worker exited with code %s; see workers.log", self._warm.returncode)
+            self._warm = None
+        if self._has_room() and time.monotonic() >= self._next_warm_try:
+            self._warm = self._spawn()

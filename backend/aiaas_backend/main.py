@@ -1,0 +1,59 @@
+"""The app factory: wires settings, store, artifacts and the executor into FastAPI."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from .artifacts import Artifacts
+from .config import Settings
+from .db import make_engine, migrate, session_factory
+from .errors import ApiError, api_error_handler
+from .executors.local import LocalExecutor
+from .routes import meta, runs, worker
+from .size_limit import BodySizeLimit
+from .worker_env import probe
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
+def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
+    """Build the API. ``api_url`` tells workers where to report (known once the socket is bound)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.sqlalchemy_url)
+    migrate(engine)
+    sessions = session_factory(engine)
+    artifacts = Artifacts(settings.artifacts_dir)
+    executor = LocalExecutor(settings, sessions, artifacts, api_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        executor.start()
+        try:
+            yield
+        finally:
+            executor.stop()
+            engine.dispose()
+
+    app = FastAPI(
+        title="aiaas",
+        summary="Train PyTorch Lightning modules from a notebook; deploy them.",
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    app.state.settings = settings
+    app.state.sessions = sessions
+    app.state.artifacts = artifacts
+    app.state.executor = executor
+    app.state.environment = probe(settings.worker_python)
+    app.add_exception_handler(ApiError, api_error_handler)
+    app.include_router(meta.router)
+    app.include_router(runs.router)
+    app.include_router(worker.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    return app

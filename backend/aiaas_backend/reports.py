@@ -1,0 +1,56 @@
+"""Applying what a worker reports, whether it arrives over HTTP or from files it left."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from aiaas_sdk.wire import RunStatus, WorkerEvent, WorkerStatus
+
+from .lifecycle import append_events, set_status
+from .models import Run
+
+
+def apply_events(session: Session, run: Run, events: list[WorkerEvent]) -> int:
+    """Store the events this run has not seen yet (a retried batch is stored once)."""
+    fresh = [e for e in events if e.wseq > run.last_wseq]
+    if not fresh:
+        return 0
+    run.last_wseq = max(e.wseq for e in fresh)
+    session.flush()
+    append_events(session, run.id, ((e.kind, e.time, e.data) for e in fresh))
+    return len(fresh)
+
+
+def apply_status(session: Session, run: Run, report: WorkerStatus) -> None:
+    if report.device:
+        run.device = report.device
+    if report.status is RunStatus.running:
+        return
+    set_status(
+        session,
+        run,
+        report.status,
+        error=report.error,
+        traceback=report.traceback,
+        final_metrics=report.final_metrics,
+    )
+
+
+def apply_leftovers(session: Session, run: Run, pending: Path, result: Path) -> bool:
+    """Ingest the events and final result a worker spooled to disk before exiting.
+
+    Returns whether a final result was applied.
+    """
+    if pending.exists():
+        events = [WorkerEvent.model_validate_json(line) for line in pending.read_text().splitlines() if line]
+        apply_events(session, run, events)
+    if not result.exists():
+        return False
+    report = WorkerStatus.model_validate(json.loads(result.read_text()))
+    if report.attempt != run.attempt:
+        return False
+    apply_status(session, run, report)
+    return RunStatus(run.status).terminal

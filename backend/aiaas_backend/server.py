@@ -1,0 +1,78 @@
+"""Runs the API under uvicorn on a socket we bind ourselves (so port 0 works)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+
+import uvicorn
+from sqlalchemy import select
+
+from aiaas_sdk import config as sdk_config
+
+from .config import Settings
+from .db import make_engine, migrate, session_factory
+from .main import create_app
+from .models import User
+from .security import create_api_key, user_for_key
+
+log = logging.getLogger("aiaas.server")
+
+
+def _ensure_local_key(settings: Settings, url: str) -> None:
+    """On first start, create a key for the local user and write it to the user's config,
+    so ``aiaas.connect()`` on this machine needs no arguments."""
+    engine = make_engine(settings.sqlalchemy_url)
+    migrate(engine)
+    with session_factory(engine)() as session:
+        existing = sdk_config.read_config().get("api_key")
+        if existing and user_for_key(session, existing) is not None:
+            path = sdk_config.write_config({"url": url})
+            log.info("updated the backend URL in %s", path)
+        elif session.scalar(select(User).limit(1)) is None:
+            key = create_api_key(session, "local")
+            path = sdk_config.write_config({"url": url, "api_key": key})
+            log.warning("created an API key for user 'local' and wrote it to %s", path)
+        else:
+            log.info("the config file's key is not one of this backend's; leaving %s alone",
+                     sdk_config.config_path())
+    engine.dispose()
+
+
+def serve(settings: Settings) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, settings.port))
+    port = sock.getsockname()[1]
+    host = f"[{settings.host}]" if family == socket.AF_INET6 else settings.host
+    url = f"http://{host}:{port}"
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.write_config:
+        _ensure_local_key(settings, url)
+    app = create_app(settings, lambda: url)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=False, timeout_graceful_shutdown=5))
+
+    info = settings.data_dir / "server.json"
+    original_startup = server.startup
+
+    async def startup(sockets: list[socket.socket] | None = None) -> None:
+        await original_startup(sockets=sockets)
+        # Written once we accept connections: readers of server.json can connect at once.
+        tmp = info.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"url": url, "pid": os.getpid(), "data_dir": str(settings.data_dir)}))
+        tmp.replace(info)
+        log.info("aiaas backend listening on %s (data in %s)", url, settings.data_dir)
+
+    server.startup = startup  # type: ignore[method-assign]
+    try:
+        server.run(sockets=[sock])
+    finally:
+        try:
+            if json.loads(info.read_text()).get("pid") == os.getpid():
+                info.unlink()
+        except (OSError, ValueError):
+            pass

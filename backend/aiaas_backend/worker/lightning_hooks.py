@@ -1,0 +1,92 @@
+"""Our Lightning callback and logger, built for whichever Lightning the module uses.
+
+``lightning.pytorch`` and ``pytorch_lightning`` have distinct ``Callback`` and
+``Logger`` base classes and a Trainer accepts only its own, so the classes are
+made per package.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .reporter import Reporter
+
+
+def _device_name(trainer: Any) -> str:
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        import torch
+
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def make_logger(pl: ModuleType, reporter: Reporter) -> Any:
+    class AiaasLogger(pl.loggers.Logger):  # type: ignore[name-defined,misc]
+        """Forwards every ``self.log`` value Lightning flushes to the reporter."""
+
+        @property
+        def name(self) -> str:
+            return "aiaas"
+
+        @property
+        def version(self) -> str:
+            return "0"
+
+        def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+            epoch = metrics.get("epoch")
+            epoch = int(epoch) if epoch is not None else None
+            for name, value in metrics.items():
+                if name != "epoch":
+                    reporter.metric(name, float(value), step, epoch)
+
+    return AiaasLogger()
+
+
+def make_callback(pl: ModuleType, reporter: Reporter, last_ckpt: Path, every_s: float) -> Any:
+    class AiaasCallback(pl.Callback):  # type: ignore[name-defined,misc]
+        """Reports the device, stops on cancel, and checkpoints for resumption."""
+
+        def __init__(self) -> None:
+            self.stopped_by = None
+            self._last_save = float("-inf")
+
+        def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+            self.device = _device_name(trainer)
+            self.on_device(self.device)
+
+        def on_device(self, device: str) -> None:  # replaced by the worker
+            pass
+
+        def _check_stop(self, trainer: Any) -> None:
+            if reporter.should_stop and not trainer.should_stop:
+                self.stopped_by = "cancel" if reporter.cancel_requested else "server"
+                trainer.should_stop = True
+
+        def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
+            self._check_stop(trainer)
+            if time.monotonic() - self._last_save > every_s:
+                self._save(trainer)
+
+        def on_validation_batch_end(self, trainer: Any, *args: Any) -> None:
+            self._check_stop(trainer)
+
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            # At least once a minute and at the first epoch, so a requeued run loses little.
+            if time.monotonic() - self._last_save > min(every_s, 10.0) and not self.stopped_by:
+                self._save(trainer)
+
+        def _save(self, trainer: Any) -> None:
+            last_ckpt.parent.mkdir(parents=True, exist_ok=True)
+            tmp = last_ckpt.with_name(last_ckpt.name + ".tmp")
+            trainer.save_checkpoint(tmp)
+            tmp.replace(last_ckpt)
+            self._last_save = time.monotonic()
+
+    return AiaasCallback()
