@@ -112,7 +112,7 @@ def _local_modules_by_value(root: Path) -> Iterator[list[str]]:
     library_dirs.append(Path(sys.prefix).resolve())
     root = root.resolve()
     names = []
-    for name, module in list(sys.modules.items()):
+    for name, module in sys.modules.copy().items():  # copy() is atomic; other threads import
         if name != "__main__" and isinstance(module, types.ModuleType) and _is_local_module(
             module, root, [d for d in library_dirs if not root.is_relative_to(d)]
         ):

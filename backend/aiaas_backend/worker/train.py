@@ -97,9 +97,11 @@ def _train(assignment: dict[str, Any], reporter: Reporter) -> WorkerStatus:
                             final_metrics=_scalars(trainer.callback_metrics), device=getattr(ours, "device", None))
     if ours.stopped_by == "server":
         raise RuntimeError("training stopped: the aiaas server no longer accepts this worker's reports")
-    if assignment["test"]:
-        trainer.test(model, datamodule=payload["datamodule"])
     final_metrics = _scalars(trainer.callback_metrics)
+    if assignment["test"]:
+        # trainer.test resets callback_metrics: keep the fit's and add the test's.
+        trainer.test(model, datamodule=payload["datamodule"])
+        final_metrics.update(_scalars(trainer.callback_metrics))
 
     tmp = run_dir / "final.ckpt.tmp"
     trainer.save_checkpoint(tmp)

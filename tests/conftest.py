@@ -1,0 +1,146 @@
+"""Markers by folder, and a real backend process on 127.0.0.1 for integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+import aiaas
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0]
+        if folder in ("unit", "integration"):
+            item.add_marker(getattr(pytest.mark, folder))
+
+
+class Backend:
+    """An ``aiaas server`` subprocess with its own data dir and config file."""
+
+    def __init__(self, data_dir: Path, slots: int = 1, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.slots = slots
+        self.env = {**os.environ, "AIAAS_CONFIG": str(data_dir / "config.toml"), **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self._starts = 0
+        self._clients: list[aiaas.Client] = []
+
+    def start(self, timeout: float = 60.0) -> Backend:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._starts += 1
+        with open(self.data_dir / f"server-{self._starts}.log", "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "aiaas_backend", "server", "--host", "127.0.0.1", "--port", "0",
+                 "--data-dir", str(self.data_dir), "--slots", str(self.slots)],
+                stdout=log, stderr=subprocess.STDOUT, env=self.env,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, (self.data_dir / f"server-{self._starts}.log").read_text()
+            try:
+                info = json.loads((self.data_dir / "server.json").read_text())
+                if info["pid"] == self.proc.pid and httpx.get(info["url"] + "/healthz").status_code == 200:
+                    self.url = info["url"]
+                    return self
+            except (OSError, ValueError, KeyError, httpx.HTTPError):
+                pass
+            time.sleep(0.05)
+        raise TimeoutError("the backend did not start")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+
+    @property
+    def key(self) -> str:
+        text = (self.data_dir / "config.toml").read_text()
+        return next(json.loads(line.split("=", 1)[1]) for line in text.splitlines() if line.startswith("api_key"))
+
+    def client(self, key: str | None = None) -> aiaas.Client:
+        """A client for this backend, closed with it."""
+        client = aiaas.Client(self.url, key or self.key, timeout=30)
+        self._clients.append(client)
+        return client
+
+    def new_key(self, user: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "aiaas_backend", "keys", "create", "--user", user, "--data-dir", str(self.data_dir)],
+            capture_output=True, text=True, env=self.env, check=True,
+        )
+        return out.stdout.strip().splitlines()[-1]
+
+    def worker_processes(self) -> list[psutil.Process]:
+        """Worker processes of this backend: they run with their cwd inside its data dir."""
+        found = []
+        for proc in psutil.process_iter(["cwd", "cmdline"]):
+            try:
+                cwd = proc.info["cwd"]
+                if cwd and Path(cwd).is_relative_to(self.data_dir) and "aiaas_backend.worker" in " ".join(
+                    proc.info["cmdline"] or []
+                ):
+                    found.append(proc)
+            except (psutil.Error, ValueError):
+                pass
+        return found
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.close()
+        self.stop()
+        for proc in self.worker_processes():
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+
+
+@pytest.fixture
+def make_backend(tmp_path: Path) -> Iterator:
+    started: list[Backend] = []
+
+    def make(slots: int = 1, name: str = "backend", **env: str) -> Backend:
+        backend = Backend(tmp_path / name, slots=slots, env=env)
+        started.append(backend)
+        return backend.start()
+
+    yield make
+    for backend in started:
+        backend.close()
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    """One backend per test module (workers are the slow part on a 2-core machine)."""
+    b = Backend(tmp_path_factory.mktemp("backend"), slots=2).start()
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def client(backend: Backend) -> aiaas.Client:
+    return backend.client()
+
+
+def wait_until(predicate, timeout: float = 60.0, interval: float = 0.05, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out waiting for {what}")

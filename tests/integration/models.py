@@ -1,0 +1,112 @@
+"""Lightning modules the integration tests ship to the backend.
+
+This file lives beside the tests, not in site-packages: the SDK ships it by
+value, as it would a helper module next to a notebook.
+"""
+
+from __future__ import annotations
+
+import time
+
+import lightning.pytorch as L
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+
+def regression_data(n: int = 128, seed: int = 0) -> TensorDataset:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 8, generator=g)
+    y = x @ torch.linspace(-1, 1, 8).unsqueeze(1) + 0.1 * torch.randn(n, 1, generator=g)
+    return TensorDataset(x, y)
+
+
+class Regressor(L.LightningModule):
+    """Defines its own dataloaders; optional per-step sleep makes it slow on purpose."""
+
+    def __init__(self, lr: float = 0.05, step_sleep: float = 0.0, fail_at_step: int | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Linear(8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        if self.hparams.step_sleep:
+            time.sleep(self.hparams.step_sleep)
+        if self.hparams.fail_at_step is not None and self.global_step >= self.hparams.fail_at_step:
+            raise ValueError(f"boom at step {self.global_step}")
+        x, y = batch
+        loss = F.mse_loss(self(x), y)
+        self.log("train_loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", F.mse_loss(self(x), y))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+    def train_dataloader(self):
+        return DataLoader(regression_data(), batch_size=16)
+
+    def val_dataloader(self):
+        return DataLoader(regression_data(64, seed=1), batch_size=32)
+
+
+class RegressionData(L.LightningDataModule):
+    def __init__(self, batch_size: int = 16) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+
+    def train_dataloader(self):
+        return DataLoader(regression_data(), batch_size=self.batch_size)
+
+    def val_dataloader(self):
+        return DataLoader(regression_data(64, seed=1), batch_size=32)
+
+    def test_dataloader(self):
+        return DataLoader(regression_data(32, seed=2), batch_size=32)
+
+
+class ScheduledRegressor(L.LightningModule):
+    """Uses a datamodule, validation and test steps, an LR scheduler and log_dict."""
+
+    def __init__(self, lr: float = 0.1, gamma: float = 0.5) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.mse_loss(self(x), y)
+        self.log_dict({"train_loss": loss, "lr": self.optimizers().param_groups[0]["lr"]})
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", F.mse_loss(self(x), y))
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("test_loss", F.mse_loss(self(x), y))
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, 1, gamma=self.hparams.gamma)}
+
+
+class PrintingCallback(L.Callback):
+    """A user callback: its output must reach the run's logs."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        print(f"{self.marker} epoch={trainer.current_epoch}", flush=True)
