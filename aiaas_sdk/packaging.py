@@ -167,12 +167,14 @@ def pack(payload: dict[str, Any], *, lightning_package: str, root: str | os.Path
 
 def read_manifest(data: bytes) -> dict[str, str]:
     """Validate a payload's framing and hash and return its manifest; never unpickles."""
+    start = len(MAGIC) + _LEN.size
+    if len(data) < start and MAGIC.startswith(data[: len(MAGIC)]):
+        raise PayloadError("the code payload is truncated (it ends before its manifest)")
     if not data.startswith(MAGIC):
         raise PayloadError("the code payload is not an aiaas payload (bad magic); send it with the aiaas SDK")
-    start = len(MAGIC) + _LEN.size
-    if len(data) < start:
-        raise PayloadError("the code payload is truncated (no manifest)")
     (head_len,) = _LEN.unpack(data[len(MAGIC) : start])
+    if len(data) < start + head_len:
+        raise PayloadError("the code payload is truncated (it ends inside its manifest)")
     try:
         manifest = json.loads(data[start : start + head_len])
     except ValueError as exc:

@@ -1,0 +1,37 @@
+import pytest
+
+from aiaas_backend.errors import ApiError
+from aiaas_backend.resources import gpus_needed
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "available", "needed"),
+    [
+        ({}, 0, 0),
+        ({"accelerator": "cpu", "devices": 2}, 4, 0),
+        ({}, 2, 1),
+        ({"accelerator": "gpu", "devices": 2}, 4, 2),
+        ({"accelerator": "cuda", "devices": [0, 3]}, 4, 2),
+        ({"accelerator": "gpu", "devices": -1}, 4, 4),
+        ({"accelerator": "gpu", "devices": "0,1"}, 4, 2),
+        ({"accelerator": "gpu", "devices": "3"}, 4, 3),
+    ],
+)
+def test_gpus_needed(kwargs, available, needed):
+    assert gpus_needed(kwargs, available) == needed
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "available", "message"),
+    [
+        ({"accelerator": "gpu"}, 0, "no GPU"),
+        ({"accelerator": "gpu", "devices": 8}, 2, "asks for 8 GPUs but this backend has 2"),
+        ({"accelerator": "tpu"}, 2, "not available"),
+        ({"num_nodes": 2}, 0, "executor ray"),
+        ({"accelerator": "gpu", "devices": 0}, 2, "not a device count"),
+    ],
+)
+def test_what_the_backend_cannot_give_is_refused(kwargs, available, message):
+    with pytest.raises(ApiError, match=message) as raised:
+        gpus_needed(kwargs, available)
+    assert raised.value.status_code == 400
