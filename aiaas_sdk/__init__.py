@@ -15,7 +15,7 @@ from ._errors import (
     ServerError,
 )
 from ._run import AsyncRun, Run
-from .wire import MetricPoint, RunStatus
+from .wire import MetricPoint, RunEvent, RunStatus
 
 __all__ = [
     "AiaasError",
@@ -31,6 +31,7 @@ __all__ = [
     "PayloadTooLarge",
     "Run",
     "RunCancelled",
+    "RunEvent",
     "RunFailed",
     "RunStatus",
     "ServerError",

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from . import _ops, config
+from . import _ops, _sse, config
 from ._errors import AuthenticationError, error_from_response, error_from_transport
 from ._run import AsyncRun, Run
+from .wire import RunEvent
 
 
 def _user_agent() -> str:
@@ -51,6 +53,15 @@ class _Base:
         if not call.idempotent or attempt + 1 >= self._retry.attempts:
             return False
         return response is None or response.status_code in self._retry.retry_statuses
+
+    def _stream_request(self, run_id: str, after: int) -> dict[str, Any]:
+        return {
+            "method": "GET",
+            "url": f"/v1/runs/{run_id}/events",
+            "headers": {"Last-Event-ID": str(after), "Accept": "text/event-stream"},
+            # Heartbeats come every 15 s: a silent minute means a dead connection.
+            "timeout": httpx.Timeout(self._timeout, read=60.0),
+        }
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url}>"
@@ -109,6 +120,33 @@ class Client(_Base):
                     step = op.send(self._send(step))
         except StopIteration as done:
             return done.value
+
+    def _events(self, run_id: str, after: int) -> Iterator[RunEvent]:
+        policy = _sse.Reconnect()
+        while True:
+            parser = _sse.SSEParser()
+            try:
+                with self._http.stream(**self._stream_request(run_id, after)) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        raise error_from_response(response)
+                    for line in response.iter_lines():
+                        event = parser.feed(line)
+                        if event == _sse.END:
+                            return
+                        if isinstance(event, RunEvent):
+                            after = event.seq
+                            policy.progressed()
+                            yield event
+            except httpx.TransportError as exc:
+                if (delay := policy.failed()) is None:
+                    raise error_from_transport(exc, self.url) from exc
+                time.sleep(delay)
+                continue
+            # Closed without "end" (a server restart, a proxy): resume where we are.
+            if (delay := policy.failed()) is None:
+                raise error_from_transport(httpx.RemoteProtocolError("event stream closed early"), self.url)
+            time.sleep(delay)
 
     # -- public API ----------------------------------------------------------
     def train(
@@ -219,6 +257,32 @@ class AsyncClient(_Base):
                     step = op.send(await self._send(step))
         except StopIteration as done:
             return done.value
+
+    async def _events(self, run_id: str, after: int) -> AsyncIterator[RunEvent]:
+        policy = _sse.Reconnect()
+        while True:
+            parser = _sse.SSEParser()
+            try:
+                async with self._http.stream(**self._stream_request(run_id, after)) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        raise error_from_response(response)
+                    async for line in response.aiter_lines():
+                        event = parser.feed(line)
+                        if event == _sse.END:
+                            return
+                        if isinstance(event, RunEvent):
+                            after = event.seq
+                            policy.progressed()
+                            yield event
+            except httpx.TransportError as exc:
+                if (delay := policy.failed()) is None:
+                    raise error_from_transport(exc, self.url) from exc
+                await asyncio.sleep(delay)
+                continue
+            if (delay := policy.failed()) is None:
+                raise error_from_transport(httpx.RemoteProtocolError("event stream closed early"), self.url)
+            await asyncio.sleep(delay)
 
     async def train(
         self,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _ops
-from .wire import MetricPoint, RunPublic, RunStatus
+from .wire import MetricPoint, RunEvent, RunPublic, RunStatus
 
 if TYPE_CHECKING:
     from ._client import AsyncClient, Client
@@ -87,6 +88,21 @@ class Run(_RunBase):
         """The run's output so far: stdout, stderr and Lightning's messages."""
         return self._client._drive(_ops.logs(self.id))
 
+    def events(self, after: int = 0) -> Iterator[RunEvent]:
+        """The run's events (status, metric, log) after sequence number ``after``, live
+        until the run ends. A dropped connection is resumed where it stopped: no event
+        is missed or repeated."""
+        return self._client._events(self.id, after)
+
+    async def aevents(self, after: int = 0) -> AsyncIterator[RunEvent]:
+        """:meth:`events` for async code (``async for ev in run.aevents()``), on its own
+        async connection to the same backend."""
+        from ._client import AsyncClient
+
+        async with AsyncClient(self._client.url, self._client._api_key, timeout=self._client._timeout) as aclient:
+            async for event in aclient._events(self.id, after):
+                yield event
+
     def download_checkpoint(self, path: str | Path, kind: str = "lightning") -> Path:
         """Save the final checkpoint to ``path``.
 
@@ -125,6 +141,10 @@ class AsyncRun(_RunBase):
 
     async def logs(self) -> str:
         return await self._client._drive(_ops.logs(self.id))
+
+    def aevents(self, after: int = 0) -> AsyncIterator[RunEvent]:
+        """Async :meth:`Run.events`: ``async for event in run.aevents(): ...``."""
+        return self._client._events(self.id, after)
 
     async def download_checkpoint(self, path: str | Path, kind: str = "lightning") -> Path:
         return await self._client._drive(_ops.download_checkpoint(self.id, Path(path), kind))

@@ -89,6 +89,19 @@ class LogsPage(BaseModel):
     next_after: int
 
 
+class RunEvent(BaseModel):
+    """One entry of a run's ordered event log.
+
+    ``kind`` is ``status`` (data: status, attempt, error/reason), ``metric``
+    (name, value, step, epoch) or ``log`` (line).
+    """
+
+    seq: int
+    kind: Literal["status", "metric", "log"]
+    time: float
+    data: dict[str, Any]
+
+
 class BackendInfo(BaseModel):
     version: str
     executor: str

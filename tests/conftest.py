@@ -39,12 +39,13 @@ class Backend:
         self._starts = 0
         self._clients: list[aiaas.Client] = []
 
-    def start(self, timeout: float = 60.0) -> Backend:
+    def start(self, timeout: float = 60.0, port: int = 0) -> Backend:
+        """Start (or restart) the server; ``port=backend.port`` restarts on the same address."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._starts += 1
         with open(self.data_dir / f"server-{self._starts}.log", "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "aiaas_backend", "server", "--host", "127.0.0.1", "--port", "0",
+                [sys.executable, "-m", "aiaas_backend", "server", "--host", "127.0.0.1", "--port", str(port),
                  "--data-dir", str(self.data_dir), "--slots", str(self.slots)],
                 stdout=log, stderr=subprocess.STDOUT, env=self.env,
             )
@@ -60,6 +61,10 @@ class Backend:
                 pass
             time.sleep(0.05)
         raise TimeoutError("the backend did not start")
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -26,7 +26,11 @@ class Artifacts:
         return self.run_dir(run_id) / "code.bin"
 
     def last_checkpoint(self, run_id: str) -> Path:
-        return self.run_dir(run_id) / "checkpoints" / "last.ckpt"
+        # Not "checkpoints/": Lightning's own ModelCheckpoint writes there.
+        return self.run_dir(run_id) / "resume" / "last.ckpt"
+
+    def output_log(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "output.log"
 
     def final(self, run_id: str, kind: str) -> Path:
         return self.run_dir(run_id) / FINAL_FILES[kind]

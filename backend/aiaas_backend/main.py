@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -12,8 +13,9 @@ from .artifacts import Artifacts
 from .config import Settings
 from .db import make_engine, migrate, session_factory
 from .errors import ApiError, api_error_handler
+from .event_bus import EventBus
 from .executors.local import LocalExecutor
-from .routes import meta, runs, worker
+from .routes import events, meta, runs, worker
 from .size_limit import BodySizeLimit
 from .worker_env import probe
 
@@ -29,10 +31,12 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     migrate(engine)
     sessions = session_factory(engine)
     artifacts = Artifacts(settings.artifacts_dir)
-    executor = LocalExecutor(settings, sessions, artifacts, api_url)
+    bus = EventBus()
+    executor = LocalExecutor(settings, sessions, artifacts, api_url, bus)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        bus.bind(asyncio.get_running_loop())
         executor.start()
         try:
             yield
@@ -50,10 +54,12 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     app.state.sessions = sessions
     app.state.artifacts = artifacts
     app.state.executor = executor
+    app.state.event_bus = bus
     app.state.environment = probe(settings.worker_python)
     app.add_exception_handler(ApiError, api_error_handler)
     app.include_router(meta.router)
     app.include_router(runs.router)
+    app.include_router(events.router)
     app.include_router(worker.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     return app

@@ -110,3 +110,23 @@ class PrintingCallback(L.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         print(f"{self.marker} epoch={trainer.current_epoch}", flush=True)
+
+
+class ChattyModule(L.LightningModule):
+    """Logs ``metrics_per_step`` values on every one of ``steps`` steps, as fast as it can."""
+
+    def __init__(self, steps: int = 1000, metrics_per_step: int = 10) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.net(batch[0]).pow(2).mean()
+        self.log_dict({f"m{i:02d}": float(batch_idx + i) for i in range(self.hparams.metrics_per_step)})
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(torch.zeros(self.hparams.steps, 2)), batch_size=1)

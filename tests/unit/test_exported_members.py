@@ -6,7 +6,7 @@ def test_public_names_are_exactly_what_we_mean_to_export():
     assert set(aiaas.__all__) == {
         "AiaasError", "AsyncClient", "AsyncRun", "AuthenticationError", "BackendUnavailable", "BadRequest",
         "Client", "IncompatibleEnvironment", "MetricPoint", "NotFound", "PayloadTooLarge", "Run",
-        "RunCancelled", "RunFailed", "RunStatus", "ServerError", "__version__", "connect", "connect_async",
+        "RunCancelled", "RunEvent", "RunFailed", "RunStatus", "ServerError", "__version__", "connect", "connect_async",
         "load_ipython_extension", "unload_ipython_extension",
     }
     for name in aiaas.__all__:

@@ -32,6 +32,7 @@ from aiaas_sdk.wire import RunStatus
 
 from ..artifacts import Artifacts
 from ..config import Settings
+from ..event_bus import EventBus
 from ..lifecycle import set_status
 from ..models import Run
 from ..reports import apply_leftovers
@@ -100,8 +101,10 @@ class LocalExecutor(Executor):
         sessions: sessionmaker[Session],
         artifacts: Artifacts,
         api_url: Callable[[], str],
+        bus: EventBus,
     ) -> None:
         self._settings = settings
+        self._bus = bus
         self._sessions = sessions
         self._artifacts = artifacts
         self._api_url = api_url
@@ -182,6 +185,7 @@ class LocalExecutor(Executor):
             if run is not None and run.attempt == worker.attempt:
                 self._finish(session, run, reason, requeue=False)
                 session.commit()
+                self._bus.publish(run_id)
 
     def _finish(self, session: Session, run: Run, reason: str, *, requeue: bool) -> None:
         """Settle a run whose worker is gone, using what it left on disk first."""
@@ -251,13 +255,14 @@ class LocalExecutor(Executor):
         ckpt = self._artifacts.last_checkpoint(run.id)
         set_status(session, run, RunStatus.running, worker_token_hash=token_hash, gpu_ids=",".join(gpu_ids))
         session.commit()
+        self._bus.publish(run.id)
         assignment = {
             "run_id": run.id,
             "attempt": run.attempt,
             "token": token,
             "api_url": self._api_url(),
             "server_info": str(self._settings.data_dir / "server.json"),
-            "run_dir": str(self._artifacts.run_dir(run.id)),
+            "artifacts_root": str(self._artifacts.root),
             "gpu_ids": gpu_ids,
             "trainer_kwargs": run.trainer_kwargs,
             "test": run.run_test,
@@ -268,6 +273,7 @@ class LocalExecutor(Executor):
         if proc is None:
             set_status(session, run, RunStatus.failed, error="could not start a worker process; see workers.log")
             session.commit()
+            self._bus.publish(run.id)
             return
         run.worker_pid = proc.pid
         run.worker_started = psutil.Process(proc.pid).create_time()

@@ -6,7 +6,7 @@ import time
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, UploadFile, status
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile, status
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from sqlalchemy import func, select
@@ -115,7 +115,7 @@ def get_run(run_id: str, session: SessionDep, user: CurrentUser, artifacts: Arti
 
 @router.post("/{run_id}/cancel", operation_id="cancel_run")
 def cancel_run(
-    run_id: str, session: SessionDep, user: CurrentUser, artifacts: ArtifactsDep, executor: ExecutorDep
+    run_id: str, request: Request, session: SessionDep, user: CurrentUser, artifacts: ArtifactsDep, executor: ExecutorDep
 ) -> RunPublic:
     """Ask a run to stop. Queued runs end at once; running ones stop after the current
     step (or are killed after the grace period). Cancelling an ended run changes nothing."""
@@ -126,6 +126,7 @@ def cancel_run(
             set_status(session, run, RunStatus.cancelled, error="cancelled by the user")
         session.commit()
         executor.notify()
+        request.app.state.event_bus.publish(run.id)
     return _public(run, artifacts)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from aiaas_sdk.wire import WorkerEventBatch, WorkerReply, WorkerStatus
 
@@ -34,17 +34,19 @@ def _check_attempt(run: Run, attempt: int) -> None:
 
 
 @router.post("/{run_id}/events")
-def report_events(run: WorkerRun, session: SessionDep, batch: WorkerEventBatch) -> WorkerReply:
+def report_events(run: WorkerRun, session: SessionDep, batch: WorkerEventBatch, request: Request) -> WorkerReply:
     _check_attempt(run, batch.attempt)
-    apply_events(session, run, batch.events)
-    session.commit()
+    if apply_events(session, run, batch.events):
+        session.commit()
+        request.app.state.event_bus.publish(run.id)
     return WorkerReply(cancel_requested=run.cancel_requested)
 
 
 @router.post("/{run_id}/status")
-def report_status(run: WorkerRun, session: SessionDep, report: WorkerStatus) -> WorkerReply:
+def report_status(run: WorkerRun, session: SessionDep, report: WorkerStatus, request: Request) -> WorkerReply:
     _check_attempt(run, report.attempt)
     cancel = run.cancel_requested
     apply_status(session, run, report)
     session.commit()
+    request.app.state.event_bus.publish(run.id)
     return WorkerReply(cancel_requested=cancel)

@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover - depends on the installation
 from aiaas_sdk import packaging
 from aiaas_sdk.wire import RunStatus, WorkerStatus
 
+from ..artifacts import Artifacts
 from .capture import OutputCapture
 from .lightning_hooks import make_callback, make_logger
 from .reporter import Reporter
@@ -62,10 +63,11 @@ def _trainer_kwargs(assignment: dict[str, Any], pickled: dict[str, Any]) -> dict
     return kwargs
 
 
-def _train(assignment: dict[str, Any], reporter: Reporter) -> WorkerStatus:
-    run_dir = Path(assignment["run_dir"])
+def _train(assignment: dict[str, Any], artifacts: Artifacts, reporter: Reporter) -> WorkerStatus:
+    run_id = assignment["run_id"]
+    run_dir = artifacts.run_dir(run_id)
     attempt = assignment["attempt"]
-    payload = packaging.unpack((run_dir / "code.bin").read_bytes())
+    payload = packaging.unpack(artifacts.code(run_id).read_bytes())
     model = payload["model"]
     package = packaging.lightning_package_of(model)
     pl = importlib.import_module("lightning.pytorch" if package == "lightning" else "pytorch_lightning")
@@ -73,7 +75,7 @@ def _train(assignment: dict[str, Any], reporter: Reporter) -> WorkerStatus:
     kwargs = _trainer_kwargs(assignment, payload["trainer_kwargs"])
     callbacks = kwargs.pop("callbacks", None) or []
     callbacks = list(callbacks) if isinstance(callbacks, list | tuple) else [callbacks]
-    ours = make_callback(pl, reporter, run_dir / "checkpoints" / "last.ckpt", assignment["checkpoint_every_s"])
+    ours = make_callback(pl, reporter, artifacts.last_checkpoint(run_id), assignment["checkpoint_every_s"])
     ours.on_device = lambda device: reporter.status(
         WorkerStatus(attempt=attempt, status=RunStatus.running, device=device)
     )
@@ -103,12 +105,12 @@ def _train(assignment: dict[str, Any], reporter: Reporter) -> WorkerStatus:
         trainer.test(model, datamodule=payload["datamodule"])
         final_metrics.update(_scalars(trainer.callback_metrics))
 
-    tmp = run_dir / "final.ckpt.tmp"
-    trainer.save_checkpoint(tmp)
-    tmp.replace(run_dir / "final.ckpt")
-    tmp = run_dir / "weights.pt.tmp"
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(run_dir / "weights.pt")
+    final = artifacts.final(run_id, "lightning")
+    trainer.save_checkpoint(final.with_name(final.name + ".tmp"))
+    final.with_name(final.name + ".tmp").replace(final)
+    weights = artifacts.final(run_id, "weights")
+    torch.save(model.state_dict(), weights.with_name(weights.name + ".tmp"))
+    weights.with_name(weights.name + ".tmp").replace(weights)
     return WorkerStatus(attempt=attempt, status=RunStatus.succeeded, final_metrics=final_metrics,
                         device=getattr(ours, "device", None))
 
@@ -116,16 +118,17 @@ def _train(assignment: dict[str, Any], reporter: Reporter) -> WorkerStatus:
 def run(assignment: dict[str, Any]) -> int:
     # Set before anything touches CUDA; an empty value hides every GPU from a CPU run.
     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(assignment["gpu_ids"])
-    run_dir = Path(assignment["run_dir"])
-    os.chdir(run_dir)
+    artifacts = Artifacts(Path(assignment["artifacts_root"]))
+    run_id = assignment["run_id"]
+    os.chdir(artifacts.run_dir(run_id))
     attempt = assignment["attempt"]
     reporter = Reporter(
         assignment["api_url"], assignment.get("server_info"), assignment["run_id"], attempt, assignment["token"]
     )
-    capture = OutputCapture(run_dir / "output.log", reporter.log)
+    capture = OutputCapture(artifacts.output_log(run_id), reporter.log)
     capture.start()
     try:
-        result = _train(assignment, reporter)
+        result = _train(assignment, artifacts, reporter)
     except BaseException as exc:  # noqa: BLE001 - everything the user's code raises is the run's result
         traceback.print_exc()
         result = WorkerStatus(
@@ -134,9 +137,7 @@ def run(assignment: dict[str, Any]) -> int:
     finally:
         capture.stop()
     # On disk first: if the server is down, the executor reads it when it returns.
-    tmp = run_dir / f"result-{attempt}.json.tmp"
-    tmp.write_text(json.dumps(result.model_dump(mode="json")))
-    tmp.replace(run_dir / f"result-{attempt}.json")
-    reporter.finish(result, run_dir / f"pending-{attempt}.jsonl")
+    artifacts.write_atomic(artifacts.result(run_id, attempt), json.dumps(result.model_dump(mode="json")).encode())
+    reporter.finish(result, artifacts.pending_events(run_id, attempt))
     sys.stdout.flush()
     return 0
