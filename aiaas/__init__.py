@@ -37,13 +37,19 @@ except _metadata.PackageNotFoundError:  # running from a source tree without ins
 
 
 def load_ipython_extension(ipython: object) -> None:
-    """``%load_ext aiaas``. Magics and live widgets arrive with the notebook work;
-    for now loading makes ``aiaas`` available in the user namespace."""
+    """``%load_ext aiaas``: registers the ``%aiaas`` magic (``%aiaas?`` for usage) and
+    puts ``aiaas`` in the notebook's namespace. Loading twice is harmless."""
+    from aiaas_sdk import magics
+
+    magics.load(ipython)
     ipython.push({"aiaas": __import__("aiaas")})  # type: ignore[attr-defined]
 
 
 def unload_ipython_extension(ipython: object) -> None:
-    """``%unload_ext aiaas``: nothing beyond the namespace entry to remove."""
+    """``%unload_ext aiaas``: removes the ``%aiaas`` magic again."""
+    from aiaas_sdk import magics
+
+    magics.unload(ipython)
 
 
 __all__ = [

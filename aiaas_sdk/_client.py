@@ -13,7 +13,7 @@ import httpx
 
 from . import _ops, _sse, config
 from ._errors import AuthenticationError, error_from_response, error_from_transport
-from ._run import AsyncRun, Run
+from ._run import AsyncRun, Run, RunList
 from .wire import RunEvent
 
 
@@ -184,8 +184,8 @@ class Client(_Base):
         return Run(self, self._drive(_ops.get_run(run_id)))
 
     def runs(self, limit: int = 100) -> list[Run]:
-        """This user's runs, newest first."""
-        return [Run(self, data) for data in self._drive(_ops.list_runs(limit))]
+        """This user's runs, newest first (a list that displays as a table in notebooks)."""
+        return RunList(Run(self, data) for data in self._drive(_ops.list_runs(limit)))
 
     def info(self) -> dict[str, Any]:
         """What the backend runs: version, executor, GPUs, slots and its environment."""

@@ -37,7 +37,7 @@ class _RunBase:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.data.id} {self.data.name!r} {self.data.status.value}>"
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         return {"text/plain": self._summary()}
 
     def _summary(self) -> str:
@@ -58,6 +58,34 @@ class Run(_RunBase):
     def __init__(self, client: Client, data: RunPublic) -> None:
         super().__init__(data)
         self._client = client
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """In a Jupyter kernel with widgets: a live dashboard; elsewhere: a text summary."""
+        from .widgets import RunDashboard, widgets_available
+
+        if widgets_available():
+            return RunDashboard(self)._repr_mimebundle_(include, exclude)
+        return {"text/plain": self._summary()}
+
+    def watch(self) -> Any:
+        """Display the live dashboard (status, progress, chart, logs, Cancel) and return it.
+
+        In a terminal, prints the events as they come instead, until the run ends.
+        """
+        from .widgets import RunDashboard, widgets_available
+
+        if widgets_available():
+            from IPython.display import display
+
+            dashboard = RunDashboard(self)
+            display(dashboard)
+            return dashboard
+        for event in self.events():
+            if event.kind == "log":
+                print(event.data["line"])
+            elif event.kind == "status":
+                print(f"[{self.id}] {event.data['status']}" + (f": {event.data['error']}" if event.data.get("error") else ""))
+        return self.refresh()
 
     @property
     def status(self) -> RunStatus:
@@ -148,3 +176,29 @@ class AsyncRun(_RunBase):
 
     async def download_checkpoint(self, path: str | Path, kind: str = "lightning") -> Path:
         return await self._client._drive(_ops.download_checkpoint(self.id, Path(path), kind))
+
+
+class RunList(list):  # type: ignore[type-arg]
+    """``client.runs()``: a list of runs that displays as a table in notebooks."""
+
+    _COLUMNS = ("id", "name", "status", "created", "metrics")
+
+    def _rows(self) -> list[tuple[str, ...]]:
+        rows = []
+        for run in self:
+            d = run.data
+            metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(d.final_metrics.items())[:4])
+            rows.append((d.id, d.name, d.status.value, d.created_at.strftime("%Y-%m-%d %H:%M:%S"), metrics))
+        return rows
+
+    def _repr_html_(self) -> str:
+        import html
+
+        head = "".join(f"<th>{c}</th>" for c in self._COLUMNS)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in self._rows())
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        rows = [self._COLUMNS, *self._rows()]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(self._COLUMNS))]
+        printer.text("\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows))

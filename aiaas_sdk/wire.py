@@ -93,11 +93,12 @@ class RunEvent(BaseModel):
     """One entry of a run's ordered event log.
 
     ``kind`` is ``status`` (data: status, attempt, error/reason), ``metric``
-    (name, value, step, epoch) or ``log`` (line).
+    (name, value, step, epoch), ``log`` (line) or ``progress`` (step,
+    total_steps, epoch, max_epochs; totals are None when unknown).
     """
 
     seq: int
-    kind: Literal["status", "metric", "log"]
+    kind: Literal["status", "metric", "log", "progress"]
     time: float
     data: dict[str, Any]
 
@@ -116,7 +117,7 @@ class BackendInfo(BaseModel):
 class WorkerEvent(BaseModel):
     # Numbered by the worker so a retried batch is stored once.
     wseq: int
-    kind: Literal["metric", "log"]
+    kind: Literal["metric", "log", "progress"]
     time: float
     data: dict[str, Any]
 

@@ -7,6 +7,7 @@ made per package.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from types import ModuleType
@@ -56,6 +57,8 @@ def make_callback(pl: ModuleType, reporter: Reporter, last_ckpt: Path, every_s: 
         def __init__(self) -> None:
             self.stopped_by = None
             self._last_save = float("-inf")
+            self._last_progress = float("-inf")
+            self._total: int | None = None
 
         def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
             self.device = _device_name(trainer)
@@ -69,15 +72,32 @@ def make_callback(pl: ModuleType, reporter: Reporter, last_ckpt: Path, every_s: 
                 self.stopped_by = "cancel" if reporter.cancel_requested else "server"
                 trainer.should_stop = True
 
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+            total = trainer.estimated_stepping_batches
+            self._total = int(total) if isinstance(total, int | float) and math.isfinite(total) else None
+            self._progress(trainer)
+
+        def _progress(self, trainer: Any) -> None:
+            self._last_progress = time.monotonic()
+            max_epochs = trainer.max_epochs if trainer.max_epochs not in (None, -1) else None
+            reporter.progress(trainer.global_step, self._total, trainer.current_epoch, max_epochs)
+
         def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
             self._check_stop(trainer)
-            if time.monotonic() - self._last_save > every_s:
+            now = time.monotonic()
+            if now - self._last_progress > 0.2:  # a few a second is all a progress bar needs
+                self._progress(trainer)
+            if now - self._last_save > every_s:
                 self._save(trainer)
 
         def on_validation_batch_end(self, trainer: Any, *args: Any) -> None:
             self._check_stop(trainer)
 
+        def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+            self._progress(trainer)
+
         def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            self._progress(trainer)
             # At least once a minute and at the first epoch, so a requeued run loses little.
             if time.monotonic() - self._last_save > min(every_s, 10.0) and not self.stopped_by:
                 self._save(trainer)

@@ -57,6 +57,9 @@ class Reporter:
     def metric(self, name: str, value: float, step: int | None, epoch: int | None) -> None:
         self._add("metric", {"name": name, "value": value, "step": step, "epoch": epoch})
 
+    def progress(self, step: int, total_steps: int | None, epoch: int, max_epochs: int | None) -> None:
+        self._add("progress", {"step": step, "total_steps": total_steps, "epoch": epoch, "max_epochs": max_epochs})
+
     def log(self, line: str) -> None:
         self._add("log", {"line": line})
 

@@ -1,0 +1,134 @@
+"""A real kernel (nbclient) loads the extension, trains, and shows the live dashboard."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+import aiaas
+
+MODULE = textwrap.dedent("""
+    import lightning.pytorch as L
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class NotebookModel(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = nn.functional.mse_loss(self.net(x), y)
+            self.log("train_loss", loss)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            self.log("val_loss", nn.functional.mse_loss(self.net(x), y))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        def _data(self):
+            g = torch.Generator().manual_seed(0)
+            x = torch.randn(80, 4, generator=g)
+            return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=16)
+
+        def train_dataloader(self):
+            return self._data()
+
+        def val_dataloader(self):
+            return self._data()
+""")
+
+
+def _cell(source: str, raises: bool = False) -> nbformat.NotebookNode:
+    cell = nbformat.v4.new_code_cell(source)
+    if raises:
+        cell.metadata["tags"] = ["raises-exception"]
+    return cell
+
+
+def _run_notebook(cells, tmp_path, env):
+    nb = nbformat.v4.new_notebook(cells=cells)
+    client = NotebookClient(nb, timeout=240, kernel_name="python3", store_widget_state=True,
+                            resources={"metadata": {"path": str(tmp_path)}})
+    client.km_kwargs = {"env": env} if env else {}
+    client.execute()
+    return nb
+
+
+def _stdout(cell) -> str:
+    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream" and o.name == "stdout")
+
+
+def _stderr(cell) -> str:
+    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream" and o.name == "stderr")
+
+
+@pytest.fixture
+def kernel_env(backend):
+    import os
+
+    # No config file: the notebook connects only through %aiaas connect.
+    return {**os.environ, "AIAAS_CONFIG": str(backend.data_dir / "no-config.toml")}
+
+
+def test_dashboard_in_a_real_kernel_reaches_the_end(backend, tmp_path, kernel_env):
+    cells = [
+        _cell("%load_ext aiaas\n%load_ext aiaas"),
+        _cell(f"%aiaas connect {backend.url} --key {backend.key}"),
+        _cell(MODULE),
+        # The cell waits for the end: nbclient records only messages whose parent is the
+        # executing cell, so the widget state it stores proves the dashboard's threads
+        # kept this cell's parent header.
+        _cell("torch.manual_seed(0)\nrun = client.train(NotebookModel(), max_epochs=3, name='nb-dashboard')\n"
+              "dash = run.watch()\nassert dash.wait(180)"),
+        _cell("import json\nprint(json.dumps({'run': run.id, **dash.snapshot()}))"),
+        _cell("run"),
+        _cell("client.runs()"),
+        _cell("%aiaas watch run_doesnotexist", raises=True),
+        _cell("%aiaas frobnicate", raises=True),
+        _cell("%aiaas logs $run.id"),
+        _cell("%unload_ext aiaas"),
+        _cell("%aiaas runs", raises=True),
+    ]
+    nb = _run_notebook(cells, tmp_path, kernel_env)
+    state = json.loads(_stdout(nb.cells[4]).strip().splitlines()[-1])
+
+    run = backend.client().run(state["run"])
+    logged = run.metrics("train_loss")
+    assert state["status"] == "succeeded" and run.status is aiaas.RunStatus.succeeded
+    assert state["progress"]["value"] == state["progress"]["max"] == 15  # 5 batches x 3 epochs
+    assert [p[1] for p in state["series"]["train_loss"]] == [p.value for p in logged]
+    assert len(state["series"]["val_loss"]) == 3
+    assert state["cancel_disabled"] is True
+    assert state["draws"] >= 2
+
+    # The widget state the kernel sent to the frontend holds the same history.
+    widget_state = nb.metadata.widgets["application/vnd.jupyter.widget-state+json"]["state"]
+    charts = [m["state"] for m in widget_state.values() if "series" in m["state"]]
+    assert len(charts) >= 1
+    assert any(len(c["series"].get("train_loss", [])) == len(logged) for c in charts)
+    progress = [m["state"] for m in widget_state.values() if m["model_name"] == "IntProgressModel"]
+    assert any(p["value"] == p["max"] == 15 for p in progress)
+
+    # The displayed run carries a widget view and a plain-text fallback.
+    display = nb.cells[5].outputs[0]["data"]
+    assert "application/vnd.jupyter.widget-view+json" in display
+    assert "nb-dashboard" in display["text/plain"] and "succeeded" in display["text/plain"]
+    assert "nb-dashboard" in nb.cells[6].outputs[0]["data"]["text/html"]
+
+    # Expected failures: one readable line (IPython prints a UsageError on stderr), no traceback.
+    unknown_run = _stderr(nb.cells[7])
+    assert unknown_run.startswith("UsageError: no run 'run_doesnotexist'") and unknown_run.count("\n") <= 1
+    assert "Traceback" not in unknown_run
+    assert _stderr(nb.cells[8]).startswith("UsageError: %aiaas needs a command: connect, runs, train")
+    assert "GPU available" in _stdout(nb.cells[9])
+    assert "Line magic function `%aiaas` not found" in _stderr(nb.cells[11])
