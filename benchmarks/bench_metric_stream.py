@@ -1,0 +1,125 @@
+"""Metric streaming: throughput and latency from ``self.log`` to the SDK, and the
+training slowdown reporting causes.
+
+    python benchmarks/bench_metric_stream.py [--steps 4000] [--per-step 10]
+
+A module logs ``--per-step`` metrics on every step, each value being the
+wall-clock time of its ``self.log`` call. The SDK follows ``run.events()``
+live and notes when each point arrives: latency = arrival - value. The same
+module is then fit in-process with ``logger=False`` (same ``self.log`` calls,
+no reporting) as the baseline for the slowdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning.pytorch as L
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import aiaas
+
+
+class Chatty(L.LightningModule):
+    def __init__(self, steps: int, per_step: int) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Linear(16, 16)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.net(batch[0]).pow(2).mean()
+        now = time.time()
+        for i in range(self.hparams.per_step):
+            self.log(f"t{i}", now)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=1e-4)
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(torch.randn(self.hparams.steps, 16)), batch_size=1)
+
+
+def start_backend(data_dir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    env = {**os.environ, "AIAAS_CONFIG": str(data_dir / "config.toml")}
+    proc = subprocess.Popen([sys.executable, "-m", "aiaas_backend", "server", "--port", "0", "--data-dir",
+                             str(data_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    for _ in range(600):
+        try:
+            url = json.loads((data_dir / "server.json").read_text())["url"]
+            key = (data_dir / "config.toml").read_text().split('api_key = "')[1].split('"')[0]
+            return proc, url, key
+        except (OSError, ValueError, KeyError, IndexError):
+            time.sleep(0.1)
+    raise TimeoutError("backend did not start")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--per-step", type=int, default=10)
+    args = parser.parse_args()
+    kwargs = dict(max_epochs=1, accelerator="cpu", enable_model_summary=False)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, url, key = start_backend(Path(tmp) / "backend")
+        try:
+            with aiaas.Client(url, key) as client:
+                client.train(Chatty(20, 1), **kwargs).wait()  # warm-up
+                time.sleep(6)  # the next warm worker's imports
+                run = client.train(Chatty(args.steps, args.per_step), name="chatty", **kwargs)
+                latencies, first_progress, last_progress = [], None, None
+                for event in run.events():
+                    arrived = time.time()
+                    if event.kind == "metric":
+                        latencies.append(arrived - event.data["value"])
+                    elif event.kind == "progress":
+                        first_progress = first_progress or event.time
+                        last_progress = event.time
+                run.wait()
+                persisted = len(run.metrics())
+            time.sleep(6)
+            torch.manual_seed(0)
+            start = time.perf_counter()
+            L.Trainer(logger=False, log_every_n_steps=1, enable_progress_bar=False, enable_checkpointing=False,
+                      default_root_dir=tmp, **kwargs).fit(Chatty(args.steps, args.per_step))
+            baseline = time.perf_counter() - start
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait()
+
+    expected = args.steps * args.per_step
+    remote_train = last_progress - first_progress
+    rows = [
+        ("points logged / received live / persisted", f"{expected} / {len(latencies)} / {persisted}"),
+        ("throughput self.log -> SDK, points/s", f"{len(latencies) / remote_train:,.0f}"),
+        ("latency self.log -> SDK p50, ms", f"{1000 * statistics.median(latencies):.0f}"),
+        ("latency self.log -> SDK p99, ms (goal < 300)", f"{1000 * percentile(latencies, 0.99):.0f}"),
+        ("training time remote (reporting), s", f"{remote_train:.2f}"),
+        ("training time in-process logger=False, s", f"{baseline:.2f}"),
+        ("slowdown from reporting (goal < 5%)", f"{100 * (remote_train / baseline - 1):+.1f}%"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measure':<{width}}  value\n{'-' * width}  -----")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()
