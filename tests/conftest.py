@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         folder = Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0]
-        if folder in ("unit", "integration", "notebooks"):
+        if folder in ("unit", "integration", "notebooks", "browser"):
             item.add_marker(getattr(pytest.mark, folder))
 
 

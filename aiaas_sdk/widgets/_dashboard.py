@@ -151,9 +151,11 @@ class RunDashboard:
             self.chart.append(new)
         self.latest.value = latest
         if logs != self.logs.value:
-            self.logs.value = (f"<pre style='max-height:12em;overflow:auto;font-size:11px;margin:0'>"
+            self.logs.value = (f"<pre style='font-size:11px;margin:0;white-space:pre-wrap'>"
                                f"{html.escape(logs)}</pre>") if logs else ""
         self.cancel_button.disabled = ended
+        if ended:
+            self.cancel_button.layout.display = "none"
         self.footer.value = footer
         self.draws += 1
 

@@ -54,7 +54,7 @@ class RunState:
     run_id: str
     name: str
     cap: int = 1000
-    log_lines: int = 40
+    log_lines: int = 12
     status: str = "queued"
     device: str | None = None
     error: str | None = None

@@ -55,11 +55,11 @@ def _cell(source: str, raises: bool = False) -> nbformat.NotebookNode:
     return cell
 
 
-def _run_notebook(cells, tmp_path, env):
+def _run_notebook(cells, tmp_path, env, kernel_name):
     nb = nbformat.v4.new_notebook(cells=cells)
-    client = NotebookClient(nb, timeout=240, kernel_name="python3", store_widget_state=True,
+    client = NotebookClient(nb, timeout=240, kernel_name=kernel_name, store_widget_state=True,
                             resources={"metadata": {"path": str(tmp_path)}})
-    client.km_kwargs = {"env": env} if env else {}
+    client.km_kwargs = {"env": env}
     client.execute()
     return nb
 
@@ -80,7 +80,11 @@ def kernel_env(backend):
     return {**os.environ, "AIAAS_CONFIG": str(backend.data_dir / "no-config.toml")}
 
 
-def test_dashboard_in_a_real_kernel_reaches_the_end(backend, tmp_path, kernel_env):
+def test_dashboard_in_a_real_kernel_reaches_the_end(backend, tmp_path, kernel_env, kernel, monkeypatch):
+    kernel_name, extra_env = kernel
+    for name, value in extra_env.items():
+        monkeypatch.setenv(name, value)  # the kernelspec lookup happens in this process
+        kernel_env[name] = value
     cells = [
         _cell("%load_ext aiaas\n%load_ext aiaas"),
         _cell(f"%aiaas connect {backend.url} --key {backend.key}"),
@@ -99,7 +103,7 @@ def test_dashboard_in_a_real_kernel_reaches_the_end(backend, tmp_path, kernel_en
         _cell("%unload_ext aiaas"),
         _cell("%aiaas runs", raises=True),
     ]
-    nb = _run_notebook(cells, tmp_path, kernel_env)
+    nb = _run_notebook(cells, tmp_path, kernel_env, kernel_name)
     state = json.loads(_stdout(nb.cells[4]).strip().splitlines()[-1])
 
     run = backend.client().run(state["run"])

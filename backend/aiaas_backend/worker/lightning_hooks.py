@@ -42,10 +42,11 @@ def make_logger(pl: ModuleType, reporter: Reporter) -> Any:
 
         def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
             epoch = metrics.get("epoch")
-            epoch = int(epoch) if epoch is not None else None
-            for name, value in metrics.items():
-                if name != "epoch":
-                    reporter.metric(name, float(value), step, epoch)
+            reporter.metrics(
+                {name: float(value) for name, value in metrics.items() if name != "epoch"},
+                step,
+                int(epoch) if epoch is not None else None,
+            )
 
     return AiaasLogger()
 

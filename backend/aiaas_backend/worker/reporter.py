@@ -29,7 +29,7 @@ class Reporter:
         attempt: int,
         token: str,
         *,
-        flush_every: float = 0.2,
+        flush_every: float = 0.1,
         max_batch: int = 20_000,
         orphan_after: float = 600.0,
     ) -> None:
@@ -54,8 +54,15 @@ class Reporter:
         self._thread.start()
 
     # -- called from training code ------------------------------------------
-    def metric(self, name: str, value: float, step: int | None, epoch: int | None) -> None:
-        self._add("metric", {"name": name, "value": value, "step": step, "epoch": epoch})
+    def metrics(self, values: dict[str, float], step: int | None, epoch: int | None) -> None:
+        """One ``log_metrics`` call's points, under one lock."""
+        now = time.time()
+        with self._lock:
+            for name, value in values.items():
+                self._wseq += 1
+                self._pending.append(
+                    (self._wseq, "metric", now, {"name": name, "value": value, "step": step, "epoch": epoch})
+                )
 
     def progress(self, step: int, total_steps: int | None, epoch: int, max_epochs: int | None) -> None:
         self._add("progress", {"step": step, "total_steps": total_steps, "epoch": epoch, "max_epochs": max_epochs})

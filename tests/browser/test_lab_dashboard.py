@@ -1,0 +1,148 @@
+"""JupyterLab in headless Chromium runs a notebook; the live dashboard must render.
+
+A screenshot of the dashboard is saved to tests/browser/artifacts/ as a test
+artifact. Needs Debian's chromium at /usr/bin/chromium (``.ci/run`` installs
+it); Playwright drives it and never downloads a browser of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import nbformat
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).parent / "artifacts"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed "
+                                "(apt-get install chromium); .ci/run installs it")
+
+MODULE = """
+import time
+import lightning.pytorch as L
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+class BrowserModel(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Linear(4, 1)
+
+    def training_step(self, batch, batch_idx):
+        time.sleep(0.05)  # slow enough to watch it live
+        x, y = batch
+        loss = nn.functional.mse_loss(self.net(x), y)
+        self.log("train_loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", nn.functional.mse_loss(self.net(x), y))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    def _data(self):
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(64, 4, generator=g)
+        return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=8)
+
+    def train_dataloader(self):
+        return self._data()
+
+    def val_dataloader(self):
+        return self._data()
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def lab(tmp_path, backend):
+    root = tmp_path / "lab"
+    root.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell(f"%load_ext aiaas\n%aiaas connect {backend.url} --key {backend.key}"),
+        nbformat.v4.new_code_cell(MODULE),
+        nbformat.v4.new_code_cell("run = client.train(BrowserModel(), max_epochs=6, name='in-the-browser')\nrun"),
+    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(nb, root / "dashboard.ipynb")
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {**os.environ, "AIAAS_CONFIG": str(tmp_path / "none.toml"), "JUPYTER_CONFIG_DIR": str(tmp_path / "jcfg"),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "jrt")}
+    with open(tmp_path / "lab.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+             "--LabApp.expose_app_in_browser=True", "--allow-root", "--LabApp.news_url=None",
+             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"{url}/api/status", params={"token": token}).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail((tmp_path / "lab.log").read_text()[-3000:])
+    yield url, token
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_live_dashboard_renders_in_jupyterlab(lab, backend):
+    from playwright.sync_api import sync_playwright
+
+    url, token = lab
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        page.goto(f"{url}/lab/tree/dashboard.ipynb?token={token}")
+        page.wait_for_function("window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=90_000)
+        page.wait_for_function(
+            "document.querySelector('.jp-Notebook') && window.jupyterapp.shell.currentWidget &&"
+            " window.jupyterapp.shell.currentWidget.sessionContext &&"
+            " window.jupyterapp.shell.currentWidget.sessionContext.session &&"
+            " window.jupyterapp.shell.currentWidget.sessionContext.session.kernel &&"
+            " window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.connectionStatus === 'connected'",
+            timeout=90_000)
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        # Live: the chart draws while the run is still going.
+        page.wait_for_selector(".aiaas-chart svg polyline", timeout=120_000)
+        page.wait_for_function("document.body.innerText.includes('running')", timeout=60_000)
+        page.locator(".aiaas-chart").scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "dashboard-live.png"))
+        page.wait_for_function("document.body.innerText.includes('succeeded')", timeout=120_000)
+        time.sleep(0.5)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-done.png"))
+        points = page.evaluate("document.querySelector('.aiaas-chart svg polyline').getAttribute('points')")
+        legend = page.inner_text(".aiaas-legend")
+        progress_bar = page.locator(".widget-hprogress .progress-bar").first.bounding_box()
+        text = page.inner_text(".jp-Notebook")
+        browser.close()
+    assert "train_loss" in legend and "val_loss" in legend
+    assert len(points.split()) >= 10
+    assert "in-the-browser" in text and "Final:" in text
+    assert progress_bar is not None and progress_bar["width"] > 100
+    assert "step 48/48 · epoch 6/6" in text  # 8 batches x 6 epochs
+    assert (ARTIFACTS / "dashboard-done.png").stat().st_size > 10_000
