@@ -51,6 +51,9 @@ class RunDashboard:
         # Start from what the handle knows, so the text fallback is right before any event.
         self.state = RunState(run.id, run.name, cap=cap, status=run.data.status.value, device=run.data.device,
                               error=run.data.error)
+        # The text fallback is fixed at display time: the reader replays history from
+        # the start, so the live state passes through older statuses first.
+        self._text = self.state.summary()
         self._interval = 1.0 / fps
         self._lock = threading.Lock()
         self._reader_done = threading.Event()
@@ -217,5 +220,5 @@ class RunDashboard:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         bundle = self.widget._repr_mimebundle_(include=include, exclude=exclude)
-        bundle["text/plain"] = self.state.summary()
+        bundle["text/plain"] = self.state.summary() if self.finished.is_set() else self._text
         return bundle
