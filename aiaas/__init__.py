@@ -8,27 +8,8 @@
 
 from importlib import metadata as _metadata
 
-from aiaas_sdk import (
-    AiaasError,
-    AsyncClient,
-    AsyncRun,
-    AuthenticationError,
-    BackendUnavailable,
-    BadRequest,
-    Client,
-    IncompatibleEnvironment,
-    MetricPoint,
-    NotFound,
-    PayloadTooLarge,
-    Run,
-    RunCancelled,
-    RunEvent,
-    RunFailed,
-    RunStatus,
-    ServerError,
-    connect,
-    connect_async,
-)
+from aiaas_sdk import *  # noqa: F403 - the public names are the SDK's, listed in aiaas_sdk.__all__
+from aiaas_sdk import __all__ as _sdk_names
 
 try:
     __version__ = _metadata.version("aiaas")
@@ -52,27 +33,4 @@ def unload_ipython_extension(ipython: object) -> None:
     magics.unload(ipython)
 
 
-__all__ = [
-    "AiaasError",
-    "AsyncClient",
-    "AsyncRun",
-    "AuthenticationError",
-    "BackendUnavailable",
-    "BadRequest",
-    "Client",
-    "IncompatibleEnvironment",
-    "MetricPoint",
-    "NotFound",
-    "PayloadTooLarge",
-    "Run",
-    "RunCancelled",
-    "RunEvent",
-    "RunFailed",
-    "RunStatus",
-    "ServerError",
-    "__version__",
-    "connect",
-    "connect_async",
-    "load_ipython_extension",
-    "unload_ipython_extension",
-]
+__all__ = [*_sdk_names, "__version__", "load_ipython_extension", "unload_ipython_extension"]

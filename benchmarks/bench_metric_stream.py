@@ -15,11 +15,8 @@ baseline for the slowdown; ``logger=False`` is shown for reference.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +28,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import aiaas
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _backend import print_table, start_backend  # noqa: E402
 
 
 class Chatty(L.LightningModule):
@@ -61,20 +61,6 @@ class DropLogger(L.pytorch.loggers.Logger if hasattr(L, "pytorch") else L.logger
 
     def log_metrics(self, metrics, step=None):
         pass
-
-
-def start_backend(data_dir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
-    env = {**os.environ, "AIAAS_CONFIG": str(data_dir / "config.toml")}
-    proc = subprocess.Popen([sys.executable, "-m", "aiaas_backend", "server", "--port", "0", "--data-dir",
-                             str(data_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    for _ in range(600):
-        try:
-            url = json.loads((data_dir / "server.json").read_text())["url"]
-            key = (data_dir / "config.toml").read_text().split('api_key = "')[1].split('"')[0]
-            return proc, url, key
-        except (OSError, ValueError, KeyError, IndexError):
-            time.sleep(0.1)
-    raise TimeoutError("backend did not start")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -131,10 +117,7 @@ def main() -> None:
         ("slowdown from reporting vs dropping logger (goal < 5%)",
          f"{100 * (remote_train / baselines['drop'] - 1):+.1f}%"),
     ]
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measure':<{width}}  value\n{'-' * width}  -----")
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
+    print_table(rows)
 
 
 if __name__ == "__main__":

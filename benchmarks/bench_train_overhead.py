@@ -17,11 +17,8 @@ see the same machine load, and prints a table:
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,24 +32,9 @@ sys.path.insert(0, str(ROOT / "examples"))
 from train_digits import DigitsClassifier, DigitsData  # noqa: E402
 
 import aiaas  # noqa: E402
+from _backend import print_table, start_backend  # noqa: E402
 
 TRAINER_KWARGS = dict(accelerator="cpu", log_every_n_steps=1, enable_progress_bar=False)
-
-
-def start_backend(data_dir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
-    env = {**os.environ, "AIAAS_CONFIG": str(data_dir / "config.toml")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "aiaas_backend", "server", "--port", "0", "--data-dir", str(data_dir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-    )
-    for _ in range(600):
-        try:
-            url = json.loads((data_dir / "server.json").read_text())["url"]
-            key = (data_dir / "config.toml").read_text().split('api_key = "')[1].split('"')[0]
-            return proc, url, key
-        except (OSError, ValueError, KeyError, IndexError):
-            time.sleep(0.1)
-    raise TimeoutError("backend did not start")
 
 
 def in_process(epochs: int, root: str) -> float:
@@ -129,11 +111,7 @@ def main() -> None:
         ("train() returned -> first metric, warm worker, s (goal < 2)", f"{warm[0]:.2f}"),
         ("train() returned -> first metric, back-to-back run, s", f"{back_to_back[0]:.2f}"),
     ]
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measure':<{width}}  value")
-    print(f"{'-' * width}  -----")
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
+    print_table(rows)
     print(f"\nper repeat: in-process {[round(t, 2) for t in local_times]}, remote {[round(t, 2) for t in remote_times]}")
 
 

@@ -19,6 +19,8 @@ import httpx
 import nbformat
 import pytest
 
+from ..notebook_code import model_cell
+
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).parent / "artifacts"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -27,43 +29,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--dis
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed "
                                 "(apt-get install chromium); .ci/run installs it")
 
-MODULE = """
-import time
-import lightning.pytorch as L
-import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
-
-class BrowserModel(L.LightningModule):
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Linear(4, 1)
-
-    def training_step(self, batch, batch_idx):
-        time.sleep(0.05)  # slow enough to watch it live
-        x, y = batch
-        loss = nn.functional.mse_loss(self.net(x), y)
-        self.log("train_loss", loss)
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        self.log("val_loss", nn.functional.mse_loss(self.net(x), y))
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.05)
-
-    def _data(self):
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(64, 4, generator=g)
-        return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=8)
-
-    def train_dataloader(self):
-        return self._data()
-
-    def val_dataloader(self):
-        return self._data()
-"""
+MODULE = model_cell("BrowserModel", samples=64, batch_size=8, step_sleep=0.05)  # slow enough to watch
 
 
 def _free_port() -> int:

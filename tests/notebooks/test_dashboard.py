@@ -3,49 +3,15 @@
 from __future__ import annotations
 
 import json
-import textwrap
-
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
 import aiaas
 
-MODULE = textwrap.dedent("""
-    import lightning.pytorch as L
-    import torch
-    from torch import nn
-    from torch.utils.data import DataLoader, TensorDataset
+from ..notebook_code import model_cell
 
-    class NotebookModel(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.net = nn.Linear(4, 1)
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            loss = nn.functional.mse_loss(self.net(x), y)
-            self.log("train_loss", loss)
-            return loss
-
-        def validation_step(self, batch, batch_idx):
-            x, y = batch
-            self.log("val_loss", nn.functional.mse_loss(self.net(x), y))
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
-        def _data(self):
-            g = torch.Generator().manual_seed(0)
-            x = torch.randn(80, 4, generator=g)
-            return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=16)
-
-        def train_dataloader(self):
-            return self._data()
-
-        def val_dataloader(self):
-            return self._data()
-""")
+MODULE = model_cell()
 
 
 def _cell(source: str, raises: bool = False) -> nbformat.NotebookNode:
@@ -136,3 +102,15 @@ def test_dashboard_in_a_real_kernel_reaches_the_end(backend, tmp_path, kernel_en
     assert _stderr(nb.cells[8]).startswith("UsageError: %aiaas needs a command: connect, runs, train")
     assert "GPU available" in _stdout(nb.cells[9])
     assert "Line magic function `%aiaas` not found" in _stderr(nb.cells[11])
+
+    # A new kernel (as after a restart) looks the run up again: the dashboard is rebuilt
+    # from the event history and shows the same chart and progress.
+    again = _run_notebook([
+        _cell("import aiaas, json\n"
+              f"client = aiaas.connect({backend.url!r}, {backend.key!r})\n"
+              f"dash = client.run({state['run']!r}).watch()\nassert dash.wait(60)\n"
+              "print(json.dumps(dash.snapshot()))"),
+    ], tmp_path, kernel_env, kernel_name)
+    rebuilt = json.loads(_stdout(again.cells[0]).strip().splitlines()[-1])
+    assert rebuilt["series"] == state["series"] and rebuilt["progress"] == state["progress"]
+    assert rebuilt["status"] == "succeeded"

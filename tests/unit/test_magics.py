@@ -1,0 +1,35 @@
+"""The %aiaas magic in an in-process IPython shell (no kernel needed)."""
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.testing.globalipapp import start_ipython
+
+
+@pytest.fixture(scope="module")
+def shell():
+    ip = start_ipython()
+    yield ip
+
+
+def test_load_twice_unload_and_usage(shell):
+    shell.run_line_magic("load_ext", "aiaas")
+    shell.run_line_magic("load_ext", "aiaas")
+    magic = shell.find_line_magic("aiaas")
+    assert magic is not None
+    assert "%aiaas train MODEL [--datamodule DM]" in magic.__doc__  # what %aiaas? shows
+    with pytest.raises(UsageError, match="needs a command"):
+        shell.run_line_magic("aiaas", "")
+    with pytest.raises(UsageError, match="train: the following arguments are required: model"):
+        shell.run_line_magic("aiaas", "train")
+    with pytest.raises(UsageError, match="no variable 'nothing_here'"):
+        shell.run_line_magic("aiaas", "train nothing_here")
+    shell.run_line_magic("unload_ext", "aiaas")
+    assert shell.find_line_magic("aiaas") is None
+
+
+def test_unreachable_backend_is_one_line(shell, monkeypatch):
+    shell.run_line_magic("load_ext", "aiaas")
+    with pytest.raises(UsageError) as raised:
+        shell.run_line_magic("aiaas", "connect http://127.0.0.1:9 --key aiaas_x")
+    assert "could not be reached" in str(raised.value) and "\n" not in str(raised.value)
+    shell.run_line_magic("unload_ext", "aiaas")
