@@ -7,6 +7,7 @@ from ._errors import (
     AuthenticationError,
     BackendUnavailable,
     BadRequest,
+    DeploymentOverloaded,
     IncompatibleEnvironment,
     NotFound,
     PayloadTooLarge,
@@ -14,19 +15,25 @@ from ._errors import (
     RunFailed,
     ServerError,
 )
+from ._deployment import AsyncDeployment, Deployment
 from ._run import AsyncRun, Run
-from .wire import MetricPoint, RunEvent, RunStatus
+from .wire import DeploymentStats, MetricPoint, ModelVersion, RunEvent, RunStatus
 
 __all__ = [
     "AiaasError",
     "AsyncClient",
+    "AsyncDeployment",
     "AsyncRun",
     "AuthenticationError",
     "BackendUnavailable",
     "BadRequest",
     "Client",
+    "Deployment",
+    "DeploymentOverloaded",
+    "DeploymentStats",
     "IncompatibleEnvironment",
     "MetricPoint",
+    "ModelVersion",
     "NotFound",
     "PayloadTooLarge",
     "Run",

@@ -13,8 +13,9 @@ import httpx
 
 from . import _ops, _sse, config
 from ._errors import AuthenticationError, error_from_response, error_from_transport
+from ._deployment import AsyncDeployment, Deployment
 from ._run import AsyncRun, Run, RunList
-from .wire import RunEvent
+from .wire import DeploymentCreate, ModelVersion, RunEvent
 
 
 def _user_agent() -> str:
@@ -44,15 +45,19 @@ class _Base:
                 f"no API key for {self.url}: pass api_key= to aiaas.connect(), set AIAAS_API_KEY, "
                 "or create one with `aiaas keys create --user NAME`"
             )
-        kwargs: dict[str, Any] = {"params": call.params, "json": call.json, "files": call.files, "data": call.data}
+        kwargs: dict[str, Any] = {"params": call.params, "json": call.json, "files": call.files, "data": call.data,
+                                  "content": call.content, "headers": call.headers}
         if call.timeout is not None:
             kwargs["timeout"] = httpx.Timeout(call.timeout, connect=10.0)
         return {k: v for k, v in kwargs.items() if v is not None}
 
+    def _attempts(self, call: _ops.Call) -> int:
+        return call.attempts or self._retry.attempts
+
     def _should_retry(self, call: _ops.Call, attempt: int, response: httpx.Response | None) -> bool:
-        if not call.idempotent or attempt + 1 >= self._retry.attempts:
+        if not call.idempotent or attempt + 1 >= self._attempts(call):
             return False
-        return response is None or response.status_code in self._retry.retry_statuses
+        return response is None or response.status_code in (call.retry_on or self._retry.retry_statuses)
 
     def _stream_request(self, run_id: str, after: int) -> dict[str, Any]:
         return {
@@ -86,7 +91,7 @@ class Client(_Base):
     # -- driver ------------------------------------------------------------
     def _send(self, call: _ops.Call) -> httpx.Response | None:
         kwargs = self._request_kwargs(call)
-        for attempt in range(self._retry.attempts):
+        for attempt in range(self._attempts(call)):
             response = None
             try:
                 if call.stream_to is not None:
@@ -191,6 +196,26 @@ class Client(_Base):
         """What the backend runs: version, executor, GPUs, slots and its environment."""
         return self._drive(_ops.info())
 
+    def models(self) -> list[ModelVersion]:
+        """Every succeeded run is a model version you can deploy, newest first."""
+        return self._drive(_ops.models())
+
+    def deploy(self, run_id: str, name: str, *, replicas: int = 1, max_batch_size: int = 64,
+               max_wait_ms: float = 5.0, max_queue: int = 1024, timeout_s: float = 30.0,
+               wait: bool = True) -> Deployment:
+        """Serve ``run_id``'s model at ``name`` (see :meth:`Run.deploy`)."""
+        spec = DeploymentCreate(name=name, run_id=run_id, replicas=replicas, max_batch_size=max_batch_size,
+                                max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout_s)
+        dep = Deployment(self, self._drive(_ops.create_deployment(spec)))
+        return dep.wait_ready() if wait else dep
+
+    def deployment(self, name: str) -> Deployment:
+        """Find a deployment by name, from any notebook or process."""
+        return Deployment(self, self._drive(_ops.get_deployment(name)))
+
+    def deployments(self) -> list[Deployment]:
+        return [Deployment(self, d) for d in self._drive(_ops.list_deployments())]
+
     def close(self) -> None:
         self._http.close()
 
@@ -211,15 +236,17 @@ class AsyncClient(_Base):
         *,
         timeout: float | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 100,
     ) -> None:
         super().__init__(url, api_key, timeout)
         self._http = httpx.AsyncClient(
-            base_url=self.url, headers=self._headers, timeout=self._http_timeout(), transport=transport
+            base_url=self.url, headers=self._headers, timeout=self._http_timeout(), transport=transport,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
 
     async def _send(self, call: _ops.Call) -> httpx.Response | None:
         kwargs = self._request_kwargs(call)
-        for attempt in range(self._retry.attempts):
+        for attempt in range(self._attempts(call)):
             response = None
             try:
                 if call.stream_to is not None:
@@ -317,6 +344,23 @@ class AsyncClient(_Base):
 
     async def info(self) -> dict[str, Any]:
         return await self._drive(_ops.info())
+
+    async def models(self) -> list[ModelVersion]:
+        return await self._drive(_ops.models())
+
+    async def deploy(self, run_id: str, name: str, *, replicas: int = 1, max_batch_size: int = 64,
+                     max_wait_ms: float = 5.0, max_queue: int = 1024, timeout_s: float = 30.0,
+                     wait: bool = True) -> AsyncDeployment:
+        spec = DeploymentCreate(name=name, run_id=run_id, replicas=replicas, max_batch_size=max_batch_size,
+                                max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout_s)
+        dep = AsyncDeployment(self, await self._drive(_ops.create_deployment(spec)))
+        return await dep.wait_ready() if wait else dep
+
+    async def deployment(self, name: str) -> AsyncDeployment:
+        return AsyncDeployment(self, await self._drive(_ops.get_deployment(name)))
+
+    async def deployments(self) -> list[AsyncDeployment]:
+        return [AsyncDeployment(self, d) for d in await self._drive(_ops.list_deployments())]
 
     async def aclose(self) -> None:
         await self._http.aclose()

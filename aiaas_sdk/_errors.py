@@ -7,6 +7,7 @@
     ├── BadRequest                400/422: the request itself is wrong
     │   └── IncompatibleEnvironment   the backend cannot unpickle code from this environment
     ├── PayloadTooLarge           413: an upload over the backend's size limit
+    ├── DeploymentOverloaded      429: a deployment's queue stayed full through the retries
     ├── ServerError               5xx from the backend
     └── RunFailed                 a run ended `failed`; carries the remote traceback
 
@@ -25,6 +26,7 @@ __all__ = [
     "AuthenticationError",
     "BackendUnavailable",
     "BadRequest",
+    "DeploymentOverloaded",
     "IncompatibleEnvironment",
     "NotFound",
     "PayloadTooLarge",
@@ -68,6 +70,10 @@ class PayloadTooLarge(AiaasError):
     """An upload exceeded the backend's size limit."""
 
 
+class DeploymentOverloaded(AiaasError):
+    """A deployment kept refusing work (its queue was full) after the SDK's retries."""
+
+
 class ServerError(AiaasError):
     """The backend failed while handling the request (HTTP 5xx)."""
 
@@ -105,6 +111,7 @@ _BY_STATUS: dict[int, type[AiaasError]] = {
     409: BadRequest,
     413: PayloadTooLarge,
     422: BadRequest,
+    429: DeploymentOverloaded,
 }
 
 _BY_CODE: dict[str, type[AiaasError]] = {

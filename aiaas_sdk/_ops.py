@@ -20,7 +20,23 @@ import httpx
 
 from . import packaging
 from ._errors import RunCancelled, RunFailed
-from .wire import LogsPage, MetricPoint, MetricsPage, RunPublic, RunSpec, RunsPublic, RunStatus
+from . import tensor_codec
+from ._errors import AiaasError
+from .wire import (
+    DeploymentCreate,
+    DeploymentPublic,
+    DeploymentsPublic,
+    DeploymentStats,
+    LogsPage,
+    MetricPoint,
+    MetricsPage,
+    ModelsPublic,
+    ModelVersion,
+    RunPublic,
+    RunSpec,
+    RunsPublic,
+    RunStatus,
+)
 
 T = TypeVar("T")
 
@@ -37,6 +53,11 @@ class Call:
     idempotent: bool = True
     stream_to: Path | None = None
     timeout: float | None = None
+    content: bytes | None = None
+    headers: dict[str, str] | None = None
+    # Statuses worth retrying for this call (default: the policy's 502/503/504).
+    retry_on: frozenset[int] | None = None
+    attempts: int | None = None
 
 
 @dataclass
@@ -184,6 +205,73 @@ def raise_for_run(run: RunPublic) -> None:
         raise RunFailed(f"run {run.id} ({run.name}) failed: {run.error}", run_id=run.id, traceback=run.traceback)
     if run.status is RunStatus.cancelled:
         raise RunCancelled(f"run {run.id} ({run.name}) was cancelled", run_id=run.id)
+
+
+# -- deployments ------------------------------------------------------------------
+
+
+def _deployment(resp: httpx.Response | None) -> DeploymentPublic:
+    return DeploymentPublic.model_validate_json(_response(resp).content)
+
+
+def models() -> Op[list[ModelVersion]]:
+    return ModelsPublic.model_validate_json(_response((yield Call("GET", "/v1/models"))).content).data
+
+
+def create_deployment(spec: DeploymentCreate) -> Op[DeploymentPublic]:
+    return _deployment((yield Call("POST", "/v1/deployments", json=spec.model_dump(), idempotent=False)))
+
+
+def get_deployment(name: str) -> Op[DeploymentPublic]:
+    return _deployment((yield Call("GET", f"/v1/deployments/{name}")))
+
+
+def list_deployments() -> Op[list[DeploymentPublic]]:
+    resp = yield Call("GET", "/v1/deployments")
+    return DeploymentsPublic.model_validate_json(_response(resp).content).data
+
+
+def change_deployment(name: str, action: str, body: dict[str, Any] | None = None) -> Op[DeploymentPublic]:
+    return _deployment((yield Call("POST", f"/v1/deployments/{name}/{action}", json=body or {})))
+
+
+def delete_deployment(name: str) -> Op[None]:
+    yield Call("DELETE", f"/v1/deployments/{name}")
+
+
+def deployment_stats(name: str) -> Op[DeploymentStats]:
+    resp = yield Call("GET", f"/v1/deployments/{name}/stats")
+    return DeploymentStats.model_validate_json(_response(resp).content)
+
+
+def wait_deployment(name: str, timeout: float | None, want: str | None = None) -> Op[DeploymentPublic]:
+    """Poll until the deployment serves (and, with ``want``, serves that run)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        dep = yield from get_deployment(name)
+        if dep.status == "ready" and (want is None or dep.run_id == want):
+            return dep
+        if dep.status == "failed":
+            raise AiaasError(f"deployment {name!r} failed to start: {dep.error}")
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"deployment {name!r} is still {dep.status} after {timeout} s"
+                               + (f": {dep.error}" if dep.error else ""))
+        yield Sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+
+
+_PREDICT_RETRY = frozenset({429, 503})
+
+
+def predict(name: str, x: Any) -> Op[Any]:
+    """One batch in, the model's output for it back, in the kind it came (tensor, ndarray, list)."""
+    array, kind = tensor_codec.split_input(x)
+    resp = yield Call(
+        "POST", f"/v1/deployments/{name}/predict", content=tensor_codec.encode(array),
+        headers={"Content-Type": tensor_codec.CONTENT_TYPE}, retry_on=_PREDICT_RETRY, attempts=8,
+    )
+    return tensor_codec.join_output(tensor_codec.decode(_response(resp).content), kind)
 
 
 @dataclass

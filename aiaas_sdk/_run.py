@@ -103,6 +103,17 @@ class Run(_RunBase):
         _ops.raise_for_run(self.data)
         return self
 
+    def deploy(self, name: str, *, replicas: int = 1, max_batch_size: int = 64, max_wait_ms: float = 5.0,
+               max_queue: int = 1024, timeout_s: float = 30.0, wait: bool = True) -> Any:
+        """Serve this run's trained model as the endpoint ``name`` and return the :class:`Deployment`.
+
+        Requests are batched: up to ``max_batch_size`` rows, waiting at most ``max_wait_ms``
+        for more; ``max_queue`` requests may wait (then 429, which the SDK retries);
+        ``timeout_s`` bounds one request. With ``wait`` it returns once a replica serves.
+        """
+        return self._client.deploy(self.id, name, replicas=replicas, max_batch_size=max_batch_size,
+                                   max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout_s, wait=wait)
+
     def cancel(self) -> Run:
         """Ask the run to stop: queued runs end at once, running ones after their current step."""
         self.data = self._client._drive(_ops.cancel(self.id))
@@ -159,6 +170,10 @@ class AsyncRun(_RunBase):
         self.data = await self._client._drive(_ops.wait(self.id, timeout, raise_on_failure=False))
         _ops.raise_for_run(self.data)
         return self
+
+    async def deploy(self, name: str, **kwargs: Any) -> Any:
+        """Async :meth:`Run.deploy`."""
+        return await self._client.deploy(self.id, name, **kwargs)
 
     async def cancel(self) -> AsyncRun:
         self.data = await self._client._drive(_ops.cancel(self.id))

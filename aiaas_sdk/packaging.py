@@ -7,9 +7,11 @@ incompatible or damaged payload at submit time *without unpickling it*; only
 the worker ever calls :func:`unpack`.
 
 Classes and functions defined in ``__main__`` (a notebook) are pickled by
-value by cloudpickle itself; modules that live beside the notebook (under the
-working directory, outside site-packages) are registered by value too, so a
-helper ``models.py`` next to the notebook need not exist on the backend.
+value by cloudpickle itself; the user's own modules -- any imported from
+outside the standard library and site-packages, such as a ``models.py``
+beside the notebook -- are registered by value too, so they need not exist on
+the backend. Installed packages travel by reference and must be installed
+there.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import linecache
-import os
 import struct
 import sys
 import sysconfig
@@ -95,27 +96,33 @@ def incompatibilities(client: dict[str, str], backend: dict[str, str]) -> list[s
     return problems
 
 
-def _is_local_module(module: types.ModuleType, root: Path, library_dirs: list[Path]) -> bool:
-    file = getattr(module, "__file__", None)
-    if not file or module.__name__.split(".")[0] in _OUR_PACKAGES:
+def _is_user_module(module: types.ModuleType, library_dirs: list[Path]) -> bool:
+    top = module.__name__.split(".")[0]
+    if top in _OUR_PACKAGES:
         return False
-    path = Path(file).resolve()
-    if any(path.is_relative_to(lib) for lib in library_dirs):
-        return False
-    return path.is_relative_to(root)
+    # Judge by the top-level package: torch.ops and friends have odd __file__ values.
+    for candidate in (sys.modules.get(top), module):
+        file = getattr(candidate, "__file__", None)
+        if not file or not Path(file).is_absolute():
+            return False
+        if any(Path(file).resolve().is_relative_to(lib) for lib in library_dirs):
+            return False
+    return True
+
+
+def _library_dirs() -> list[Path]:
+    paths = sysconfig.get_paths()
+    dirs = {Path(paths[k]).resolve() for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    dirs |= {Path(p).resolve() for p in sys.path if p.endswith(("site-packages", "dist-packages"))}
+    return sorted(dirs)
 
 
 @contextmanager
-def _local_modules_by_value(root: Path) -> Iterator[list[str]]:
-    paths = sysconfig.get_paths()
-    library_dirs = [Path(paths[k]).resolve() for k in ("stdlib", "purelib", "platlib")]
-    library_dirs.append(Path(sys.prefix).resolve())
-    root = root.resolve()
+def _user_modules_by_value() -> Iterator[list[str]]:
+    library_dirs = _library_dirs()
     names = []
     for name, module in sys.modules.copy().items():  # copy() is atomic; other threads import
-        if name != "__main__" and isinstance(module, types.ModuleType) and _is_local_module(
-            module, root, [d for d in library_dirs if not root.is_relative_to(d)]
-        ):
+        if name != "__main__" and isinstance(module, types.ModuleType) and _is_user_module(module, library_dirs):
             cloudpickle.register_pickle_by_value(module)
             names.append(name)
     try:
@@ -148,11 +155,11 @@ def _user_sources(objects: list[Any]) -> dict[str, list[str]]:
     return sources
 
 
-def pack(payload: dict[str, Any], *, lightning_package: str, root: str | os.PathLike | None = None) -> bytes:
+def pack(payload: dict[str, Any], *, lightning_package: str) -> bytes:
     """Pickle ``payload`` (model, datamodule, ...) with its manifest."""
     payload = dict(payload)
     payload["sources"] = _user_sources([payload.get("model"), payload.get("datamodule")])
-    with _local_modules_by_value(Path(root or os.getcwd())) as by_value:
+    with _user_modules_by_value() as by_value:
         body = cloudpickle.dumps(payload, protocol=5)
     manifest = environment(lightning_package)
     manifest.update(

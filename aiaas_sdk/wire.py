@@ -89,6 +89,13 @@ class LogsPage(BaseModel):
     next_after: int
 
 
+class InputSignature(BaseModel):
+    """What one row of a model's input looks like, learnt from training."""
+
+    dtype: str
+    shape: list[int] = Field(description="the shape of one row (without the batch dimension)")
+
+
 class RunEvent(BaseModel):
     """One entry of a run's ordered event log.
 
@@ -103,6 +110,81 @@ class RunEvent(BaseModel):
     data: dict[str, Any]
 
 
+class DeploymentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+                      description="lower-case letters, digits, '-' and '_'; unique among your deployments")
+    run_id: str
+    replicas: int = Field(default=1, ge=1, le=64)
+    max_batch_size: int = Field(default=64, ge=1, le=65536)
+    max_wait_ms: float = Field(default=5.0, ge=0, le=10_000)
+    max_queue: int = Field(default=1024, ge=1, le=1_000_000)
+    timeout_s: float = Field(default=30.0, gt=0, le=3600)
+
+
+class DeploymentUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+
+
+class DeploymentScale(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    replicas: int = Field(ge=1, le=64)
+
+
+class DeploymentPublic(BaseModel):
+    id: str
+    name: str
+    status: Literal["starting", "ready", "updating", "failed", "stopped"]
+    run_id: str
+    history: list[str] = Field(default_factory=list, description="earlier versions, newest last (for rollback)")
+    replicas: int
+    ready_replicas: int
+    max_batch_size: int
+    max_wait_ms: float
+    max_queue: int
+    timeout_s: float
+    input_signature: InputSignature | None = None
+    error: str | None = None
+    created_at: datetime
+    predict_path: str
+
+
+class DeploymentsPublic(BaseModel):
+    data: list[DeploymentPublic]
+    count: int
+
+
+class DeploymentStats(BaseModel):
+    requests: int
+    errors: int
+    rejected: int
+    queue_depth: int
+    batches: int
+    mean_batch_rows: float | None
+    p50_ms: float | None
+    p99_ms: float | None
+    ready_replicas: int
+
+
+class ModelVersion(BaseModel):
+    """A succeeded run: something you can deploy."""
+
+    run_id: str
+    name: str
+    created_at: datetime
+    final_metrics: dict[str, float] = Field(default_factory=dict)
+    input_signature: InputSignature | None = None
+
+
+class ModelsPublic(BaseModel):
+    data: list[ModelVersion]
+    count: int
+
+
 class BackendInfo(BaseModel):
     version: str
     executor: str
@@ -112,6 +194,7 @@ class BackendInfo(BaseModel):
 
 
 # ---- worker -> backend (run-scoped token) --------------------------------
+
 
 
 class WorkerEvent(BaseModel):
@@ -134,6 +217,7 @@ class WorkerStatus(BaseModel):
     error: str | None = None
     traceback: str | None = None
     final_metrics: dict[str, float] = Field(default_factory=dict)
+    input_signature: InputSignature | None = None
 
 
 class WorkerReply(BaseModel):

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from sqlalchemy import select
 
 from .artifacts import Artifacts
 from .config import Settings
@@ -15,7 +16,9 @@ from .db import make_engine, migrate, session_factory
 from .errors import ApiError, api_error_handler
 from .event_bus import EventBus
 from .executors.local import LocalExecutor
-from .routes import events, meta, runs, worker
+from .models import Deployment
+from .routes import deployments, events, meta, runs, worker
+from .serving.local import LocalServing
 from .size_limit import BodySizeLimit
 from .worker_env import probe
 
@@ -34,13 +37,20 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     bus = EventBus()
     executor = LocalExecutor(settings, sessions, artifacts, api_url, bus)
 
+    serving = LocalServing(artifacts, settings.data_dir, settings.worker_python)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         bus.bind(asyncio.get_running_loop())
         executor.start()
+        # Deployments outlive restarts: bring every one back up.
+        with sessions() as session:
+            for dep in session.scalars(select(Deployment)):
+                await serving.deploy(deployments.config_of(dep))
         try:
             yield
         finally:
+            await serving.stop()
             executor.stop()
             engine.dispose()
 
@@ -55,11 +65,14 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     app.state.artifacts = artifacts
     app.state.executor = executor
     app.state.event_bus = bus
+    app.state.serving = serving
+    app.state.predict_cache = {}
     app.state.environment = probe(settings.worker_python)
     app.add_exception_handler(ApiError, api_error_handler)
     app.include_router(meta.router)
     app.include_router(runs.router)
     app.include_router(events.router)
+    app.include_router(deployments.router)
     app.include_router(worker.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     return app

@@ -58,6 +58,7 @@ class Run(Base):
     worker_token_hash: Mapped[str | None] = mapped_column(String(64))
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
     last_wseq: Mapped[int] = mapped_column(Integer, default=0)
+    input_signature: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Event(Base):
@@ -75,3 +76,23 @@ class Event(Base):
         UniqueConstraint("run_id", "seq", name="uq_events_run_seq"),
         Index("ix_events_run_kind_seq", "run_id", "kind", "seq"),
     )
+
+
+class Deployment(Base):
+    """A named endpoint serving one run's model; ``history`` holds earlier run ids for rollback."""
+
+    __tablename__ = "deployments"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
+    history: Mapped[list[str]] = mapped_column(JSON, default=list)
+    replicas: Mapped[int] = mapped_column(Integer)
+    max_batch_size: Mapped[int] = mapped_column(Integer)
+    max_wait_ms: Mapped[float] = mapped_column(Float)
+    max_queue: Mapped[int] = mapped_column(Integer)
+    timeout_s: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("user_id", "name", name="uq_deployments_user_name"),)

@@ -27,6 +27,8 @@ def apply_events(session: Session, run: Run, events: list[WorkerEvent]) -> int:
 def apply_status(session: Session, run: Run, report: WorkerStatus) -> None:
     if report.device:
         run.device = report.device
+    if report.input_signature is not None:
+        run.input_signature = report.input_signature.model_dump()
     if report.status is RunStatus.running:
         return
     set_status(

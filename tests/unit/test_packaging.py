@@ -9,8 +9,8 @@ import pytest
 from aiaas_sdk import packaging
 
 
-def _pack(obj, root=None):
-    return packaging.pack({"model": obj}, lightning_package="lightning", root=root)
+def _pack(obj):
+    return packaging.pack({"model": obj}, lightning_package="lightning")
 
 
 def test_round_trip_and_manifest():
@@ -19,6 +19,9 @@ def test_round_trip_and_manifest():
     assert manifest["python"] == ".".join(map(str, sys.version_info[:3]))
     assert manifest["lightning_package"] == "lightning" and len(manifest["sha256"]) == 64
     assert packaging.unpack(blob)["model"] == {"weights": [1, 2, 3]}
+    # Installed packages (torch here) are not shipped: they travel by reference.
+    shipped = packaging.read_manifest(blob)["by_value_modules"].split(",")
+    assert not [m for m in shipped if m.split(".")[0] in ("torch", "numpy", "lightning")], shipped
 
 
 @pytest.mark.parametrize(
@@ -56,7 +59,7 @@ def test_lightning_package_is_read_from_the_class():
         packaging.lightning_package_of(object())
 
 
-def test_a_module_beside_the_notebook_travels_by_value(tmp_path, monkeypatch):
+def test_a_users_own_module_travels_by_value(tmp_path, monkeypatch):
     (tmp_path / "helpers_beside_notebook.py").write_text(textwrap.dedent("""
         class Scale:
             def __init__(self, k):
@@ -67,7 +70,7 @@ def test_a_module_beside_the_notebook_travels_by_value(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     import helpers_beside_notebook
 
-    blob = _pack(helpers_beside_notebook.Scale(3), root=tmp_path)
+    blob = _pack(helpers_beside_notebook.Scale(3))
     assert "helpers_beside_notebook" in packaging.read_manifest(blob)["by_value_modules"]
     payload = tmp_path / "payload.bin"
     payload.write_bytes(blob)

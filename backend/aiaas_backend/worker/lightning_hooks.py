@@ -25,6 +25,19 @@ def _device_name(trainer: Any) -> str:
     return str(device)
 
 
+def _signature(example: Any, batch: Any) -> dict[str, Any] | None:
+    """dtype and per-row shape of the model's input: ``example_input_array`` if the module
+    sets one, else the first tensor of the first training batch (``x`` of ``(x, y)``)."""
+    import torch
+
+    for candidate in (example, batch):
+        while isinstance(candidate, list | tuple) and candidate:
+            candidate = candidate[0]
+        if isinstance(candidate, torch.Tensor) and candidate.dim() >= 1:
+            return {"dtype": str(candidate.dtype).removeprefix("torch."), "shape": list(candidate.shape[1:])}
+    return None
+
+
 def make_logger(pl: ModuleType, reporter: Reporter) -> Any:
     class AiaasLogger(pl.loggers.Logger):  # type: ignore[name-defined,misc]
         """Forwards every ``self.log`` value Lightning flushes to the reporter."""
@@ -60,6 +73,7 @@ def make_callback(pl: ModuleType, reporter: Reporter, last_ckpt: Path, every_s: 
             self._last_save = float("-inf")
             self._last_progress = float("-inf")
             self._total: int | None = None
+            self.input_signature: dict[str, Any] | None = None
 
         def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
             self.device = _device_name(trainer)
@@ -72,6 +86,10 @@ def make_callback(pl: ModuleType, reporter: Reporter, last_ckpt: Path, every_s: 
             if reporter.should_stop and not trainer.should_stop:
                 self.stopped_by = "cancel" if reporter.cancel_requested else "server"
                 trainer.should_stop = True
+
+        def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+            if self.input_signature is None:
+                self.input_signature = _signature(getattr(pl_module, "example_input_array", None), batch)
 
         def on_train_start(self, trainer: Any, pl_module: Any) -> None:
             total = trainer.estimated_stepping_batches

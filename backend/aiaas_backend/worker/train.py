@@ -67,7 +67,13 @@ def _train(assignment: dict[str, Any], artifacts: Artifacts, reporter: Reporter)
     run_id = assignment["run_id"]
     run_dir = artifacts.run_dir(run_id)
     attempt = assignment["attempt"]
-    payload = packaging.unpack(artifacts.code(run_id).read_bytes())
+    try:
+        payload = packaging.unpack(artifacts.code(run_id).read_bytes())
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(
+            f"the backend cannot import {exc.name!r}, which your code uses: install it on the backend "
+            "(it is an installed package in your notebook, so aiaas ships it by reference)"
+        ) from exc
     model = payload["model"]
     package = packaging.lightning_package_of(model)
     pl = importlib.import_module("lightning.pytorch" if package == "lightning" else "pytorch_lightning")
@@ -112,7 +118,7 @@ def _train(assignment: dict[str, Any], artifacts: Artifacts, reporter: Reporter)
     torch.save(model.state_dict(), weights.with_name(weights.name + ".tmp"))
     weights.with_name(weights.name + ".tmp").replace(weights)
     return WorkerStatus(attempt=attempt, status=RunStatus.succeeded, final_metrics=final_metrics,
-                        device=getattr(ours, "device", None))
+                        device=getattr(ours, "device", None), input_signature=ours.input_signature)
 
 
 def run(assignment: dict[str, Any]) -> int:

@@ -1,0 +1,155 @@
+"""``Deployment`` and ``AsyncDeployment``: a trained model served as an endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from . import _ops
+from .wire import DeploymentPublic, DeploymentStats
+
+if TYPE_CHECKING:
+    from ._client import AsyncClient, Client
+
+
+async def _many(predict: Any, xs: Iterable[Any], concurrency: int) -> list[Any]:
+    """Order kept, at most ``concurrency`` requests in flight."""
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(x: Any) -> Any:
+        async with gate:
+            return await predict(x)
+
+    return list(await asyncio.gather(*(one(x) for x in xs)))
+
+
+class _DeploymentBase:
+    def __init__(self, data: DeploymentPublic) -> None:
+        self.data = data
+
+    @property
+    def name(self) -> str:
+        return self.data.name
+
+    @property
+    def run_id(self) -> str:
+        """The run (model version) being served."""
+        return self.data.run_id
+
+    def __repr__(self) -> str:
+        d = self.data
+        return f"<{type(self).__name__} {d.name!r} {d.status} run={d.run_id} replicas={d.ready_replicas}/{d.replicas}>"
+
+
+class Deployment(_DeploymentBase):
+    """An endpoint serving one run's model. ``run.deploy(...)`` makes one;
+    ``client.deployment(name)`` finds it from any notebook or process.
+
+    ``predict(x)`` takes a batch (first dimension = batch) as a tensor, ndarray or
+    nested list and returns the model's output for it in the same kind.
+    """
+
+    def __init__(self, client: Client, data: DeploymentPublic) -> None:
+        super().__init__(data)
+        self._client = client
+        self._async: tuple[asyncio.AbstractEventLoop, AsyncClient] | None = None
+
+    def refresh(self) -> Deployment:
+        self.data = self._client._drive(_ops.get_deployment(self.name))
+        return self
+
+    def wait_ready(self, timeout: float | None = 300) -> Deployment:
+        """Block until a replica serves the current version."""
+        self.data = self._client._drive(_ops.wait_deployment(self.name, timeout, want=self.data.run_id))
+        return self
+
+    def predict(self, x: Any) -> Any:
+        return self._client._drive(_ops.predict(self.name, x))
+
+    def _aclient(self, concurrency: int = 128) -> AsyncClient:
+        from ._client import AsyncClient
+
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async[0] is not loop:
+            # One pooled connection set per event loop (a notebook keeps one loop).
+            client = AsyncClient(self._client.url, self._client._api_key, timeout=self._client._timeout,
+                                 max_connections=max(concurrency, 100))
+            self._async = (loop, client)
+        return self._async[1]
+
+    async def apredict(self, x: Any) -> Any:
+        return await self._aclient()._drive(_ops.predict(self.name, x))
+
+    async def apredict_many(self, xs: Iterable[Any], concurrency: int = 128) -> list[Any]:
+        """Predict every batch in ``xs`` over pooled connections; results in input order."""
+        client = self._aclient(concurrency)
+        return await _many(lambda x: client._drive(_ops.predict(self.name, x)), xs, concurrency)
+
+    def stats(self) -> DeploymentStats:
+        """Requests, errors, queue depth, batches and p50/p99 latency (also at ``/metrics``)."""
+        return self._client._drive(_ops.deployment_stats(self.name))
+
+    def update(self, run_id: str, wait: bool = True) -> Deployment:
+        """Serve another run's model: a rolling update, no request dropped."""
+        self.data = self._client._drive(_ops.change_deployment(self.name, "update", {"run_id": run_id}))
+        return self.wait_ready() if wait else self
+
+    def rollback(self, wait: bool = True) -> Deployment:
+        """Serve the version from before the last update again."""
+        self.data = self._client._drive(_ops.change_deployment(self.name, "rollback"))
+        return self.wait_ready() if wait else self
+
+    def scale(self, replicas: int) -> Deployment:
+        self.data = self._client._drive(_ops.change_deployment(self.name, "scale", {"replicas": replicas}))
+        return self
+
+    def delete(self) -> None:
+        self._client._drive(_ops.delete_deployment(self.name))
+
+    async def aclose(self) -> None:
+        if self._async is not None:
+            await self._async[1].aclose()
+            self._async = None
+
+
+class AsyncDeployment(_DeploymentBase):
+    """The async twin of :class:`Deployment` (from ``await aclient.deployment(name)``)."""
+
+    def __init__(self, client: AsyncClient, data: DeploymentPublic) -> None:
+        super().__init__(data)
+        self._client = client
+
+    async def refresh(self) -> AsyncDeployment:
+        self.data = await self._client._drive(_ops.get_deployment(self.name))
+        return self
+
+    async def wait_ready(self, timeout: float | None = 300) -> AsyncDeployment:
+        self.data = await self._client._drive(_ops.wait_deployment(self.name, timeout, want=self.data.run_id))
+        return self
+
+    async def apredict(self, x: Any) -> Any:
+        return await self._client._drive(_ops.predict(self.name, x))
+
+    async def apredict_many(self, xs: Iterable[Any], concurrency: int = 128) -> list[Any]:
+        return await _many(self.apredict, xs, concurrency)
+
+    async def stats(self) -> DeploymentStats:
+        return await self._client._drive(_ops.deployment_stats(self.name))
+
+    async def update(self, run_id: str, wait: bool = True) -> AsyncDeployment:
+        self.data = await self._client._drive(_ops.change_deployment(self.name, "update", {"run_id": run_id}))
+        return await self.wait_ready() if wait else self
+
+    async def rollback(self, wait: bool = True) -> AsyncDeployment:
+        self.data = await self._client._drive(_ops.change_deployment(self.name, "rollback"))
+        return await self.wait_ready() if wait else self
+
+    async def scale(self, replicas: int) -> AsyncDeployment:
+        self.data = await self._client._drive(_ops.change_deployment(self.name, "scale", {"replicas": replicas}))
+        return self
+
+    async def delete(self) -> None:
+        await self._client._drive(_ops.delete_deployment(self.name))

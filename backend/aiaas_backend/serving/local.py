@@ -1,0 +1,185 @@
+"""The local serving runtime: replica processes on this machine, one router per deployment.
+
+Replicas are started and replaced in the background; a deployment is ready as
+soon as one replica is. Rolling updates start the new version's replicas
+before retiring the old ones, so requests keep flowing; a replica that dies
+is replaced with one of the same version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from ..artifacts import Artifacts
+from .router import Replica, Router
+
+log = logging.getLogger("aiaas.serving")
+
+
+@dataclass
+class DeploymentConfig:
+    id: str
+    run_id: str
+    replicas: int
+    max_batch_size: int
+    max_wait_ms: float
+    max_queue: int
+    timeout_s: float
+
+
+@dataclass
+class Runtime:
+    config: DeploymentConfig
+    router: Router
+    versions: dict[str, str] = field(default_factory=dict)  # replica name -> run id
+    error: str | None = None
+    starting: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def status(self) -> str:
+        if self.router.ready_replicas:
+            return "updating" if self.starting else "ready"
+        return "failed" if self.error and not self.starting else "starting"
+
+
+class LocalServing:
+    name = "local"
+
+    def __init__(self, artifacts: Artifacts, data_dir: Path, python: str = sys.executable) -> None:
+        self._artifacts = artifacts
+        self._python = python
+        self._log_path = data_dir / "replicas.log"
+        self._sockets = Path(tempfile.mkdtemp(prefix="aiaas-sock-"))  # short paths: AF_UNIX limit
+        self._runtimes: dict[str, Runtime] = {}
+        self._counter = 0
+        self._log: IO[bytes] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def runtime(self, deployment_id: str) -> Runtime | None:
+        return self._runtimes.get(deployment_id)
+
+    def schedule(self, coro) -> None:  # type: ignore[no-untyped-def]
+        """Run ``coro`` in the background (replica starts take seconds; requests do not wait)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- replicas -------------------------------------------------------------
+    async def _start_replica(self, runtime: Runtime, run_id: str) -> Replica | None:
+        self._counter += 1
+        name = f"{runtime.config.id}-{self._counter}"
+        sock = self._sockets / f"{self._counter}.sock"
+        threads = max(1, (os.cpu_count() or 1) // max(1, runtime.config.replicas))
+        if self._log is None:
+            self._log = open(self._log_path, "ab")
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+        proc = subprocess.Popen(
+            [self._python, "-m", "aiaas_backend.serving.replica", "--socket", str(sock),
+             "--artifacts", str(self._artifacts.root), "--run", run_id, "--threads", str(threads)],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+        for _ in range(2400):  # up to 120 s: importing torch and loading the model
+            if proc.poll() is not None:
+                runtime.error = (f"a replica exited with code {proc.returncode} while loading run {run_id}; "
+                                 f"see {self._log_path}")
+                return None
+            if sock.exists():
+                break
+            await asyncio.sleep(0.05)
+        else:
+            proc.kill()
+            runtime.error = f"a replica did not become ready within 120 s; see {self._log_path}"
+            return None
+        reader, writer = await asyncio.open_unix_connection(str(sock))
+
+        def stop() -> None:
+            writer.close()
+            if proc.poll() is None:
+                proc.terminate()
+            sock.unlink(missing_ok=True)
+
+        replica = Replica(name, reader, writer, stop)
+        replica.process = proc  # type: ignore[attr-defined]
+        runtime.versions[name] = run_id
+        return replica
+
+    async def _add_replicas(self, runtime: Runtime, run_id: str, count: int) -> int:
+        runtime.starting += count
+        added = 0
+        try:
+            for _ in range(count):
+                replica = await self._start_replica(runtime, run_id)
+                if replica is None:
+                    break
+                runtime.router.add_replica(replica)
+                added += 1
+        finally:
+            runtime.starting -= count
+        return added
+
+    async def _retire(self, runtime: Runtime, replicas: list[Replica]) -> None:
+        for replica in replicas:
+            await runtime.router.remove_replica(replica)
+            runtime.versions.pop(replica.name, None)
+
+    # -- deployments ---------------------------------------------------------
+    async def deploy(self, config: DeploymentConfig) -> Runtime:
+        router = Router(max_batch_size=config.max_batch_size, max_wait_ms=config.max_wait_ms,
+                        max_queue=config.max_queue, timeout_s=config.timeout_s)
+        runtime = Runtime(config, router)
+
+        async def replace(lost: Replica) -> None:
+            runtime.versions.pop(lost.name, None)
+            if lost in router.replicas:
+                router.replicas.remove(lost)
+            lost.stop()
+            if runtime.config.id in self._runtimes:
+                self.schedule(self._add_replicas(runtime, runtime.config.run_id, 1))
+
+        router.on_replica_lost = replace
+        self._runtimes[config.id] = runtime
+        self.schedule(self._add_replicas(runtime, config.run_id, config.replicas))
+        return runtime
+
+    async def update(self, deployment_id: str, run_id: str) -> None:
+        """Rolling: the new version's replicas join before the old ones leave."""
+        runtime = self._runtimes[deployment_id]
+        async with runtime.lock:
+            old = list(runtime.router.replicas)
+            runtime.config.run_id = run_id
+            runtime.error = None
+            if await self._add_replicas(runtime, run_id, runtime.config.replicas) == 0:
+                return  # keep serving the old version; runtime.error says why
+            await self._retire(runtime, old)
+
+    async def scale(self, deployment_id: str, replicas: int) -> None:
+        runtime = self._runtimes[deployment_id]
+        async with runtime.lock:
+            runtime.config.replicas = replicas
+            current = list(runtime.router.replicas)
+            if replicas > len(current):
+                await self._add_replicas(runtime, runtime.config.run_id, replicas - len(current))
+            else:
+                await self._retire(runtime, current[replicas:])
+
+    async def delete(self, deployment_id: str) -> None:
+        runtime = self._runtimes.pop(deployment_id, None)
+        if runtime is not None:
+            await runtime.router.close()
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for deployment_id in list(self._runtimes):
+            await self.delete(deployment_id)
+        if self._log is not None:
+            self._log.close()

@@ -1,0 +1,242 @@
+"""One deployment's front: a bounded queue, dynamic batching, and its replicas.
+
+Runs on the API server's event loop. Requests (each itself a batch of rows)
+are queued; a batcher takes up to ``max_batch_size`` rows, waiting at most
+``max_wait_ms`` after the first, and hands the batch to a free replica. If a
+batch fails because of one request's inputs, its requests are retried one by
+one, so a bad request never fails its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from aiaas_sdk import tensor_codec
+
+from .frames import LEN, OK
+
+log = logging.getLogger("aiaas.serving")
+
+
+class Overloaded(Exception):
+    """The queue is full: the caller should retry after a pause (429)."""
+
+
+class ReplicaLost(Exception):
+    """The replica died while holding this request (503; safe to retry)."""
+
+
+class InputRejected(ValueError):
+    """The model refused these inputs (400)."""
+
+
+@dataclass
+class _Item:
+    array: np.ndarray
+    future: asyncio.Future[np.ndarray]
+    enqueued: float
+
+    @property
+    def rows(self) -> int:
+        return int(self.array.shape[0])
+
+
+@dataclass
+class Replica:
+    """A connection to one replica process; ``spawn`` makes the process and returns its socket."""
+
+    name: str
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    stop: Callable[[], None]
+    alive: bool = True
+    busy: bool = False
+
+    async def call(self, frame: bytes) -> bytes:
+        self.writer.write(LEN.pack(len(frame)) + frame)
+        await self.writer.drain()
+        (n,) = LEN.unpack(await self.reader.readexactly(LEN.size))
+        return await self.reader.readexactly(n)
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    errors: int = 0
+    rejected: int = 0
+    batches: int = 0
+    batch_rows: int = 0
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    batch_sizes: dict[int, int] = field(default_factory=dict)
+
+    def percentile(self, q: float) -> float | None:
+        if not self.latencies_ms:
+            return None
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Router:
+    def __init__(self, *, max_batch_size: int, max_wait_ms: float, max_queue: int, timeout_s: float) -> None:
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000.0
+        self.max_queue = max_queue
+        self.timeout_s = timeout_s
+        self.queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self.idle: asyncio.Queue[Replica] = asyncio.Queue()
+        self.replicas: list[Replica] = []
+        self.stats = Stats()
+        self._held: _Item | None = None
+        self._batcher: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self.on_replica_lost: Callable[[Replica], Awaitable[None]] | None = None
+
+    # -- replicas -------------------------------------------------------------
+    def add_replica(self, replica: Replica) -> None:
+        self.replicas.append(replica)
+        self.idle.put_nowait(replica)
+        if self._batcher is None:
+            self._batcher = asyncio.get_running_loop().create_task(self._batch_loop())
+
+    async def remove_replica(self, replica: Replica) -> None:
+        """Take a replica out once it is idle: its batch in flight finishes first."""
+        replica.alive = False
+        if replica in self.replicas:
+            self.replicas.remove(replica)
+        while replica.busy:
+            await asyncio.sleep(0.005)
+        replica.stop()
+
+    @property
+    def ready_replicas(self) -> int:
+        return sum(1 for r in self.replicas if r.alive)
+
+    # -- requests -------------------------------------------------------------
+    async def predict(self, array: np.ndarray) -> np.ndarray:
+        if self.queue.qsize() >= self.max_queue:
+            self.stats.rejected += 1
+            raise Overloaded(f"the deployment's queue is full ({self.max_queue} requests); retry shortly")
+        start = time.perf_counter()
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait(_Item(array, future, start))
+        self.stats.requests += 1
+        try:
+            result = await asyncio.wait_for(asyncio.shield(future), timeout=self.timeout_s)
+        except TimeoutError:
+            future.cancel()  # the batcher skips it if it is still queued
+            self.stats.errors += 1
+            raise
+        except asyncio.CancelledError:
+            future.cancel()  # the client went away: drop its queued work
+            raise
+        except Exception:
+            self.stats.errors += 1
+            raise
+        self.stats.latencies_ms.append(1000 * (time.perf_counter() - start))
+        return result
+
+    async def _next_item(self, timeout: float | None) -> _Item | None:
+        if self._held is not None:
+            item, self._held = self._held, None
+            return item
+        if timeout is None:
+            return await self.queue.get()
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout=max(timeout, 0))
+        except TimeoutError:
+            return None
+
+    async def _batch_loop(self) -> None:
+        while True:
+            first = await self._next_item(None)
+            if first is None or first.future.done():
+                continue
+            batch, rows = [first], first.rows
+            deadline = time.perf_counter() + self.max_wait
+            while rows < self.max_batch_size:
+                item = await self._next_item(deadline - time.perf_counter())
+                if item is None:
+                    break
+                if item.future.done():
+                    continue
+                if rows + item.rows > self.max_batch_size:
+                    self._held = item  # starts the next batch
+                    break
+                batch.append(item)
+                rows += item.rows
+            replica = await self.idle.get()
+            while not replica.alive:  # retired while idle
+                replica = await self.idle.get()
+            task = asyncio.get_running_loop().create_task(self._run(replica, batch))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _run(self, replica: Replica, batch: list[_Item]) -> None:
+        batch = [item for item in batch if not item.future.done()]
+        replica.busy = True
+        try:
+            if batch:
+                await self._run_batch(replica, batch)
+        finally:
+            replica.busy = False
+            if replica.alive:
+                self.idle.put_nowait(replica)
+
+    async def _run_batch(self, replica: Replica, batch: list[_Item]) -> None:
+        arrays = [item.array for item in batch]
+        try:
+            joined = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+            reply = await replica.call(tensor_codec.encode(joined))
+        except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
+            replica.alive = False
+            log.warning("replica %s was lost: %s", replica.name, exc)
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(ReplicaLost("the replica serving this request stopped; retry"))
+            if self.on_replica_lost is not None:
+                await self.on_replica_lost(replica)
+            return
+        self.stats.batches += 1
+        self.stats.batch_rows += int(joined.shape[0])
+        size = int(joined.shape[0])
+        self.stats.batch_sizes[size] = self.stats.batch_sizes.get(size, 0) + 1
+        if reply[:1] == OK:
+            output = tensor_codec.decode(reply[1:])
+            edges = np.cumsum([a.shape[0] for a in arrays])[:-1]
+            for item, part in zip(batch, np.split(output, edges)):
+                if not item.future.done():
+                    item.future.set_result(part)
+            return
+        error = json.loads(reply[1:])
+        if len(batch) > 1 and error["kind"] == "input":
+            # Find the culprit: each request alone, so good neighbours still succeed.
+            for item in batch:
+                await self._run_batch(replica, [item])
+            return
+        exc_type = InputRejected if error["kind"] == "input" else RuntimeError
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(exc_type(error["error"]))
+
+    async def close(self) -> None:
+        if self._batcher is not None:
+            self._batcher.cancel()
+        for task in list(self._inflight):
+            task.cancel()
+        for replica in list(self.replicas):
+            await self.remove_replica(replica)
+        while not self.queue.empty():
+            item = self.queue.get_nowait()
+            if not item.future.done():
+                item.future.set_exception(ReplicaLost("the deployment was stopped"))
+
+
+__all__ = ["InputRejected", "Overloaded", "Replica", "ReplicaLost", "Router", "Stats"]
