@@ -130,3 +130,15 @@ class ChattyModule(L.LightningModule):
 
     def train_dataloader(self):
         return DataLoader(TensorDataset(torch.zeros(self.hparams.steps, 2)), batch_size=1)
+
+
+class SlowPredictor(Regressor):
+    """Serving takes ``predict_sleep`` seconds a batch: for backpressure tests."""
+
+    def __init__(self, predict_sleep: float = 0.05) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+    def predict_step(self, batch, batch_idx=0):
+        time.sleep(self.hparams.predict_sleep)
+        return self(batch)
