@@ -158,7 +158,8 @@ def error_from_response(response: httpx.Response) -> AiaasError:
 
 def error_from_transport(exc: httpx.TransportError, url: str) -> BackendUnavailable:
     """Translate a connection failure or timeout into :class:`BackendUnavailable`."""
-    kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "could not be reached"
+    timed_out = isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout)
+    kind = "timed out" if timed_out else "could not be reached"
     return BackendUnavailable(
         f"the aiaas backend at {url} {kind} ({type(exc).__name__}: {exc}). "
         "Is the server running? Start one with `aiaas server`, or use aiaas.connect('local')."

@@ -48,7 +48,8 @@ ExecutorDep = Annotated[Executor, Depends(get_executor)]
 _NEED_KEY = "create one with `aiaas keys create --user NAME` and pass it to aiaas.connect(api_key=...)"
 
 
-def bearer_token(authorization: Annotated[str | None, Header()] = None) -> str:
+async def bearer_token(authorization: Annotated[str | None, Header()] = None) -> str:
+    # async on purpose: FastAPI would run a plain function in its threadpool, a hop per request.
     if not authorization:
         raise ApiError(401, f"missing API key: send 'Authorization: Bearer <key>'; {_NEED_KEY}", "unauthenticated",
                        {"WWW-Authenticate": "Bearer"})
