@@ -109,6 +109,11 @@ class Deployment(_DeploymentBase):
     def delete(self) -> None:
         self._client._drive(_ops.delete_deployment(self.name))
 
+    def create_key(self) -> str:
+        """A key that may call (and read) only this deployment: share it to share the endpoint.
+        Its holder uses ``aiaas.connect(url, api_key=key).deployment(name)``."""
+        return self._client._drive(_ops.create_deployment_key(self.name))
+
     async def aclose(self) -> None:
         if self._async is not None:
             await self._async[1].aclose()
@@ -153,3 +158,6 @@ class AsyncDeployment(_DeploymentBase):
 
     async def delete(self) -> None:
         await self._client._drive(_ops.delete_deployment(self.name))
+
+    async def create_key(self) -> str:
+        return await self._client._drive(_ops.create_deployment_key(self.name))

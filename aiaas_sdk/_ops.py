@@ -239,6 +239,11 @@ def delete_deployment(name: str) -> Op[None]:
     yield Call("DELETE", f"/v1/deployments/{name}")
 
 
+def create_deployment_key(name: str) -> Op[str]:
+    resp = yield Call("POST", f"/v1/deployments/{name}/keys", idempotent=False)
+    return str(_response(resp).json()["key"])
+
+
 def deployment_stats(name: str) -> Op[DeploymentStats]:
     resp = yield Call("GET", f"/v1/deployments/{name}/stats")
     return DeploymentStats.model_validate_json(_response(resp).content)

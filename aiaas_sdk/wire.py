@@ -162,12 +162,18 @@ class DeploymentStats(BaseModel):
     requests: int
     errors: int
     rejected: int
+    dropped: int = Field(description="requests whose client disconnected before an answer")
     queue_depth: int
     batches: int
     mean_batch_rows: float | None
     p50_ms: float | None
     p99_ms: float | None
     ready_replicas: int
+
+
+class DeploymentKeyPublic(BaseModel):
+    key: str = Field(description="shown once: it may call this deployment (predict, read it) and nothing else")
+    deployment: str
 
 
 class ModelVersion(BaseModel):

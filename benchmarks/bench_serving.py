@@ -7,7 +7,9 @@ machine on 127.0.0.1, one model worker each (a replica, a LitServe worker, the
 FastAPI process itself) with torch's default threads. Each request is one row;
 the load is closed-loop at each concurrency for ``--seconds`` after a warm-up.
 aiaas is called through the SDK's async client (binary tensors); FastAPI and
-LitServe through httpx with JSON, as their users would.
+LitServe with JSON through the same connection pool the SDK uses (httpx's API
+on aiohttp's pool: httpx's own pool collapses above ~16 requests in flight,
+which would measure the client, not the servers).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
+from httpx_aiohttp import AiohttpTransport
 
 sys.path.insert(0, str(Path(__file__).parent))
 import aiaas  # noqa: E402
@@ -65,22 +68,25 @@ async def closed_loop(call, concurrency: int, seconds: float) -> tuple[float, fl
     return len(latencies) / seconds, 1000 * statistics.median(ordered or [float("nan")]), 1000 * p99, errors
 
 
-def ceiling(model: torch.nn.Module, shape: tuple[int, ...], seconds: float) -> float:
-    """Rows/s of model(x) at the batch size the servers batch to, in this process."""
-    x = torch.rand(MAX_BATCH, *shape)
-    with torch.inference_mode():
-        model(x)
-        n, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
+def ceiling(model: torch.nn.Module, shape: tuple[int, ...], seconds: float) -> dict[int, float]:
+    """Rows/s of model(x) in this process, per batch size up to the servers' largest."""
+    out = {}
+    for batch in (1, 8, 16, 32, MAX_BATCH):
+        x = torch.rand(batch, *shape)
+        with torch.inference_mode():
             model(x)
-            n += 1
-    return n * MAX_BATCH / (time.perf_counter() - start)
+            n, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds / 2:
+                model(x)
+                n += 1
+        out[batch] = n * batch / (time.perf_counter() - start)
+    return out
 
 
 def start_baseline(kind: str, model: str, weights: Path, port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen([sys.executable, str(HERE / "_serve_baselines.py"), kind, model, str(weights), str(port),
                              str(MAX_BATCH)], cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    row = [[0.0] * int(np.prod(MODELS[model].input_shape))]
+    row = np.zeros((1, *MODELS[model].input_shape)).tolist()
     for _ in range(600):
         try:
             if httpx.post(f"http://127.0.0.1:{port}/predict", json={"inputs": row}, timeout=5).status_code == 200:
@@ -115,7 +121,9 @@ def main() -> None:
                 local.load_state_dict(torch.load(weights, weights_only=True))
                 local.eval()
                 shape = MODELS[name].input_shape
-                top = ceiling(local, shape, args.seconds)
+                time.sleep(6)  # the backend's next warm worker imports torch meanwhile: let it finish
+                ceilings = ceiling(local, shape, args.seconds)
+                top = max(ceilings.values())  # the best batch size: the strictest ceiling
                 dep = run.deploy(f"bench-{name}", replicas=1, max_batch_size=MAX_BATCH, max_wait_ms=2)
                 x = np.random.default_rng(0).random((1, *shape), dtype=np.float32)
                 body = {"inputs": x.reshape(1, -1).tolist() if name == "mlp" else x.tolist()}
@@ -138,7 +146,7 @@ def main() -> None:
 
                     async def http_load(c: int, port: int = port) -> tuple[float, float, float, int]:
                         limits = httpx.Limits(max_connections=c, max_keepalive_connections=c)
-                        async with httpx.AsyncClient(limits=limits, timeout=60) as http:
+                        async with httpx.AsyncClient(transport=AiohttpTransport(limits=limits), timeout=60) as http:
                             async def call() -> None:
                                 resp = await http.post(f"http://127.0.0.1:{port}/predict", json=body)
                                 resp.raise_for_status()
@@ -155,7 +163,9 @@ def main() -> None:
                     for c, (rps, p50, p99, errors) in by_c.items():
                         rows.append((name, system, str(c), f"{rps:,.0f}", f"{p50:.1f}", f"{p99:.1f}",
                                      f"{100 * rps / top:.0f}%", str(errors)))
-                rows.append((name, "in-process ceiling", f"batch {MAX_BATCH}", f"{top:,.0f}", "", "", "100%", ""))
+                for batch, rate in ceilings.items():
+                    rows.append((name, "in-process model(x)", f"batch {batch}", f"{rate:,.0f} rows/s", "", "",
+                                 f"{100 * rate / top:.0f}%", ""))
                 c64 = 64 if 64 in levels else levels[-1]
                 ours = results["aiaas"][c64][0]
                 for system in ("fastapi", "litserve"):
@@ -171,6 +181,7 @@ def main() -> None:
             backend.wait()
 
     header = ("model", "system", "concurrency", "req/s", "p50 ms", "p99 ms", "of ceiling", "errors")
+    print("ceiling = the best in-process rows/s over batch sizes 1..64; each request is one row")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, tuple("-" * w for w in widths), *rows]:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())

@@ -24,8 +24,12 @@ def same_hash(secret: str, stored: str | None) -> bool:
     return stored is not None and hmac.compare_digest(hash_secret(secret), stored)
 
 
+def new_secret(prefix: str) -> str:
+    return prefix + secrets.token_urlsafe(32)
+
+
 def new_worker_token() -> tuple[str, str]:
-    token = "aiaasw_" + secrets.token_urlsafe(32)
+    token = new_secret("aiaasw_")
     return token, hash_secret(token)
 
 
@@ -36,7 +40,7 @@ def create_api_key(session: Session, user_name: str) -> str:
         user = User(name=user_name)
         session.add(user)
         session.flush()
-    key = "aiaas_" + secrets.token_urlsafe(32)
+    key = new_secret("aiaas_")
     session.add(ApiKey(user_id=user.id, key_hash=hash_secret(key), prefix=key[:12]))
     session.commit()
     return key

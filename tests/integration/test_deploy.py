@@ -239,3 +239,49 @@ def test_scale_and_deployments_survive_a_restart(make_backend):
     again = client.deployment("survivor").wait_ready(timeout=120)
     assert again.data.replicas == 2
     assert torch.allclose(again.predict(x), before)
+
+
+def test_a_shared_key_calls_one_deployment_and_nothing_else(backend, client, deployment):
+    shared = deployment.create_key()
+    with aiaas.Client(backend.url, shared) as guest:
+        dep = guest.deployment("regressor")
+        assert dep.predict(torch.zeros(2, 8)).shape == (2, 1)
+        with pytest.raises(aiaas.AuthenticationError):
+            guest.runs()
+        with pytest.raises(aiaas.AuthenticationError):
+            guest.models()
+        with pytest.raises(aiaas.NotFound):
+            guest.deployment("slow")
+        with pytest.raises(aiaas.AuthenticationError):
+            dep.stats()
+
+
+def test_timeouts_give_504_and_a_client_that_leaves_has_its_work_dropped(backend, client):
+    run = client.train(SlowPredictor(predict_sleep=0.4), max_epochs=1, name="slower").wait()
+    dep = run.deploy("slower", replicas=1, max_batch_size=1, max_wait_ms=0, timeout_s=0.2)
+    with pytest.raises(aiaas.ServerError, match="longer than the deployment's timeout"):
+        dep.predict(torch.zeros(1, 8))
+    dep.delete()
+
+    dep = run.deploy("leavers", replicas=1, max_batch_size=1, max_wait_ms=0, timeout_s=30)
+    headers = {"Authorization": f"Bearer {backend.key}"}
+    before = dep.stats()
+
+    async def leave_early():
+        async with httpx.AsyncClient(headers=headers) as http:
+            async def one():
+                try:
+                    await http.post(f"{backend.url}/v1/deployments/leavers/predict", json={"inputs": [[0.0] * 8]},
+                                    timeout=0.15)
+                except httpx.TimeoutException:
+                    pass
+            await asyncio.gather(*(one() for _ in range(6)))
+
+    asyncio.run(leave_early())
+    time.sleep(1.5)  # long enough for all six to have run, had they not been dropped
+    after = dep.stats()
+    assert after.requests - before.requests == 6
+    assert after.dropped - before.dropped >= 4
+    assert after.batches - before.batches <= 2  # only what a replica had already started
+    assert dep.predict(torch.zeros(1, 8)).shape == (1, 1)
+    dep.delete()

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from aiaas_sdk import tensor_codec
 from aiaas_sdk.wire import (
     DeploymentCreate,
+    DeploymentKeyPublic,
     DeploymentPublic,
     DeploymentScale,
     DeploymentsPublic,
@@ -25,10 +26,10 @@ from aiaas_sdk.wire import (
     RunStatus,
 )
 
-from ..deps import ArtifactsDep, CurrentUser, SessionDep, bearer_token
+from ..deps import ArtifactsDep, CurrentUser, SessionDep, TokenDep, bearer_token
 from ..errors import ApiError
-from ..models import Deployment, Run, User, utcnow
-from ..security import user_for_key
+from ..models import Deployment, DeploymentKey, Run, User, utcnow
+from ..security import hash_secret, new_secret, user_for_key
 from ..serving.inputs import check_inputs, check_json_inputs
 from ..serving.local import DeploymentConfig, LocalServing
 from ..serving.router import InputRejected, Overloaded, ReplicaLost
@@ -125,9 +126,34 @@ def list_deployments(session: SessionDep, user: CurrentUser, request: Request) -
     return DeploymentsPublic(data=[_public(d, request.app.state.serving, session) for d in rows], count=len(rows))
 
 
+def _for_caller(session: SessionDep, token: str, name: str) -> Deployment:
+    """The deployment ``name`` as seen by ``token``: its owner's API key, or a key shared for it."""
+    user = user_for_key(session, token)
+    if user is not None:
+        return _owned(session, user, name)
+    shared = session.scalar(select(DeploymentKey).where(DeploymentKey.key_hash == hash_secret(token)))
+    dep = session.get(Deployment, shared.deployment_id) if shared else None
+    if shared is None:
+        raise ApiError(401, "unknown API key; create one with `aiaas keys create --user NAME`", "unauthenticated",
+                       {"WWW-Authenticate": "Bearer"})
+    if dep is None or dep.name != name:
+        raise _not_found(name)
+    return dep
+
+
 @router.get("/v1/deployments/{name}", operation_id="get_deployment")
-def get_deployment(name: str, session: SessionDep, user: CurrentUser, request: Request) -> DeploymentPublic:
-    return _public(_owned(session, user, name), request.app.state.serving, session)
+def get_deployment(name: str, session: SessionDep, token: TokenDep, request: Request) -> DeploymentPublic:
+    return _public(_for_caller(session, token, name), request.app.state.serving, session)
+
+
+@router.post("/v1/deployments/{name}/keys", status_code=status.HTTP_201_CREATED, operation_id="create_deployment_key")
+def create_deployment_key(name: str, session: SessionDep, user: CurrentUser) -> DeploymentKeyPublic:
+    """A key that can call this deployment and read it, and nothing else: for sharing an endpoint."""
+    dep = _owned(session, user, name)
+    key = new_secret("aiaasd_")
+    session.add(DeploymentKey(deployment_id=dep.id, key_hash=hash_secret(key), prefix=key[:12]))
+    session.commit()
+    return DeploymentKeyPublic(key=key, deployment=dep.name)
 
 
 @router.delete("/v1/deployments/{name}", status_code=status.HTTP_204_NO_CONTENT, operation_id="delete_deployment")
@@ -211,7 +237,8 @@ def _stats(dep_name: str, serving: LocalServing, dep_id: str) -> DeploymentStats
         raise ApiError(503, f"deployment {dep_name!r} is not running", "deployment_stopped")
     s = runtime.router.stats
     return DeploymentStats(
-        requests=s.requests, errors=s.errors, rejected=s.rejected, queue_depth=runtime.router.queue.qsize(),
+        requests=s.requests, errors=s.errors, rejected=s.rejected, dropped=s.dropped,
+        queue_depth=runtime.router.queue.qsize(),
         batches=s.batches, mean_batch_rows=(s.batch_rows / s.batches) if s.batches else None,
         p50_ms=s.percentile(0.5), p99_ms=s.percentile(0.99), ready_replicas=runtime.router.ready_replicas,
     )
@@ -234,6 +261,7 @@ def deployment_metrics(name: str, session: SessionDep, user: CurrentUser, servin
         ("aiaas_requests_total", "counter", stats.requests, "predict requests received"),
         ("aiaas_request_errors_total", "counter", stats.errors, "predict requests that failed"),
         ("aiaas_requests_rejected_total", "counter", stats.rejected, "requests refused because the queue was full"),
+        ("aiaas_requests_dropped_total", "counter", stats.dropped, "requests whose client left before the answer"),
         ("aiaas_queue_depth", "gauge", stats.queue_depth, "requests waiting for a batch"),
         ("aiaas_batches_total", "counter", stats.batches, "batches run on replicas"),
         ("aiaas_ready_replicas", "gauge", stats.ready_replicas, "replicas serving"),
@@ -265,6 +293,12 @@ def deployment_ready(name: str, session: SessionDep, user: CurrentUser, serving:
 
 
 # -- the hot path -------------------------------------------------------------
+async def _disconnected(request: Request) -> None:
+    """Returns when the client disconnects (the body has been read, so nothing else arrives)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 async def _predict_target(request: Request, name: str, token: str) -> tuple[str, dict | None]:  # type: ignore[type-arg]
     """Deployment id and input signature for (key, name), cached briefly: no DB on most requests."""
     cache: dict[tuple[str, str], tuple[float, str, dict | None]] = request.app.state.predict_cache  # type: ignore[type-arg]
@@ -275,11 +309,7 @@ async def _predict_target(request: Request, name: str, token: str) -> tuple[str,
 
     def lookup() -> tuple[str, dict | None]:  # type: ignore[type-arg]
         with request.app.state.sessions() as session:
-            user = user_for_key(session, token)
-            if user is None:
-                raise ApiError(401, "unknown API key; create one with `aiaas keys create --user NAME`",
-                               "unauthenticated", {"WWW-Authenticate": "Bearer"})
-            dep = _owned(session, user, name)
+            dep = _for_caller(session, token, name)
             run = session.get(Run, dep.run_id)
             return dep.id, (run.input_signature if run else None)
 
@@ -313,8 +343,15 @@ async def predict(name: str, request: Request, token: Annotated[str, Depends(bea
             array = check_json_inputs(tensor_codec.from_json(inputs), signature)
     except tensor_codec.CodecError as exc:
         raise ApiError(400, str(exc), "bad_inputs") from None
+    work = asyncio.ensure_future(runtime.router.predict(array))
+    gone = asyncio.ensure_future(_disconnected(request))
+    await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    if not work.done():
+        work.cancel()  # the client left: its queued work is dropped, not computed
+        return Response(status_code=499)
+    gone.cancel()
     try:
-        output = await runtime.router.predict(array)
+        output = work.result()
     except Overloaded as exc:
         raise ApiError(429, str(exc), "overloaded", {"Retry-After": "1"}) from None
     except TimeoutError:

@@ -72,6 +72,7 @@ class Stats:
     requests: int = 0
     errors: int = 0
     rejected: int = 0
+    dropped: int = 0
     batches: int = 0
     batch_rows: int = 0
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
@@ -136,6 +137,7 @@ class Router:
             raise
         except asyncio.CancelledError:
             future.cancel()  # the client went away: drop its queued work
+            self.stats.dropped += 1
             raise
         except Exception:
             self.stats.errors += 1
@@ -160,7 +162,10 @@ class Router:
             if first is None or first.future.done():
                 continue
             batch, rows = [first], first.rows
-            deadline = time.perf_counter() + self.max_wait
+            # Wait for company only under load: alone, with a replica idle, go at once.
+            idle_now = self.idle.qsize() > 0 and not any(r.busy for r in self.replicas)
+            wait = 0.0 if idle_now and self.queue.empty() and self._held is None else self.max_wait
+            deadline = time.perf_counter() + wait
             while rows < self.max_batch_size:
                 item = await self._next_item(deadline - time.perf_counter())
                 if item is None:

@@ -1,4 +1,4 @@
-"""deployments, and the input signature a run learnt
+"""deployments, their shared keys, and the input signature a run learnt
 
 Revision ID: 0002
 Revises: 0001
@@ -32,9 +32,19 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.UniqueConstraint("user_id", "name", name="uq_deployments_user_name"),
     )
+    op.create_table(
+        "deployment_keys",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("deployment_id", sa.String(32), sa.ForeignKey("deployments.id", ondelete="CASCADE"),
+                  nullable=False, index=True),
+        sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+        sa.Column("prefix", sa.String(16), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("deployment_keys")
     op.drop_table("deployments")
     with op.batch_alter_table("runs") as batch:
         batch.drop_column("input_signature")
