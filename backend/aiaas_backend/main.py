@@ -37,7 +37,7 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     bus = EventBus()
     executor = LocalExecutor(settings, sessions, artifacts, api_url, bus)
 
-    serving = LocalServing(artifacts, settings.data_dir, settings.worker_python)
+    serving = LocalServing(artifacts, settings.data_dir, settings.worker_python, settings.gpus)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -33,3 +33,5 @@ def test_tutorial_runs(path, tmp_path):
     texts = "".join(o.get("text", "") for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs)
     if path.stem == "01_train_and_watch":
         assert "this batch is wrong" in texts and "in training_step" in texts
+    if path.stem == "02_deploy_and_call":
+        assert "400 batches, accuracy" in texts and "expected (batch, 64), received (2, 5)" in texts

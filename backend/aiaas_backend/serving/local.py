@@ -54,8 +54,10 @@ class Runtime:
 class LocalServing:
     name = "local"
 
-    def __init__(self, artifacts: Artifacts, data_dir: Path, python: str = sys.executable) -> None:
+    def __init__(self, artifacts: Artifacts, data_dir: Path, python: str = sys.executable,
+                 gpus: list[str] | None = None) -> None:
         self._artifacts = artifacts
+        self._gpus = gpus or []
         self._python = python
         self._log_path = data_dir / "replicas.log"
         self._sockets = Path(tempfile.mkdtemp(prefix="aiaas-sock-"))  # short paths: AF_UNIX limit
@@ -81,7 +83,10 @@ class LocalServing:
         threads = max(1, (os.cpu_count() or 1) // max(1, runtime.config.replicas))
         if self._log is None:
             self._log = open(self._log_path, "ab")
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+        # Replicas take the backend's GPUs in turn (shared with training, not reserved);
+        # without GPUs they run on the CPU, sharing its cores.
+        gpu = self._gpus[self._counter % len(self._gpus)] if self._gpus else ""
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
         proc = subprocess.Popen(
             [self._python, "-m", "aiaas_backend.serving.replica", "--socket", str(sock),
              "--artifacts", str(self._artifacts.root), "--run", run_id, "--threads", str(threads)],
