@@ -128,30 +128,26 @@ class Client(_Base):
             return done.value
 
     def _events(self, run_id: str, after: int) -> Iterator[RunEvent]:
-        policy = _sse.Reconnect()
+        state = _sse.Resume(after)
         while True:
-            parser = _sse.SSEParser()
+            state.reconnecting()
             try:
-                with self._http.stream(**self._stream_request(run_id, after)) as response:
+                with self._http.stream(**self._stream_request(run_id, state.after)) as response:
                     if response.status_code >= 400:
                         response.read()
                         raise error_from_response(response)
                     for line in response.iter_lines():
-                        event = parser.feed(line)
+                        event = state.handle(line)
                         if event == _sse.END:
                             return
                         if isinstance(event, RunEvent):
-                            after = event.seq
-                            policy.progressed()
                             yield event
+                failure: httpx.TransportError = httpx.RemoteProtocolError("event stream closed early")
             except httpx.TransportError as exc:
-                if (delay := policy.failed()) is None:
-                    raise error_from_transport(exc, self.url) from exc
-                time.sleep(delay)
-                continue
-            # Closed without "end" (a server restart, a proxy): resume where we are.
-            if (delay := policy.failed()) is None:
-                raise error_from_transport(httpx.RemoteProtocolError("event stream closed early"), self.url)
+                failure = exc
+            # Dropped, or closed without "end" (a server restart, a proxy): resume where we are.
+            if (delay := state.policy.failed()) is None:
+                raise error_from_transport(failure, self.url) from failure
             time.sleep(delay)
 
     # -- public API ----------------------------------------------------------
@@ -291,29 +287,25 @@ class AsyncClient(_Base):
             return done.value
 
     async def _events(self, run_id: str, after: int) -> AsyncIterator[RunEvent]:
-        policy = _sse.Reconnect()
+        state = _sse.Resume(after)
         while True:
-            parser = _sse.SSEParser()
+            state.reconnecting()
             try:
-                async with self._http.stream(**self._stream_request(run_id, after)) as response:
+                async with self._http.stream(**self._stream_request(run_id, state.after)) as response:
                     if response.status_code >= 400:
                         await response.aread()
                         raise error_from_response(response)
                     async for line in response.aiter_lines():
-                        event = parser.feed(line)
+                        event = state.handle(line)
                         if event == _sse.END:
                             return
                         if isinstance(event, RunEvent):
-                            after = event.seq
-                            policy.progressed()
                             yield event
+                failure: httpx.TransportError = httpx.RemoteProtocolError("event stream closed early")
             except httpx.TransportError as exc:
-                if (delay := policy.failed()) is None:
-                    raise error_from_transport(exc, self.url) from exc
-                await asyncio.sleep(delay)
-                continue
-            if (delay := policy.failed()) is None:
-                raise error_from_transport(httpx.RemoteProtocolError("event stream closed early"), self.url)
+                failure = exc
+            if (delay := state.policy.failed()) is None:
+                raise error_from_transport(failure, self.url) from failure
             await asyncio.sleep(delay)
 
     async def train(

@@ -59,3 +59,25 @@ class Reconnect:
 
     def progressed(self) -> None:
         self.failures = 0
+
+
+@dataclass
+class Resume:
+    """Where a run's event stream stands: the last seq seen, and the reconnect budget.
+
+    ``handle`` is the per-line step shared by the sync and async readers.
+    """
+
+    after: int
+    policy: Reconnect = field(default_factory=Reconnect)
+    parser: SSEParser = field(default_factory=SSEParser)
+
+    def reconnecting(self) -> None:
+        self.parser = SSEParser()
+
+    def handle(self, line: str) -> RunEvent | str | None:
+        event = self.parser.feed(line)
+        if isinstance(event, RunEvent):
+            self.after = event.seq
+            self.policy.progressed()
+        return event

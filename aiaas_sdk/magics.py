@@ -23,6 +23,7 @@ USAGE = """\
 %aiaas watch RUN                      the live dashboard of a run
 %aiaas logs RUN [--follow]            a run's output (--follow: until it ends)
 %aiaas cancel RUN                     cancel a run
+%aiaas deployments                    your deployments: name, model version, replicas, status
 """
 
 
@@ -52,6 +53,7 @@ _PARSERS = {
     "watch": _parser("watch", (("run",), {})),
     "logs": _parser("logs", (("run",), {}), (("--follow",), {"action": "store_true"})),
     "cancel": _parser("cancel", (("run",), {})),
+    "deployments": _parser("deployments"),
 }
 
 
@@ -123,6 +125,10 @@ class AiaasMagics(Magics):
             if event.kind == "log":
                 print(event.data["line"])
 
+    def _cmd_deployments(self, args: argparse.Namespace) -> None:
+        deployments = self._client().deployments()
+        print(_deployments_table(deployments) if deployments else "no deployments yet: run.deploy(NAME) makes one")
+
     def _cmd_cancel(self, args: argparse.Namespace) -> None:
         run = self._client().run(args.run).cancel()
         print(f"{run.id}: {run.data.status.value}" + (" (stopping)" if run.data.cancel_requested and
@@ -140,3 +146,13 @@ def unload(ipython: Any) -> None:
 
 
 __all__ = ["AiaasMagics", "USAGE", "load", "unload"]
+
+
+def _deployments_table(deployments: list[Any]) -> str:
+    rows = [("name", "status", "run", "replicas", "batch", "wait ms")]
+    for d in deployments:
+        x = d.data
+        rows.append((x.name, x.status, x.run_id, f"{x.ready_replicas}/{x.replicas}", str(x.max_batch_size),
+                     f"{x.max_wait_ms:g}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)

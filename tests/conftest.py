@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,15 @@ import pytest
 import aiaas
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Nothing a test starts may touch the user's real config file or data dir.
+    home = Path(tempfile.mkdtemp(prefix="aiaas-tests-"))
+    os.environ["AIAAS_CONFIG"] = str(home / "config.toml")
+    os.environ["AIAAS_DATA_DIR"] = str(home / "data")
+    for name in ("AIAAS_URL", "AIAAS_API_KEY"):
+        os.environ.pop(name, None)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

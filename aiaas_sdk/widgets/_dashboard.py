@@ -186,7 +186,8 @@ class RunDashboard:
         data = self.run.data
         if s.status == "succeeded":
             final = ", ".join(f"{k}={v:.4g}" for k, v in sorted(data.final_metrics.items()))
-            return (f"<div>Final: {html.escape(final)}</div><div style='color:#555'>Checkpoint: "
+            return (f"<div>Final: {html.escape(final)}</div><div style='color:#555'>Deploy: "
+                    f"<code>dep = run.deploy('{html.escape(s.name)}')</code> · checkpoint: "
                     f"<code>run.download_checkpoint('{html.escape(s.name)}.ckpt')</code></div>")
         if s.status == "failed":
             tb = data.traceback or ""

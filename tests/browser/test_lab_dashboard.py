@@ -108,7 +108,7 @@ def test_live_dashboard_renders_in_jupyterlab(lab, backend):
         browser.close()
     assert "train_loss" in legend and "val_loss" in legend
     assert len(points.split()) >= 10
-    assert "in-the-browser" in text and "Final:" in text
+    assert "in-the-browser" in text and "Final:" in text and "run.deploy('in-the-browser')" in text
     assert progress_bar is not None and progress_bar["width"] > 100
     assert "step 48/48 · epoch 6/6" in text  # 8 batches x 6 epochs
     assert (ARTIFACTS / "dashboard-done.png").stat().st_size > 10_000

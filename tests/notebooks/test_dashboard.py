@@ -25,8 +25,7 @@ def _run_notebook(cells, tmp_path, env, kernel_name):
     nb = nbformat.v4.new_notebook(cells=cells)
     client = NotebookClient(nb, timeout=240, kernel_name=kernel_name, store_widget_state=True,
                             resources={"metadata": {"path": str(tmp_path)}})
-    client.km_kwargs = {"env": env}
-    client.execute()
+    client.execute(env=env)  # handed to start_kernel: the kernel sees only this environment
     return nb
 
 
@@ -65,7 +64,7 @@ def test_dashboard_in_a_real_kernel_reaches_the_end(backend, tmp_path, kernel_en
         _cell("client.runs()"),
         _cell("%aiaas watch run_doesnotexist", raises=True),
         _cell("%aiaas frobnicate", raises=True),
-        _cell("%aiaas logs $run.id"),
+        _cell("%aiaas logs $run.id\n%aiaas deployments"),
         _cell("%unload_ext aiaas"),
         _cell("%aiaas runs", raises=True),
     ]
@@ -101,6 +100,7 @@ def test_dashboard_in_a_real_kernel_reaches_the_end(backend, tmp_path, kernel_en
     assert "Traceback" not in unknown_run
     assert _stderr(nb.cells[8]).startswith("UsageError: %aiaas needs a command: connect, runs, train")
     assert "GPU available" in _stdout(nb.cells[9])
+    assert "no deployments yet" in _stdout(nb.cells[9])
     assert "Line magic function `%aiaas` not found" in _stderr(nb.cells[11])
 
     # A new kernel (as after a restart) looks the run up again: the dashboard is rebuilt

@@ -21,9 +21,8 @@ def test_tutorial_runs(path, tmp_path):
     env.pop("AIAAS_API_KEY", None)
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
-    client.km_kwargs = {"env": env}
     try:
-        client.execute()
+        client.execute(env=env)  # handed to start_kernel: the kernel sees only this environment
     finally:
         info = tmp_path / "data" / "server.json"
         if info.exists():
