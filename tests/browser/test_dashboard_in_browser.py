@@ -1,7 +1,7 @@
-"""JupyterLab in headless Chromium runs a notebook; the live dashboard must render.
+"""JupyterLab 4 and Notebook 7 in headless Chromium run a notebook; the live dashboard must render.
 
-A screenshot of the dashboard is saved to tests/browser/artifacts/ as a test
-artifact. Needs Debian's chromium at /usr/bin/chromium (``.ci/run`` installs
+Screenshots of the dashboard are saved to tests/browser/artifacts/ as test
+artifacts. Needs Debian's chromium at /usr/bin/chromium (``.ci/run`` installs
 it); Playwright drives it and never downloads a browser of its own.
 """
 
@@ -38,8 +38,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def lab(tmp_path, backend):
+FRONTENDS = {
+    "jupyterlab": ("jupyterlab", "/lab/tree/dashboard.ipynb",
+                   ["--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
+                    "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]),
+    "notebook7": ("notebook", "/notebooks/dashboard.ipynb", ["--JupyterNotebookApp.expose_app_in_browser=True"]),
+}
+
+
+@pytest.fixture(params=sorted(FRONTENDS))
+def lab(tmp_path, backend, request):
+    module, page_path, flags = FRONTENDS[request.param]
     root = tmp_path / "lab"
     root.mkdir()
     nb = nbformat.v4.new_notebook(cells=[
@@ -53,10 +62,8 @@ def lab(tmp_path, backend):
            "JUPYTER_RUNTIME_DIR": str(tmp_path / "jrt")}
     with open(tmp_path / "lab.log", "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-             "--LabApp.expose_app_in_browser=True", "--allow-root", "--LabApp.news_url=None",
-             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+            [sys.executable, "-m", module, "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--allow-root", *flags],
             stdout=log, stderr=subprocess.STDOUT, env=env,
         )
     url = f"http://127.0.0.1:{port}"
@@ -70,20 +77,20 @@ def lab(tmp_path, backend):
     else:
         proc.kill()
         pytest.fail((tmp_path / "lab.log").read_text()[-3000:])
-    yield url, token
+    yield url, token, page_path, request.param
     proc.terminate()
     proc.wait(timeout=30)
 
 
-def test_live_dashboard_renders_in_jupyterlab(lab, backend):
+def test_live_dashboard_renders(lab, backend):
     from playwright.sync_api import sync_playwright
 
-    url, token = lab
+    url, token, page_path, frontend = lab
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
         page = browser.new_page(viewport={"width": 1300, "height": 1000})
-        page.goto(f"{url}/lab/tree/dashboard.ipynb?token={token}")
+        page.goto(f"{url}{page_path}?token={token}")
         page.wait_for_function("window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=90_000)
         page.wait_for_function(
             "document.querySelector('.jp-Notebook') && window.jupyterapp.shell.currentWidget &&"
@@ -97,10 +104,10 @@ def test_live_dashboard_renders_in_jupyterlab(lab, backend):
         page.wait_for_selector(".aiaas-chart svg polyline", timeout=120_000)
         page.wait_for_function("document.body.innerText.includes('running')", timeout=60_000)
         page.locator(".aiaas-chart").scroll_into_view_if_needed()
-        page.screenshot(path=str(ARTIFACTS / "dashboard-live.png"))
+        page.screenshot(path=str(ARTIFACTS / f"{frontend}-dashboard-live.png"))
         page.wait_for_function("document.body.innerText.includes('succeeded')", timeout=120_000)
         time.sleep(0.5)
-        page.screenshot(path=str(ARTIFACTS / "dashboard-done.png"))
+        page.screenshot(path=str(ARTIFACTS / f"{frontend}-dashboard-done.png"))
         points = page.evaluate("document.querySelector('.aiaas-chart svg polyline').getAttribute('points')")
         legend = page.inner_text(".aiaas-legend")
         progress_bar = page.locator(".widget-hprogress .progress-bar").first.bounding_box()
@@ -111,4 +118,4 @@ def test_live_dashboard_renders_in_jupyterlab(lab, backend):
     assert "in-the-browser" in text and "Final:" in text and "run.deploy('in-the-browser')" in text
     assert progress_bar is not None and progress_bar["width"] > 100
     assert "step 48/48 · epoch 6/6" in text  # 8 batches x 6 epochs
-    assert (ARTIFACTS / "dashboard-done.png").stat().st_size > 10_000
+    assert (ARTIFACTS / f"{frontend}-dashboard-done.png").stat().st_size > 10_000
