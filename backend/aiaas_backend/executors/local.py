@@ -299,6 +299,7 @@ class LocalExecutor(Executor):
     def _take_warm(self) -> subprocess.Popen[bytes] | None:
         warm, self._warm = self._warm, None
         if warm is not None and warm.poll() is None:
+            self._warm_failures = 0
             return warm
         return None
 

@@ -69,7 +69,13 @@ def serve(sock_path: Path, model: torch.nn.Module, device: torch.device) -> None
     server.listen(1)
     # Renamed into place only when listening: the socket's existence means "ready".
     os.replace(tmp, sock_path)
-    conn, _ = server.accept()
+    # A router that never connects (its server died while we loaded) must not leave us behind.
+    server.settimeout(300)
+    try:
+        conn, _ = server.accept()
+    except TimeoutError:
+        return
+    conn.settimeout(None)
     while True:
         head = _read_exact(conn, LEN.size)
         if head is None:
