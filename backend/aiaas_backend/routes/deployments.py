@@ -31,17 +31,17 @@ from ..errors import ApiError
 from ..models import Deployment, DeploymentKey, Run, User, utcnow
 from ..security import hash_secret, new_secret, user_for_key
 from ..serving.inputs import check_inputs, check_json_inputs
-from ..serving.local import DeploymentConfig, LocalServing
+from ..serving.base import DeploymentConfig, ServingRuntime
 from ..serving.router import InputRejected, Overloaded, ReplicaLost
 
 router = APIRouter(tags=["deployments"])
 
 
-def _serving(request: Request) -> LocalServing:
+def _serving(request: Request) -> ServingRuntime:
     return request.app.state.serving
 
 
-ServingDep = Annotated[LocalServing, Depends(_serving)]
+ServingDep = Annotated[ServingRuntime, Depends(_serving)]
 
 
 def _not_found(name: str) -> ApiError:
@@ -67,7 +67,7 @@ def _deployable_run(session: SessionDep, user: User, artifacts: ArtifactsDep, ru
     return run
 
 
-def _public(dep: Deployment, serving: LocalServing, session: SessionDep) -> DeploymentPublic:
+def _public(dep: Deployment, serving: ServingRuntime, session: SessionDep) -> DeploymentPublic:
     runtime = serving.runtime(dep.id)
     run = session.get(Run, dep.run_id)
     return DeploymentPublic(
@@ -173,7 +173,7 @@ async def delete_deployment(name: str, request: Request, user: CurrentUser, serv
 
 async def _change(request: Request, user: User, name: str, change) -> DeploymentPublic:  # type: ignore[no-untyped-def]
     sessions = request.app.state.sessions
-    serving: LocalServing = request.app.state.serving
+    serving: ServingRuntime = request.app.state.serving
 
     def apply() -> Deployment:
         with sessions() as session:
@@ -231,7 +231,7 @@ async def scale_deployment(name: str, body: DeploymentScale, request: Request, u
     return public
 
 
-def _stats(dep_name: str, serving: LocalServing, dep_id: str) -> DeploymentStats:
+def _stats(dep_name: str, serving: ServingRuntime, dep_id: str) -> DeploymentStats:
     runtime = serving.runtime(dep_id)
     if runtime is None:
         raise ApiError(503, f"deployment {dep_name!r} is not running", "deployment_stopped")
@@ -325,7 +325,7 @@ async def predict(name: str, request: Request, token: Annotated[str, Depends(bea
     """Run the model on a batch. Binary tensor frames (``application/x-aiaas-tensor``) or
     JSON ``{"inputs": [[...], ...]}``; the answer comes in the same encoding."""
     dep_id, signature = await _predict_target(request, name, token)
-    serving: LocalServing = request.app.state.serving
+    serving: ServingRuntime = request.app.state.serving
     runtime = serving.runtime(dep_id)
     if runtime is None or runtime.router.ready_replicas == 0:
         raise ApiError(503, f"deployment {name!r} has no ready replica yet; retry shortly", "not_ready",

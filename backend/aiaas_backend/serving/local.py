@@ -14,25 +14,16 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from ..artifacts import Artifacts
+from .base import DeploymentConfig, ServingRuntime
 from .router import Replica, Router
 
 log = logging.getLogger("aiaas.serving")
-
-
-@dataclass
-class DeploymentConfig:
-    id: str
-    run_id: str
-    replicas: int
-    max_batch_size: int
-    max_wait_ms: float
-    max_queue: int
-    timeout_s: float
 
 
 @dataclass
@@ -51,7 +42,7 @@ class Runtime:
         return "failed" if self.error and not self.starting else "starting"
 
 
-class LocalServing:
+class LocalServing(ServingRuntime):
     name = "local"
 
     def __init__(self, artifacts: Artifacts, data_dir: Path, python: str = sys.executable,
@@ -69,7 +60,7 @@ class LocalServing:
     def runtime(self, deployment_id: str) -> Runtime | None:
         return self._runtimes.get(deployment_id)
 
-    def schedule(self, coro) -> None:  # type: ignore[no-untyped-def]
+    def schedule(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` in the background (replica starts take seconds; requests do not wait)."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)

@@ -1,0 +1,54 @@
+"""The contract a serving runtime keeps with the API (local replica processes now, Ray Serve next).
+
+The API stores deployments in the database and asks the runtime to make the
+stored state true; predict requests go to the runtime's router for a
+deployment. Every method that starts or stops replicas returns quickly and
+does the slow part in the background (``schedule``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class DeploymentConfig:
+    id: str
+    run_id: str
+    replicas: int
+    max_batch_size: int
+    max_wait_ms: float
+    max_queue: int
+    timeout_s: float
+
+
+class ServingRuntime(ABC):
+    name: str
+
+    @abstractmethod
+    async def deploy(self, config: DeploymentConfig) -> Any:
+        """Start serving ``config.run_id`` (replicas start in the background)."""
+
+    @abstractmethod
+    async def update(self, deployment_id: str, run_id: str) -> None:
+        """Serve another run, rolling: no request dropped."""
+
+    @abstractmethod
+    async def scale(self, deployment_id: str, replicas: int) -> None: ...
+
+    @abstractmethod
+    async def delete(self, deployment_id: str) -> None: ...
+
+    @abstractmethod
+    def runtime(self, deployment_id: str) -> Any | None:
+        """What serves this deployment here (its router and status), or None."""
+
+    @abstractmethod
+    def schedule(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run slow work (replica starts, updates) in the background."""
+
+    @abstractmethod
+    async def stop(self) -> None: ...
