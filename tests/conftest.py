@@ -20,6 +20,9 @@ import aiaas
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# jp_fetch and friends: a real Jupyter server in the test process (tests/lab_extension).
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     # Nothing a test starts may touch the user's real config file or data dir.
@@ -33,7 +36,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         folder = Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0]
-        if folder in ("unit", "integration", "notebooks", "browser"):
+        if folder in ("unit", "integration", "notebooks", "browser", "lab_extension"):
             item.add_marker(getattr(pytest.mark, folder))
 
 
