@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import socket
 import statistics
@@ -84,8 +85,10 @@ def ceiling(model: torch.nn.Module, shape: tuple[int, ...], seconds: float) -> d
 
 
 def start_baseline(kind: str, model: str, weights: Path, port: int) -> subprocess.Popen[bytes]:
+    # Its own process group: LitServe spawns workers that must go down with it.
     proc = subprocess.Popen([sys.executable, str(HERE / "_serve_baselines.py"), kind, model, str(weights), str(port),
-                             str(MAX_BATCH)], cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             str(MAX_BATCH)], cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     row = np.zeros((1, *MODELS[model].input_shape)).tolist()
     for _ in range(600):
         try:
@@ -153,11 +156,8 @@ def main() -> None:
                             return await closed_loop(call, c, args.seconds)
 
                     results[kind] = {c: asyncio.run(http_load(c)) for c in levels}
-                    proc.send_signal(signal.SIGINT)
-                    try:
-                        proc.wait(timeout=15)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
                 dep.delete()
                 for system, by_c in results.items():
                     for c, (rps, p50, p99, errors) in by_c.items():
