@@ -177,8 +177,14 @@ def test_rolling_update_and_rollback_drop_nothing(client, trained, deployment):
 
 
 def _replica_pids(backend) -> list[int]:
-    server = psutil.Process(backend.proc.pid)
-    return [p.pid for p in server.children() if "serving.replica" in " ".join(p.cmdline())]
+    pids = []
+    for child in psutil.Process(backend.proc.pid).children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "serving.replica" in " ".join(child.cmdline()):
+                pids.append(child.pid)
+        except psutil.Error:  # exited between listing and looking
+            pass
+    return pids
 
 
 def test_a_killed_replica_is_replaced_and_no_request_is_lost(backend, deployment):
@@ -193,6 +199,19 @@ def test_a_killed_replica_is_replaced_and_no_request_is_lost(backend, deployment
     assert errors == [] and len(results) > 50
     wait_until(lambda: deployment.refresh().data.ready_replicas == 2 and victim not in _replica_pids(backend),
                timeout=120, what="a replacement replica")
+    # Replicas that were stopped or died are reaped: no zombies pile up in the server.
+    wait_until(lambda: not _zombies(backend), timeout=30, what="zombie replicas to be reaped")
+
+
+def _zombies(backend) -> list[int]:
+    found = []
+    for child in psutil.Process(backend.proc.pid).children():
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                found.append(child.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return found
 
 
 def test_backpressure_returns_429_and_the_sdk_recovers(backend, client):

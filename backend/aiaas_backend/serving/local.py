@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,14 @@ from .base import DeploymentConfig, ServingRuntime
 from .router import Replica, Router
 
 log = logging.getLogger("aiaas.serving")
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @dataclass
@@ -102,6 +111,8 @@ class LocalServing(ServingRuntime):
             if proc.poll() is None:
                 proc.terminate()
             sock.unlink(missing_ok=True)
+            # Reap it (no zombies in the server), killing it if it ignores the terminate.
+            threading.Thread(target=_reap, args=(proc,), daemon=True).start()
 
         replica = Replica(name, reader, writer, stop)
         replica.process = proc  # type: ignore[attr-defined]
