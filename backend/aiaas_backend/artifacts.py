@@ -7,6 +7,8 @@ renamed, so a reader never sees half a file.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 FINAL_FILES = {"lightning": "final.ckpt", "weights": "weights.pt"}
@@ -42,6 +44,14 @@ class Artifacts:
         return self.run_dir(run_id) / f"pending-{attempt}.jsonl"
 
     def write_atomic(self, path: Path, data: bytes) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        with atomic(path) as tmp:
+            tmp.write_bytes(data)
+
+
+@contextmanager
+def atomic(path: Path) -> Iterator[Path]:
+    """Write to the yielded temporary path; it becomes ``path`` only if the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    yield tmp
+    tmp.replace(path)

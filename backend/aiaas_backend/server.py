@@ -9,11 +9,11 @@ import socket
 
 import uvicorn
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from aiaas_sdk import config as sdk_config
 
 from .config import Settings
-from .db import make_engine, migrate, session_factory
 from .main import create_app
 from .models import User
 from .security import create_api_key, user_for_key
@@ -21,12 +21,10 @@ from .security import create_api_key, user_for_key
 log = logging.getLogger("aiaas.server")
 
 
-def _ensure_local_key(settings: Settings, url: str) -> None:
+def _ensure_local_key(sessions: sessionmaker[Session], url: str) -> None:
     """On first start, create a key for the local user and write it to the user's config,
     so ``aiaas.connect()`` on this machine needs no arguments."""
-    engine = make_engine(settings.sqlalchemy_url)
-    migrate(engine)
-    with session_factory(engine)() as session:
+    with sessions() as session:
         existing = sdk_config.read_config().get("api_key")
         if existing and user_for_key(session, existing) is not None:
             path = sdk_config.write_config({"url": url})
@@ -38,7 +36,6 @@ def _ensure_local_key(settings: Settings, url: str) -> None:
         else:
             log.info("the config file's key is not one of this backend's; leaving %s alone",
                      sdk_config.config_path())
-    engine.dispose()
 
 
 def serve(settings: Settings) -> None:
@@ -51,9 +48,9 @@ def serve(settings: Settings) -> None:
     host = f"[{settings.host}]" if family == socket.AF_INET6 else settings.host
     url = f"http://{host}:{port}"
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = create_app(settings, lambda: url)  # migrates the store
     if settings.write_config:
-        _ensure_local_key(settings, url)
-    app = create_app(settings, lambda: url)
+        _ensure_local_key(app.state.sessions, url)
     server = uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=False, timeout_graceful_shutdown=5))
 
     info = settings.data_dir / "server.json"

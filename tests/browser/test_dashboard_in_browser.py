@@ -105,8 +105,8 @@ def test_live_dashboard_renders(lab, backend):
         page.wait_for_function("document.body.innerText.includes('running')", timeout=60_000)
         page.locator(".aiaas-chart").scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS / f"{frontend}-dashboard-live.png"))
-        page.wait_for_function("document.body.innerText.includes('succeeded')", timeout=120_000)
-        time.sleep(0.5)
+        page.wait_for_function("document.body.innerText.includes('succeeded') &&"
+                               " document.body.innerText.includes('Final:')", timeout=120_000)
         page.screenshot(path=str(ARTIFACTS / f"{frontend}-dashboard-done.png"))
         points = page.evaluate("document.querySelector('.aiaas-chart svg polyline').getAttribute('points')")
         legend = page.inner_text(".aiaas-legend")

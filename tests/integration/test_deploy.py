@@ -161,7 +161,7 @@ def test_rolling_update_and_rollback_drop_nothing(client, trained, deployment):
     results, errors = [], []
     loader = threading.Thread(target=_load, args=(deployment, 12.0, results, errors))
     loader.start()
-    time.sleep(1.0)
+    wait_until(lambda: len(results) >= 32, timeout=60, what="the load to be flowing")
     deployment.update(v2.id)
     assert deployment.run_id == v2.id and deployment.data.history == [v1.id]
     x = torch.randn(3, 8)
@@ -192,7 +192,7 @@ def test_a_killed_replica_is_replaced_and_no_request_is_lost(backend, deployment
     results, errors = [], []
     loader = threading.Thread(target=_load, args=(deployment, 6.0, results, errors))
     loader.start()
-    time.sleep(1.0)
+    wait_until(lambda: len(results) >= 32, timeout=60, what="the load to be flowing")
     victim = _replica_pids(backend)[0]
     os.kill(victim, signal.SIGKILL)
     loader.join()
@@ -297,8 +297,9 @@ def test_timeouts_give_504_and_a_client_that_leaves_has_its_work_dropped(backend
             await asyncio.gather(*(one() for _ in range(6)))
 
     asyncio.run(leave_early())
-    time.sleep(1.5)  # long enough for all six to have run, had they not been dropped
-    after = dep.stats()
+    # Settled once every request has been answered or dropped and nothing waits in the queue.
+    after = wait_until(lambda: (st := dep.stats()).dropped - before.dropped >= 4 and st.queue_depth == 0 and st,
+                       timeout=30, what="the queue to settle")
     assert after.requests - before.requests == 6
     assert after.dropped - before.dropped >= 4
     assert after.batches - before.batches <= 2  # only what a replica had already started

@@ -13,6 +13,11 @@ def _fmt(shape: tuple[int, ...] | list[Any]) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
+def _expected_dtype(signature: dict[str, Any]) -> np.dtype[Any]:
+    # numpy has no bfloat16: such a model is fed float32 and casts itself.
+    return np.dtype("float32" if signature["dtype"] == "bfloat16" else signature["dtype"])
+
+
 def check_inputs(array: np.ndarray, signature: dict[str, Any] | None) -> np.ndarray:
     """Return the batch ready for the model, or raise a 400 naming expected versus received."""
     if array.ndim == 0:
@@ -28,7 +33,7 @@ def check_inputs(array: np.ndarray, signature: dict[str, Any] | None) -> np.ndar
         hint = f"; for one row send shape {_fmt((1, *row))}" if tuple(array.shape) == row else ""
         raise ApiError(400, f"wrong input shape: expected {expected}, received {_fmt(array.shape)}{hint}",
                        "bad_shape")
-    want = np.dtype(signature["dtype"]) if signature["dtype"] != "bfloat16" else np.dtype("float32")
+    want = _expected_dtype(signature)
     if array.dtype == want:
         return array
     if array.dtype.kind == want.kind:
@@ -38,9 +43,7 @@ def check_inputs(array: np.ndarray, signature: dict[str, Any] | None) -> np.ndar
 
 def check_json_inputs(array: np.ndarray, signature: dict[str, Any] | None) -> np.ndarray:
     """JSON has no dtypes: whole numbers arrive as integers; any number is fine for a float model."""
-    if signature is not None and array.dtype.kind in "iub" and np.dtype(
-        signature["dtype"] if signature["dtype"] != "bfloat16" else "float32"
-    ).kind == "f":
+    if signature is not None and array.dtype.kind in "iub" and _expected_dtype(signature).kind == "f":
         array = array.astype(np.float32)
     return check_inputs(array, signature)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ..artifacts import atomic
 from .reporter import Reporter
 
 
@@ -122,10 +123,8 @@ def make_callback(pl: ModuleType, reporter: Reporter, last_ckpt: Path, every_s: 
                 self._save(trainer)
 
         def _save(self, trainer: Any) -> None:
-            last_ckpt.parent.mkdir(parents=True, exist_ok=True)
-            tmp = last_ckpt.with_name(last_ckpt.name + ".tmp")
-            trainer.save_checkpoint(tmp)
-            tmp.replace(last_ckpt)
+            with atomic(last_ckpt) as tmp:
+                trainer.save_checkpoint(tmp)
             self._last_save = time.monotonic()
 
     return AiaasCallback()

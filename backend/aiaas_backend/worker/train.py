@@ -21,7 +21,7 @@ except ImportError:  # pragma: no cover - depends on the installation
 from aiaas_sdk import packaging
 from aiaas_sdk.wire import RunStatus, WorkerStatus
 
-from ..artifacts import Artifacts
+from ..artifacts import Artifacts, atomic
 from .capture import OutputCapture
 from .lightning_hooks import make_callback, make_logger
 from .reporter import Reporter
@@ -111,12 +111,10 @@ def _train(assignment: dict[str, Any], artifacts: Artifacts, reporter: Reporter)
         trainer.test(model, datamodule=payload["datamodule"])
         final_metrics.update(_scalars(trainer.callback_metrics))
 
-    final = artifacts.final(run_id, "lightning")
-    trainer.save_checkpoint(final.with_name(final.name + ".tmp"))
-    final.with_name(final.name + ".tmp").replace(final)
-    weights = artifacts.final(run_id, "weights")
-    torch.save(model.state_dict(), weights.with_name(weights.name + ".tmp"))
-    weights.with_name(weights.name + ".tmp").replace(weights)
+    with atomic(artifacts.final(run_id, "lightning")) as tmp:
+        trainer.save_checkpoint(tmp)
+    with atomic(artifacts.final(run_id, "weights")) as tmp:
+        torch.save(model.state_dict(), tmp)
     return WorkerStatus(attempt=attempt, status=RunStatus.succeeded, final_metrics=final_metrics,
                         device=getattr(ours, "device", None), input_signature=ours.input_signature)
 
