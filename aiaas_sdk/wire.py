@@ -39,6 +39,15 @@ class RunSpec(BaseModel):
     test: bool = False
 
 
+class RunProgress(BaseModel):
+    """Where a run is, from its latest ``progress`` event (totals are None when unknown)."""
+
+    step: int
+    total_steps: int | None = None
+    epoch: int | None = None
+    max_epochs: int | None = None
+
+
 class RunPublic(BaseModel):
     id: str
     name: str
@@ -57,6 +66,11 @@ class RunPublic(BaseModel):
     has_checkpoint: bool = False
     worker_pid: int | None = None
     environment: dict[str, str] = Field(default_factory=dict)
+    # Filled for running runs only (cheap: read from the newest events), so a list
+    # can show progress and loss without streaming every run's events.
+    progress: RunProgress | None = None
+    latest_metrics: dict[str, float] = Field(
+        default_factory=dict, description="running runs: the newest value of each metric among its recent points")
 
 
 class RunsPublic(BaseModel):

@@ -1,7 +1,14 @@
-"""``/aiaas/status`` and ``/aiaas/api/...``: same-origin access to the backend for the browser."""
+"""``/aiaas/status``, ``/aiaas/overview`` and ``/aiaas/api/...``: same-origin access to the backend.
+
+Every answer about the connection is JSON the panel can show as one line:
+``{"connected": false, "url", "reason", "error"}`` with status 503 when the
+backend cannot be used, whatever the cause (no key, a URL the server holds no
+key for, backend down, key refused). The key itself is never in a response.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -10,52 +17,92 @@ import tornado.web
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
-from aiaas_sdk import config
+from .target import HEADER, NotConnected, Target, resolve
 
 # What the panel may do: read runs, deployments and models; cancel a run. Nothing else.
 _READ = ("runs", "deployments", "models")
 _WRITE = ("cancel",)
-
-
-def _settings() -> config.Settings:
-    # Resolved per request: a key added to the config file works without restarting Jupyter.
-    return config.resolve()
+_ACTIVE = ("queued", "running")
+# Enough for a sidebar; the SDK lists more.
+_RUNS_SHOWN = 100
 
 
 class _Base(APIHandler):
-    def _not_connected(self, url: str, reason: str) -> None:
+    def _target(self) -> Target:
+        return resolve(self.request.headers.get(HEADER))
+
+    def _not_connected(self, why: NotConnected) -> None:
         self.set_status(503)
-        self.finish(json.dumps({"connected": False, "url": url, "error": reason}))
+        self.finish(json.dumps(why.body()))
+
+    async def _call(self, http: httpx.AsyncClient, target: Target, method: str, path: str,
+                    params: dict[str, Any] | None = None) -> httpx.Response:
+        """One backend call; a transport failure or a refused key becomes :class:`NotConnected`."""
+        try:
+            resp = await http.request(method, f"{target.url}/v1/{path}", params=params,
+                                      headers={"Authorization": f"Bearer {target.api_key}"})
+        except httpx.HTTPError as exc:
+            raise NotConnected(target.url, "unreachable",
+                               f"the aiaas backend at {target.url} could not be reached ({type(exc).__name__}); "
+                               "is `aiaas server` running?") from None
+        if resp.status_code == 401:
+            raise NotConnected(target.url, "key_refused",
+                               f"the aiaas backend at {target.url} refused the Jupyter server's API key; "
+                               "create a new one with `aiaas keys create --user NAME`")
+        return resp
+
+    def _json(self, resp: httpx.Response) -> Any:
+        if resp.status_code != 200:
+            raise NotConnected(str(resp.request.url), "backend_error",
+                               f"the aiaas backend answered {resp.status_code} to {resp.request.url.path}: "
+                               f"{resp.text[:300]}")
+        return resp.json()
 
 
 class StatusHandler(_Base):
-    """Connected or not, with a reason a person can act on; never the key."""
+    """Connected or not, with a reason a person can act on, and how many runs are active."""
 
     @tornado.web.authenticated
     async def get(self) -> None:
         try:
-            settings = _settings()
-        except ValueError as exc:
-            self._not_connected("", f"the aiaas settings are invalid: {exc}")
-            return
-        if not settings.api_key:
-            self._not_connected(settings.url, "no aiaas API key on the Jupyter server: set AIAAS_API_KEY for it, "
-                                "or run `aiaas keys create --user NAME` and put the key in the aiaas config file")
-            return
-        try:
+            target = self._target()
             async with httpx.AsyncClient(timeout=5.0) as http:
-                resp = await http.get(f"{settings.url}/v1/runs", params={"limit": 1000},
-                                      headers={"Authorization": f"Bearer {settings.api_key}"})
-        except httpx.HTTPError as exc:
-            self._not_connected(settings.url, f"the aiaas backend at {settings.url} could not be reached "
-                                f"({type(exc).__name__}); is `aiaas server` running?")
+                runs = self._json(await self._call(http, target, "GET", "runs", {"limit": 1000}))["data"]
+        except NotConnected as why:
+            self._not_connected(why)
             return
-        if resp.status_code == 401:
-            self._not_connected(settings.url, "the aiaas backend refused the Jupyter server's API key")
+        active = sum(1 for r in runs if r.get("status") in _ACTIVE)
+        self.finish(json.dumps({"connected": True, "url": target.url, "active_runs": active}))
+
+
+class OverviewHandler(_Base):
+    """Everything the sidebar shows in one request: runs, deployments and their request counters."""
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        try:
+            target = self._target()
+            async with httpx.AsyncClient(timeout=10.0) as http:
+                runs_resp, deps_resp = await asyncio.gather(
+                    self._call(http, target, "GET", "runs", {"limit": _RUNS_SHOWN}),
+                    self._call(http, target, "GET", "deployments"),
+                )
+                runs = self._json(runs_resp)
+                deployments = self._json(deps_resp)["data"]
+                stats = await asyncio.gather(*(
+                    self._call(http, target, "GET", f"deployments/{d['name']}/stats") for d in deployments
+                ))
+        except NotConnected as why:
+            self._not_connected(why)
             return
-        runs = resp.json().get("data", []) if resp.status_code == 200 else []
-        active = sum(1 for r in runs if r.get("status") in ("queued", "running"))
-        self.finish(json.dumps({"connected": resp.status_code == 200, "url": settings.url, "active_runs": active}))
+        for dep, resp in zip(deployments, stats, strict=True):
+            # A deployment deleted between the two calls has no stats: show it without them.
+            dep["stats"] = resp.json() if resp.status_code == 200 else None
+        self.finish(json.dumps({
+            "connected": True, "url": target.url,
+            "active_runs": sum(1 for r in runs["data"] if r.get("status") in _ACTIVE),
+            "runs": runs["data"], "runs_total": runs["count"], "deployments": deployments,
+        }))
 
 
 class ProxyHandler(_Base):
@@ -70,18 +117,13 @@ class ProxyHandler(_Base):
     async def _forward(self, method: str, path: str) -> None:
         if not self._allowed(path, write=method != "GET"):
             raise tornado.web.HTTPError(404, f"/aiaas/api/{path} is not something the aiaas panel may call")
-        settings = _settings()
-        if not settings.api_key:
-            self._not_connected(settings.url, "no aiaas API key on the Jupyter server")
-            return
         query: dict[str, Any] = {k: self.get_argument(k) for k in self.request.arguments}
         try:
+            target = self._target()
             async with httpx.AsyncClient(timeout=30.0) as http:
-                resp = await http.request(method, f"{settings.url}/v1/{path}", params=query,
-                                          headers={"Authorization": f"Bearer {settings.api_key}"})
-        except httpx.HTTPError as exc:
-            self._not_connected(settings.url, f"the aiaas backend at {settings.url} could not be reached "
-                                f"({type(exc).__name__})")
+                resp = await self._call(http, target, method, path, query)
+        except NotConnected as why:
+            self._not_connected(why)
             return
         self.set_status(resp.status_code)
         self.set_header("Content-Type", resp.headers.get("content-type", "application/json"))
@@ -100,5 +142,6 @@ def setup_handlers(web_app: Any) -> None:
     base = web_app.settings["base_url"]
     web_app.add_handlers(".*$", [
         (url_path_join(base, "aiaas", "status"), StatusHandler),
+        (url_path_join(base, "aiaas", "overview"), OverviewHandler),
         (url_path_join(base, "aiaas", "api", "(.*)"), ProxyHandler),
     ])

@@ -1,4 +1,5 @@
-"""The wheel holds the three packages and what the backend reads at run time (migrations)."""
+"""The wheel holds the three packages, what the backend reads at run time (migrations), and the
+prebuilt JupyterLab extension (so users need no Node.js)."""
 
 import subprocess
 import sys
@@ -20,5 +21,13 @@ def test_wheel_contents(tmp_path):
                      "aiaas_backend/serving/replica.py", "aiaas_backend/worker/__main__.py"):
         assert required in names, required
     assert not [n for n in names if n.startswith(("tests/", "backend/"))]
+    data = "aiaas-0.1.0.data/data/"
+    lab = data + "share/jupyter/labextensions/aiaas-lab/"
+    for required in (lab + "package.json", lab + "install.json", lab + "static/style.js",
+                     lab + "schemas/aiaas-lab/plugin.json",
+                     data + "etc/jupyter/jupyter_server_config.d/aiaas_lab.json"):
+        assert required in names, required
+    assert [n for n in names if n.startswith(lab + "static/remoteEntry.") and n.endswith(".js")]
+    assert not [n for n in names if "node_modules" in n]
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "aiaas = aiaas_backend.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -12,7 +12,17 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from aiaas_sdk import packaging
-from aiaas_sdk.wire import LogLine, LogsPage, MetricPoint, MetricsPage, RunPublic, RunSpec, RunsPublic, RunStatus
+from aiaas_sdk.wire import (
+    LogLine,
+    LogsPage,
+    MetricPoint,
+    MetricsPage,
+    RunProgress,
+    RunPublic,
+    RunSpec,
+    RunsPublic,
+    RunStatus,
+)
 
 from ..artifacts import FINAL_FILES
 from ..deps import ArtifactsDep, CurrentUser, EnvironmentDep, ExecutorDep, SessionDep
@@ -33,6 +43,25 @@ def _owned(session: SessionDep, user: User, run_id: str) -> Run:
 
 def _public(run: Run, artifacts: ArtifactsDep) -> RunPublic:
     return to_public(run, artifacts.final(run.id, "lightning").exists())
+
+
+# Enough recent points to hold the newest value of every metric a run logs per step.
+_RECENT_METRICS = 200
+
+
+def _with_live(session: SessionDep, public: RunPublic) -> RunPublic:
+    """Add progress and the newest metric values to a running run (two indexed reads)."""
+    if public.status is not RunStatus.running:
+        return public
+    progress = session.scalar(select(Event).where(Event.run_id == public.id, Event.kind == "progress")
+                              .order_by(Event.seq.desc()).limit(1))
+    if progress is not None:
+        public.progress = RunProgress.model_validate(progress.data)
+    recent = session.scalars(select(Event).where(Event.run_id == public.id, Event.kind == "metric")
+                             .order_by(Event.seq.desc()).limit(_RECENT_METRICS)).all()
+    for event in reversed(recent):
+        public.latest_metrics[event.data["name"]] = event.data["value"]
+    return public
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, operation_id="create_run")
@@ -105,12 +134,12 @@ def list_runs(
         .limit(limit).offset(offset)
     ).all()
     count = session.scalar(select(func.count()).select_from(Run).where(Run.user_id == user.id)) or 0
-    return RunsPublic(data=[_public(r, artifacts) for r in rows], count=count)
+    return RunsPublic(data=[_with_live(session, _public(r, artifacts)) for r in rows], count=count)
 
 
 @router.get("/{run_id}", operation_id="get_run")
 def get_run(run_id: str, session: SessionDep, user: CurrentUser, artifacts: ArtifactsDep) -> RunPublic:
-    return _public(_owned(session, user, run_id), artifacts)
+    return _with_live(session, _public(_owned(session, user, run_id), artifacts))
 
 
 @router.post("/{run_id}/cancel", operation_id="cancel_run")
