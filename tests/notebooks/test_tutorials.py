@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import signal
 from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
+
+from .embedded import run_on_embedded_backend
 
 TUTORIALS_DIR = Path(__file__).resolve().parents[2] / "tutorials"
 # 04 trains on a local Ray cluster: tests/notebooks/test_ray_tutorial.py runs it.
@@ -19,26 +18,10 @@ TUTORIALS = sorted(p for p in TUTORIALS_DIR.glob("*.ipynb") if "ray" not in p.st
 
 
 def execute(path: Path, tmp_path: Path) -> nbformat.NotebookNode:
-    """Run a notebook as a user would: its own embedded backend, files beside it, a fresh kernel."""
+    """Run a tutorial as a user would: its own embedded backend, the files beside it, a fresh kernel."""
     for helper in TUTORIALS_DIR.glob("*.py"):
         shutil.copy(helper, tmp_path)
-    env = {**os.environ, "AIAAS_DATA_DIR": str(tmp_path / "data"), "AIAAS_CONFIG": str(tmp_path / "config.toml")}
-    for name in ("AIAAS_URL", "AIAAS_API_KEY", "MPLBACKEND"):  # plots go inline, as in Jupyter
-        env.pop(name, None)
-    nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=300, kernel_name="python3", store_widget_state=True,
-                            resources={"metadata": {"path": str(tmp_path)}})
-    try:
-        client.execute(env=env)  # handed to start_kernel: the kernel sees only this environment
-    finally:
-        info = tmp_path / "data" / "server.json"
-        if info.exists():
-            os.kill(json.loads(info.read_text())["pid"], signal.SIGTERM)
-    # Kept for people (and CI artifacts) to read: what each tutorial printed and drew this time.
-    out = TUTORIALS_DIR.parent / "test-artifacts" / "tutorials"
-    out.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, out / path.name)
-    return nb
+    return run_on_embedded_backend(nbformat.read(path, as_version=4), path.name, tmp_path)
 
 
 def text_of(nb: nbformat.NotebookNode) -> str:
