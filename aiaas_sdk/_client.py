@@ -167,6 +167,11 @@ class Client(_Base):
         ``trainer_kwargs`` go to ``Trainer(...)`` on the worker (``max_epochs``,
         ``accelerator``, ``devices``, ``precision``, ``callbacks``, ...). With
         ``test=True`` the worker runs ``trainer.test`` after fitting.
+
+        On a backend started with ``--executor ray``, ``devices`` (per node) times
+        ``num_nodes`` is the number of Ray Train workers, one DDP process each:
+        ``devices=2, num_nodes=2`` trains on four. The local executor runs one process
+        per run, so it refuses ``num_nodes > 1`` and ``devices > 1`` on the CPU.
         """
         data = self._drive(
             _ops.submit(
@@ -199,10 +204,11 @@ class Client(_Base):
 
     def deploy(self, run_id: str, name: str, *, replicas: int = 1, max_batch_size: int = 64,
                max_wait_ms: float = 5.0, max_queue: int = 1024, timeout_s: float = 30.0,
-               wait: bool = True) -> Deployment:
+               autoscale: dict[str, Any] | None = None, wait: bool = True) -> Deployment:
         """Serve ``run_id``'s model at ``name`` (see :meth:`Run.deploy`)."""
         spec = DeploymentCreate(name=name, run_id=run_id, replicas=replicas, max_batch_size=max_batch_size,
-                                max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout_s)
+                                max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout_s,
+                                autoscale=autoscale)
         dep = Deployment(self, self._drive(_ops.create_deployment(spec)))
         return dep.wait_ready() if wait else dep
 
@@ -347,9 +353,10 @@ class AsyncClient(_Base):
 
     async def deploy(self, run_id: str, name: str, *, replicas: int = 1, max_batch_size: int = 64,
                      max_wait_ms: float = 5.0, max_queue: int = 1024, timeout_s: float = 30.0,
-                     wait: bool = True) -> AsyncDeployment:
+                     autoscale: dict[str, Any] | None = None, wait: bool = True) -> AsyncDeployment:
         spec = DeploymentCreate(name=name, run_id=run_id, replicas=replicas, max_batch_size=max_batch_size,
-                                max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout_s)
+                                max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout_s,
+                                autoscale=autoscale)
         dep = AsyncDeployment(self, await self._drive(_ops.create_deployment(spec)))
         return await dep.wait_ready() if wait else dep
 

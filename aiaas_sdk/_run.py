@@ -104,15 +104,22 @@ class Run(_RunBase):
         return self
 
     def deploy(self, name: str, *, replicas: int = 1, max_batch_size: int = 64, max_wait_ms: float = 5.0,
-               max_queue: int = 1024, timeout_s: float = 30.0, wait: bool = True) -> Any:
+               max_queue: int = 1024, timeout_s: float = 30.0, autoscale: dict[str, Any] | None = None,
+               wait: bool = True) -> Any:
         """Serve this run's trained model as the endpoint ``name`` and return the :class:`Deployment`.
 
         Requests are batched: up to ``max_batch_size`` rows, waiting at most ``max_wait_ms``
         for more; ``max_queue`` requests may wait (then 429, which the SDK retries);
         ``timeout_s`` bounds one request. With ``wait`` it returns once a replica serves.
+
+        ``autoscale=dict(min_replicas=1, max_replicas=8)`` lets the replica count follow
+        the load, starting at ``replicas`` (optional ``target_ongoing_requests``: batches
+        in flight per replica to aim for). It needs a backend started with
+        ``--executor ray`` (Ray Serve); the local runtime refuses it with a 400.
         """
         return self._client.deploy(self.id, name, replicas=replicas, max_batch_size=max_batch_size,
-                                   max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout_s, wait=wait)
+                                   max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout_s,
+                                   autoscale=autoscale, wait=wait)
 
     def cancel(self) -> Run:
         """Ask the run to stop: queued runs end at once, running ones after their current step."""

@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 JSONScalar = str | int | float | bool | None
 
@@ -124,6 +124,23 @@ class RunEvent(BaseModel):
     data: dict[str, Any]
 
 
+class Autoscale(BaseModel):
+    """Replicas that follow the load (Ray Serve's autoscaler; a backend with ``--executor ray``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_replicas: int = Field(default=1, ge=1, le=64)
+    max_replicas: int = Field(ge=1, le=64)
+    target_ongoing_requests: float = Field(default=1.0, gt=0, le=1000,
+                                           description="batches in flight per replica that autoscaling aims for")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Autoscale:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas={self.min_replicas} is above max_replicas={self.max_replicas}")
+        return self
+
+
 class DeploymentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -135,6 +152,7 @@ class DeploymentCreate(BaseModel):
     max_wait_ms: float = Field(default=5.0, ge=0, le=10_000)
     max_queue: int = Field(default=1024, ge=1, le=1_000_000)
     timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    autoscale: Autoscale | None = None
 
 
 class DeploymentUpdate(BaseModel):
@@ -161,6 +179,7 @@ class DeploymentPublic(BaseModel):
     max_wait_ms: float
     max_queue: int
     timeout_s: float
+    autoscale: Autoscale | None = None
     input_signature: InputSignature | None = None
     error: str | None = None
     created_at: datetime
@@ -242,3 +261,6 @@ class WorkerStatus(BaseModel):
 
 class WorkerReply(BaseModel):
     cancel_requested: bool
+    # The last worker sequence number stored for this attempt: a restarted worker group
+    # (Ray Train's retry) numbers its events on from here.
+    last_wseq: int = 0

@@ -40,6 +40,14 @@ class Artifacts:
     def result(self, run_id: str, attempt: int) -> Path:
         return self.run_dir(run_id) / f"result-{attempt}.json"
 
+    def failure(self, run_id: str, attempt: int) -> Path:
+        """The first error a rank of a Ray Train worker group raised (the group may be retried)."""
+        return self.run_dir(run_id) / f"failure-{attempt}.json"
+
+    def ray_storage(self, run_id: str) -> Path:
+        """Where Ray Train keeps this run's checkpoints (``checkpoint_*`` directories)."""
+        return self.run_dir(run_id) / "ray-train"
+
     def pending_events(self, run_id: str, attempt: int) -> Path:
         return self.run_dir(run_id) / f"pending-{attempt}.jsonl"
 

@@ -23,7 +23,8 @@ def _settings(**overrides: object):  # type: ignore[no-untyped-def]
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         first = exc.errors()[0]
-        typer.echo(f"error: bad setting {'.'.join(map(str, first['loc']))}: {first['msg']}", err=True)
+        where = ".".join(map(str, first["loc"]))
+        typer.echo(f"error: bad setting {where}: {first['msg']}" if where else f"error: {first['msg']}", err=True)
         raise typer.Exit(2) from None
 
 
@@ -32,13 +33,17 @@ def server(
     host: Annotated[str | None, typer.Option(help="address to listen on [default: 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="port; 0 picks a free one [default: 8765]")] = None,
     data_dir: DataDir = None,
-    executor: Annotated[str | None, typer.Option(help="where runs execute: local")] = None,
-    slots: Annotated[int | None, typer.Option(help="CPU runs that may train at once [default: 1]")] = None,
+    executor: Annotated[str | None, typer.Option(help="where runs execute: local or ray [default: local]")] = None,
+    slots: Annotated[int | None, typer.Option(help="runs that may train at once (CPU runs locally; any run on "
+                                              "Ray) [default: 1]")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="with --executor ray: the cluster, 'auto' or the head's "
+                                                    "HOST:PORT")] = None,
 ) -> None:
     """Run the aiaas backend (API server + executor)."""
     from .server import serve
 
-    serve(_settings(host=host, port=port, data_dir=data_dir, executor=executor, slots=slots))
+    serve(_settings(host=host, port=port, data_dir=data_dir, executor=executor, slots=slots,
+                    ray_address=ray_address))
 
 
 @keys.command("create")

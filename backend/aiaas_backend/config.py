@@ -39,7 +39,16 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite in data_dir")
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
-    executor: Literal["local"] = "local"
+    executor: Literal["local", "ray"] = "local"
+    # The Ray cluster to use with executor "ray": "auto", "HOST:PORT" of its head, or "ray://HOST:10001".
+    ray_address: str | None = None
+    # Ray Train restarts a failed worker group from its last checkpoint up to this many times.
+    ray_max_failures: int = Field(default=2, ge=0)
+    # Logical CPUs one Ray Train worker (one DDP process) and one Ray Serve replica reserve.
+    ray_cpus_per_worker: float = Field(default=1.0, gt=0)
+    ray_cpus_per_replica: float = Field(default=1.0, gt=0)
+    # How Ray workers on other machines reach this server (default: the address it listens on).
+    advertise_url: str | None = None
     # CPU runs that may train at once; GPU runs are limited by free GPUs instead.
     slots: int = Field(default=1, ge=1, le=1024)
     gpus: list[str] = Field(default_factory=detect_gpus)
@@ -62,6 +71,8 @@ class Settings(BaseSettings):
             # A server reachable from other machines must not write its
             # admin key into a config file by itself.
             self.write_config = False
+        if self.executor == "ray" and not self.ray_address:
+            raise ValueError("executor 'ray' needs ray_address (--ray-address auto, or the head's HOST:PORT)")
         return self
 
     @property

@@ -15,9 +15,12 @@ from .config import Settings
 from .db import make_engine, migrate, session_factory
 from .errors import ApiError, api_error_handler
 from .event_bus import EventBus
+from .executors import Executor
 from .executors.local import LocalExecutor
+from .ray_cluster import RayCluster
 from .models import Deployment
 from .routes import deployments, events, meta, runs, worker
+from .serving.base import ServingRuntime
 from .serving.local import LocalServing
 from .size_limit import BodySizeLimit
 from .worker_env import probe
@@ -35,13 +38,26 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     sessions = session_factory(engine)
     artifacts = Artifacts(settings.artifacts_dir)
     bus = EventBus()
-    executor = LocalExecutor(settings, sessions, artifacts, api_url, bus)
+    executor: Executor
+    serving: ServingRuntime
+    cluster: RayCluster | None = None
+    if settings.executor == "ray":
+        from .executors.ray_executor import RayExecutor
+        from .serving.ray_serve import RayServing
 
-    serving = LocalServing(artifacts, settings.data_dir, settings.worker_python, settings.gpus)
+        assert settings.ray_address is not None  # Settings refuses executor "ray" without one
+        cluster = RayCluster(settings.ray_address)
+        executor = RayExecutor(settings, sessions, artifacts, api_url, bus, cluster)
+        serving = RayServing(artifacts, cluster, settings.ray_cpus_per_replica)
+    else:
+        executor = LocalExecutor(settings, sessions, artifacts, api_url, bus)
+        serving = LocalServing(artifacts, settings.data_dir, settings.worker_python, settings.gpus)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         bus.bind(asyncio.get_running_loop())
+        if cluster is not None:
+            cluster.connect()
         executor.start()
         # Deployments outlive restarts: bring every one back up.
         with sessions() as session:
@@ -52,6 +68,8 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
         finally:
             await serving.stop()
             executor.stop()
+            if cluster is not None:
+                cluster.disconnect()
             engine.dispose()
 
     app = FastAPI(

@@ -31,6 +31,11 @@ def gpus_needed(trainer_kwargs: dict[str, Any], available: int) -> int:
         raise ApiError(400, "num_nodes > 1 needs a backend started with `--executor ray`; this one runs local "
                        "processes", "needs_ray")
     if accelerator == "cpu" or (accelerator == "auto" and available == 0):
+        processes = _count(trainer_kwargs.get("devices", "auto"), 1)
+        if processes > 1:
+            raise ApiError(400, f"devices={trainer_kwargs['devices']!r} on the CPU asks for {processes} training "
+                           "processes, but this backend runs one process per run; use devices=1, or a backend "
+                           "started with `--executor ray` (DDP across Ray workers)", "needs_ray")
         return 0
     if accelerator not in _GPU_ACCELERATORS | {"auto"}:
         raise ApiError(400, f"accelerator={accelerator!r} is not available on this backend; use 'cpu', 'gpu' or "
@@ -46,3 +51,36 @@ def gpus_needed(trainer_kwargs: dict[str, Any], available: int) -> int:
         raise ApiError(400, f"the run asks for {needed} GPUs but this backend has {available}; ask for at most "
                        f"{available}", "too_many_gpus")
     return needed
+
+
+def ray_workers(trainer_kwargs: dict[str, Any], lightning_package: str, *, cpus: float, gpus: int,
+                cpus_per_worker: float, check: bool = True) -> tuple[int, bool]:
+    """Ray Train workers (one DDP process each) and whether they use GPUs, from Lightning's
+    ``devices`` (per node) times ``num_nodes``; refuses what the cluster can never hold."""
+    accelerator = str(trainer_kwargs.get("accelerator", "auto")).lower()
+    if accelerator not in _GPU_ACCELERATORS | {"auto", "cpu"}:
+        raise ApiError(400, f"accelerator={accelerator!r} is not available on this backend; use 'cpu', 'gpu' or "
+                       "'auto'", "bad_accelerator")
+    use_gpu = accelerator in _GPU_ACCELERATORS or (accelerator == "auto" and gpus > 0)
+    if use_gpu and gpus == 0:
+        raise ApiError(400, "the Ray cluster has no GPU; use accelerator='cpu' (or 'auto'), or add GPU nodes",
+                       "no_gpu")
+    nodes = trainer_kwargs.get("num_nodes", 1) or 1
+    if not isinstance(nodes, int) or nodes < 1:
+        raise ApiError(400, f"num_nodes={nodes!r} is not a node count; use a whole number >= 1", "bad_devices")
+    capacity = gpus if use_gpu else int(cpus // cpus_per_worker)
+    try:
+        per_node = _count(trainer_kwargs.get("devices", "auto"), max(1, capacity // nodes))
+    except ValueError:
+        raise ApiError(400, f"devices={trainer_kwargs.get('devices')!r} is not a device count", "bad_devices") from None
+    workers = per_node * nodes
+    if check and workers > capacity:
+        unit = "GPUs" if use_gpu else f"CPUs ({cpus_per_worker:g} per worker)"
+        raise ApiError(400, f"the run asks for {workers} Ray workers (devices={per_node} x num_nodes={nodes}) but the "
+                       f"Ray cluster has room for {capacity} by its {unit}; ask for fewer or add nodes",
+                       "too_many_workers")
+    if workers > 1 and lightning_package != "lightning":
+        raise ApiError(400, "multi-worker runs on Ray use Ray Train's Lightning integration, which is built on "
+                       "`lightning.pytorch`; this module uses `pytorch_lightning`: import lightning.pytorch as L in "
+                       "your notebook, or train with devices=1", "needs_lightning")
+    return workers, use_gpu

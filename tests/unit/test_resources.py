@@ -8,7 +8,7 @@ from aiaas_backend.resources import gpus_needed
     ("kwargs", "available", "needed"),
     [
         ({}, 0, 0),
-        ({"accelerator": "cpu", "devices": 2}, 4, 0),
+        ({"accelerator": "cpu", "devices": 1}, 4, 0),
         ({}, 2, 1),
         ({"accelerator": "gpu", "devices": 2}, 4, 2),
         ({"accelerator": "cuda", "devices": [0, 3]}, 4, 2),
@@ -28,6 +28,8 @@ def test_gpus_needed(kwargs, available, needed):
         ({"accelerator": "gpu", "devices": 8}, 2, "asks for 8 GPUs but this backend has 2"),
         ({"accelerator": "tpu"}, 2, "not available"),
         ({"num_nodes": 2}, 0, "executor ray"),
+        ({"accelerator": "cpu", "devices": 2}, 4, "one process per run"),
+        ({"devices": 2}, 0, "executor ray"),
         ({"accelerator": "gpu", "devices": 0}, 2, "not a device count"),
     ],
 )

@@ -8,6 +8,9 @@ through their states with :func:`aiaas_backend.lifecycle.set_status`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
+
+from ..resources import gpus_needed
 
 
 class Executor(ABC):
@@ -24,6 +27,12 @@ class Executor(ABC):
     @abstractmethod
     def stop(self) -> None:
         """Stop scheduling. Running work keeps going and is reconciled on the next start."""
+
+    def admit(self, trainer_kwargs: dict[str, Any], lightning_package: str) -> int:
+        """Check what a submitted run asks for (``devices``, ``num_nodes``, ``accelerator``)
+        against what this executor can ever give; returns the GPUs it needs or raises a 400
+        :class:`~aiaas_backend.errors.ApiError` that names the fix."""
+        return gpus_needed(trainer_kwargs, self.gpus)
 
     @property
     @abstractmethod

@@ -94,6 +94,8 @@ def _process_alive(pid: int | None, started: float | None) -> psutil.Process | N
 
 class LocalExecutor(Executor):
     name = "local"
+    # The program a worker process runs: it reads one JSON assignment line on stdin.
+    worker_module = "aiaas_backend.worker"
 
     def __init__(
         self,
@@ -197,8 +199,7 @@ class LocalExecutor(Executor):
         if run.cancel_requested:
             set_status(session, run, RunStatus.cancelled, error="cancelled by the user")
         elif requeue and run.attempt < self._settings.max_attempts:
-            ckpt = self._artifacts.last_checkpoint(run.id)
-            where = "its last checkpoint" if ckpt.exists() else "the start (no checkpoint yet)"
+            where = "its last checkpoint" if self._has_checkpoint(run.id) else "the start (no checkpoint yet)"
             run.attempt += 1
             run.last_wseq = 0  # the next worker numbers its reports from 1 again
             set_status(
@@ -250,6 +251,13 @@ class LocalExecutor(Executor):
                 return
             self._launch(session, run, gpu_ids)
 
+    def _has_checkpoint(self, run_id: str) -> bool:
+        return self._artifacts.last_checkpoint(run_id).exists()
+
+    def _extra_assignment(self, run: Run) -> dict[str, object]:
+        """What this executor's worker program needs beyond the common assignment."""
+        return {}
+
     def _launch(self, session: Session, run: Run, gpu_ids: list[str]) -> None:
         token, token_hash = new_worker_token()
         ckpt = self._artifacts.last_checkpoint(run.id)
@@ -260,7 +268,7 @@ class LocalExecutor(Executor):
             "run_id": run.id,
             "attempt": run.attempt,
             "token": token,
-            "api_url": self._api_url(),
+            "api_url": self._settings.advertise_url or self._api_url(),
             "server_info": str(self._settings.data_dir / "server.json"),
             "artifacts_root": str(self._artifacts.root),
             "gpu_ids": gpu_ids,
@@ -268,6 +276,7 @@ class LocalExecutor(Executor):
             "test": run.run_test,
             "resume_from": str(ckpt) if ckpt.exists() else None,
             "checkpoint_every_s": self._settings.checkpoint_every_s,
+            **self._extra_assignment(run),
         }
         proc = self._hand_over(assignment)
         if proc is None:
@@ -308,7 +317,7 @@ class LocalExecutor(Executor):
         env["PYTHONUNBUFFERED"] = "1"
         try:
             return subprocess.Popen(
-                [self._settings.worker_python, "-m", "aiaas_backend.worker"],
+                [self._settings.worker_python, "-m", self.worker_module],
                 stdin=subprocess.PIPE,
                 stdout=self._log_file,
                 stderr=subprocess.STDOUT,

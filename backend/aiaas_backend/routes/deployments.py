@@ -75,7 +75,7 @@ def _public(dep: Deployment, serving: ServingRuntime, session: SessionDep) -> De
         status=runtime.status if runtime else "stopped",
         replicas=dep.replicas, ready_replicas=runtime.router.ready_replicas if runtime else 0,
         max_batch_size=dep.max_batch_size, max_wait_ms=dep.max_wait_ms, max_queue=dep.max_queue,
-        timeout_s=dep.timeout_s, input_signature=run.input_signature if run else None,
+        timeout_s=dep.timeout_s, autoscale=dep.autoscale, input_signature=run.input_signature if run else None,
         error=runtime.error if runtime else None, created_at=dep.created_at,
         predict_path=f"/v1/deployments/{dep.name}/predict",
     )
@@ -83,7 +83,8 @@ def _public(dep: Deployment, serving: ServingRuntime, session: SessionDep) -> De
 
 def config_of(dep: Deployment) -> DeploymentConfig:
     return DeploymentConfig(id=dep.id, run_id=dep.run_id, replicas=dep.replicas, max_batch_size=dep.max_batch_size,
-                            max_wait_ms=dep.max_wait_ms, max_queue=dep.max_queue, timeout_s=dep.timeout_s)
+                            max_wait_ms=dep.max_wait_ms, max_queue=dep.max_queue, timeout_s=dep.timeout_s,
+                            autoscale=dict(dep.autoscale) if dep.autoscale else None)
 
 
 @router.get("/v1/models", operation_id="list_models")
@@ -101,6 +102,7 @@ def list_models(session: SessionDep, user: CurrentUser, artifacts: ArtifactsDep)
 async def create_deployment(body: DeploymentCreate, request: Request, user: CurrentUser, serving: ServingDep,
                             artifacts: ArtifactsDep) -> DeploymentPublic:
     sessions = request.app.state.sessions
+    serving.check(DeploymentConfig(id="", **body.model_dump(exclude={"name"})))
 
     def create() -> Deployment:
         with sessions() as session:
@@ -225,6 +227,7 @@ async def scale_deployment(name: str, body: DeploymentScale, request: Request, u
                            serving: ServingDep) -> DeploymentPublic:
     def change(session, dep: Deployment) -> None:  # type: ignore[no-untyped-def]
         dep.replicas = body.replicas
+        dep.autoscale = None  # a fixed count replaces autoscaling
 
     public = await _change(request, user, name, change)
     serving.schedule(serving.scale(public.id, body.replicas))

@@ -29,7 +29,6 @@ from ..deps import ArtifactsDep, CurrentUser, EnvironmentDep, ExecutorDep, Sessi
 from ..errors import ApiError, run_not_found
 from ..lifecycle import append_events, set_status, to_public
 from ..models import Event, Run, User
-from ..resources import gpus_needed
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
@@ -93,7 +92,7 @@ def create_run(
             "; ".join(problems) + ". Install matching versions in this notebook (or on the backend) and resubmit.",
             "incompatible_environment",
         )
-    gpus = gpus_needed(run_spec.trainer_kwargs, executor.gpus)
+    gpus = executor.admit(run_spec.trainer_kwargs, package)
     run = Run(
         id="run_" + uuid.uuid4().hex[:12],
         user_id=user.id,

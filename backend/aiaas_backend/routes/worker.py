@@ -39,7 +39,7 @@ def report_events(run: WorkerRun, session: SessionDep, batch: WorkerEventBatch, 
     if apply_events(session, run, batch.events):
         session.commit()
         request.app.state.event_bus.publish(run.id)
-    return WorkerReply(cancel_requested=run.cancel_requested)
+    return WorkerReply(cancel_requested=run.cancel_requested, last_wseq=run.last_wseq)
 
 
 @router.post("/{run_id}/status")
@@ -49,4 +49,4 @@ def report_status(run: WorkerRun, session: SessionDep, report: WorkerStatus, req
     apply_status(session, run, report)
     session.commit()
     request.app.state.event_bus.publish(run.id)
-    return WorkerReply(cancel_requested=cancel)
+    return WorkerReply(cancel_requested=cancel, last_wseq=run.last_wseq)

@@ -1,4 +1,4 @@
-"""The contract a serving runtime keeps with the API (local replica processes now, Ray Serve next).
+"""The contract a serving runtime keeps with the API (local replica processes, or Ray Serve).
 
 The API stores deployments in the database and asks the runtime to make the
 stored state true; predict requests go to the runtime's router for a
@@ -13,6 +13,8 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import ApiError
+
 
 @dataclass
 class DeploymentConfig:
@@ -23,10 +25,19 @@ class DeploymentConfig:
     max_wait_ms: float
     max_queue: int
     timeout_s: float
+    # {"min_replicas", "max_replicas", "target_ongoing_requests"}: replicas follow the load.
+    autoscale: dict[str, Any] | None = None
 
 
 class ServingRuntime(ABC):
     name: str
+
+    def check(self, config: DeploymentConfig) -> None:
+        """Refuse (400, naming the fix) what this runtime cannot do, before it is stored."""
+        if config.autoscale is not None:
+            raise ApiError(400, "autoscale needs a backend started with `--executor ray` (Ray Serve scales replicas "
+                           "with the load); this backend runs a fixed number of replica processes: deploy with "
+                           "replicas=N instead", "autoscale_unsupported")
 
     @abstractmethod
     async def deploy(self, config: DeploymentConfig) -> Any:

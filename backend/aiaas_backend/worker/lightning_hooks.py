@@ -65,9 +65,10 @@ def make_logger(pl: ModuleType, reporter: Reporter) -> Any:
     return AiaasLogger()
 
 
-def make_callback(pl: ModuleType, reporter: Reporter, last_ckpt: Path, every_s: float) -> Any:
+def make_callback(pl: ModuleType, reporter: Reporter, last_ckpt: Path | None, every_s: float) -> Any:
     class AiaasCallback(pl.Callback):  # type: ignore[name-defined,misc]
-        """Reports the device, stops on cancel, and checkpoints for resumption."""
+        """Reports the device, stops on cancel, and checkpoints for resumption to ``last_ckpt``
+        (None: someone else checkpoints, as Ray Train does for a worker group)."""
 
         def __init__(self) -> None:
             self.stopped_by = None
@@ -107,7 +108,7 @@ def make_callback(pl: ModuleType, reporter: Reporter, last_ckpt: Path, every_s: 
             now = time.monotonic()
             if now - self._last_progress > 0.2:  # a few a second is all a progress bar needs
                 self._progress(trainer)
-            if now - self._last_save > every_s:
+            if last_ckpt is not None and now - self._last_save > every_s:
                 self._save(trainer)
 
         def on_validation_batch_end(self, trainer: Any, *args: Any) -> None:
@@ -119,12 +120,28 @@ def make_callback(pl: ModuleType, reporter: Reporter, last_ckpt: Path, every_s: 
         def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
             self._progress(trainer)
             # At least once a minute and at the first epoch, so a requeued run loses little.
-            if time.monotonic() - self._last_save > min(every_s, 10.0) and not self.stopped_by:
+            if last_ckpt is not None and time.monotonic() - self._last_save > min(every_s, 10.0) and not self.stopped_by:
                 self._save(trainer)
 
         def _save(self, trainer: Any) -> None:
+            assert last_ckpt is not None
             with atomic(last_ckpt) as tmp:
                 trainer.save_checkpoint(tmp)
             self._last_save = time.monotonic()
 
     return AiaasCallback()
+
+
+def make_stop_in_step(pl: ModuleType) -> Any:
+    class StopInStep(pl.Callback):  # type: ignore[name-defined,misc]
+        """Makes every rank of a group agree to stop when any one wants to.
+
+        Lightning does not reduce ``trainer.should_stop`` across ranks, and our cancel
+        reaches rank 0 only; a rank that stops alone would leave the others waiting in a
+        collective forever. Runs after our callback, once per training step.
+        """
+
+        def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
+            trainer.should_stop = trainer.strategy.reduce_boolean_decision(bool(trainer.should_stop), all=False)
+
+    return StopInStep()

@@ -48,6 +48,7 @@ class Reporter:
         self._last_contact = time.monotonic()
         self._stop = threading.Event()
         self.cancel_requested = False
+        self._server_wseq = 0
         # The server no longer knows this worker (run requeued elsewhere or ended).
         self.revoked = False
         self._thread = threading.Thread(target=self._loop, name="aiaas-reporter", daemon=True)
@@ -111,8 +112,21 @@ class Reporter:
         if resp.status_code >= 400:
             return False
         self._last_contact = time.monotonic()
-        self.cancel_requested = WorkerReply.model_validate_json(resp.content).cancel_requested
+        reply = WorkerReply.model_validate_json(resp.content)
+        self.cancel_requested = reply.cancel_requested
+        self._server_wseq = reply.last_wseq
         return True
+
+    def continue_numbering(self, deadline_s: float = 60.0) -> None:
+        """Number events after those the server already holds for this attempt, as a worker
+        group that Ray Train restarted must (the server drops numbers it has seen)."""
+        deadline = time.monotonic() + deadline_s
+        while not self._post("events", json.dumps({"attempt": self._attempt, "events": []})):
+            if self.revoked or time.monotonic() > deadline:
+                return
+            time.sleep(0.2)
+        with self._lock:
+            self._wseq = max(self._wseq, self._server_wseq)
 
     def flush(self) -> bool:
         """Send everything pending; returns whether nothing is left."""

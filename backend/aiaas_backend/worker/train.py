@@ -9,6 +9,7 @@ import sys
 import sysconfig
 import traceback
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -63,33 +64,68 @@ def _trainer_kwargs(assignment: dict[str, Any], pickled: dict[str, Any]) -> dict
     return kwargs
 
 
-def _train(assignment: dict[str, Any], artifacts: Artifacts, reporter: Reporter) -> WorkerStatus:
-    run_id = assignment["run_id"]
-    run_dir = artifacts.run_dir(run_id)
-    attempt = assignment["attempt"]
+class Alone:
+    """How a run trains under the local executor: one process, which checkpoints for
+    resumption itself. :class:`aiaas_backend.worker.ray_train.RayRank` is the Ray Train twin."""
+
+    rank = 0
+    solo = True
+
+    def configure(self, pl: Any, kwargs: dict[str, Any], callbacks: list[Any]) -> tuple[dict[str, Any], list[Any]]:
+        return kwargs, callbacks
+
+    def prepare(self, trainer: Any) -> Any:
+        return trainer
+
+    def resume_from(self, assignment: dict[str, Any]) -> str | None:
+        return assignment["resume_from"]
+
+    def checkpoint_path(self, artifacts: Artifacts, run_id: str) -> Path | None:
+        return artifacts.last_checkpoint(run_id)
+
+
+def load_payload(artifacts: Artifacts, run_id: str) -> dict[str, Any]:
     try:
-        payload = packaging.unpack(artifacts.code(run_id).read_bytes())
+        return packaging.unpack(artifacts.code(run_id).read_bytes())
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(
             f"the backend cannot import {exc.name!r}, which your code uses: install it on the backend "
             "(it is an installed package in your notebook, so aiaas ships it by reference)"
         ) from exc
-    model = payload["model"]
+
+
+def lightning_of(model: Any) -> ModuleType:
+    """``lightning.pytorch`` or ``pytorch_lightning``: whichever the module was written for."""
     package = packaging.lightning_package_of(model)
-    pl = importlib.import_module("lightning.pytorch" if package == "lightning" else "pytorch_lightning")
+    return importlib.import_module("lightning.pytorch" if package == "lightning" else "pytorch_lightning")
+
+
+def _train(assignment: dict[str, Any], artifacts: Artifacts, reporter: Reporter | None,
+           place: Alone | None = None) -> WorkerStatus:
+    """Fit (and test) the shipped module; every rank of a group calls this, rank 0 with the reporter."""
+    place = place or Alone()
+    run_id = assignment["run_id"]
+    run_dir = artifacts.run_dir(run_id)
+    attempt = assignment["attempt"]
+    payload = load_payload(artifacts, run_id)
+    model = payload["model"]
+    pl = lightning_of(model)
 
     kwargs = _trainer_kwargs(assignment, payload["trainer_kwargs"])
     callbacks = kwargs.pop("callbacks", None) or []
     callbacks = list(callbacks) if isinstance(callbacks, list | tuple) else [callbacks]
-    ours = make_callback(pl, reporter, artifacts.last_checkpoint(run_id), assignment["checkpoint_every_s"])
-    ours.on_device = lambda device: reporter.status(
-        WorkerStatus(attempt=attempt, status=RunStatus.running, device=device)
-    )
     user_logger = kwargs.pop("logger", None)
     loggers = [] if user_logger in (None, True, False) else list(user_logger) if isinstance(user_logger, list | tuple) else [user_logger]
-    trainer = pl.Trainer(
-        default_root_dir=str(run_dir), callbacks=[*callbacks, ours], logger=[*loggers, make_logger(pl, reporter)], **kwargs
-    )
+    ours = None
+    if reporter is not None:
+        ours = make_callback(pl, reporter, place.checkpoint_path(artifacts, run_id), assignment["checkpoint_every_s"])
+        ours.on_device = lambda device: reporter.status(
+            WorkerStatus(attempt=attempt, status=RunStatus.running, device=device)
+        )
+        callbacks.append(ours)
+        loggers.append(make_logger(pl, reporter))
+    kwargs, callbacks = place.configure(pl, kwargs, callbacks)
+    trainer = place.prepare(pl.Trainer(default_root_dir=str(run_dir), callbacks=callbacks, logger=loggers, **kwargs))
 
     fit_kwargs: dict[str, Any] = {}
     if payload["datamodule"] is not None:
@@ -97,13 +133,16 @@ def _train(assignment: dict[str, Any], artifacts: Artifacts, reporter: Reporter)
     for key in ("train_dataloaders", "val_dataloaders"):
         if payload[key] is not None:
             fit_kwargs[key] = payload[key]
-    if reporter.should_stop:
+    # A group must enter fit together (its setup is collective): only a solo run may leave here.
+    if place.solo and reporter is not None and reporter.should_stop:
         return WorkerStatus(attempt=attempt, status=RunStatus.cancelled, error="cancelled before training started")
-    trainer.fit(model, ckpt_path=assignment["resume_from"], **fit_kwargs)
-    if ours.stopped_by == "cancel":
+    trainer.fit(model, ckpt_path=place.resume_from(assignment), **fit_kwargs)
+    stopped_by = getattr(ours, "stopped_by", None)
+    device = getattr(ours, "device", None)
+    if stopped_by == "cancel":
         return WorkerStatus(attempt=attempt, status=RunStatus.cancelled, error="cancelled by the user",
-                            final_metrics=_scalars(trainer.callback_metrics), device=getattr(ours, "device", None))
-    if ours.stopped_by == "server":
+                            final_metrics=_scalars(trainer.callback_metrics), device=device)
+    if stopped_by == "server":
         raise RuntimeError("training stopped: the aiaas server no longer accepts this worker's reports")
     final_metrics = _scalars(trainer.callback_metrics)
     if assignment["test"]:
@@ -111,12 +150,16 @@ def _train(assignment: dict[str, Any], artifacts: Artifacts, reporter: Reporter)
         trainer.test(model, datamodule=payload["datamodule"])
         final_metrics.update(_scalars(trainer.callback_metrics))
 
-    with atomic(artifacts.final(run_id, "lightning")) as tmp:
-        trainer.save_checkpoint(tmp)
-    with atomic(artifacts.final(run_id, "weights")) as tmp:
-        torch.save(model.state_dict(), tmp)
+    if place.rank == 0:
+        with atomic(artifacts.final(run_id, "lightning")) as tmp:
+            trainer.save_checkpoint(tmp)
+        with atomic(artifacts.final(run_id, "weights")) as tmp:
+            torch.save(model.state_dict(), tmp)
+    else:
+        # Saving is collective (a barrier inside); only rank 0 writes the file.
+        trainer.save_checkpoint(artifacts.final(run_id, "lightning").with_suffix(".other-ranks"))
     return WorkerStatus(attempt=attempt, status=RunStatus.succeeded, final_metrics=final_metrics,
-                        device=getattr(ours, "device", None), input_signature=ours.input_signature)
+                        device=device, input_signature=getattr(ours, "input_signature", None))
 
 
 def run(assignment: dict[str, Any]) -> int:

@@ -1,0 +1,89 @@
+"""The Ray executor: each run is a Ray Train job on an existing Ray cluster.
+
+It keeps the local executor's bookkeeping -- a FIFO queue, one driver process
+per run started from a warm one, adoption after a server restart, cancels that
+become kills after a grace period -- and changes where the work goes: the
+process it starts is a Ray driver (:mod:`aiaas_backend.worker.ray_driver`) that
+runs a ``TorchTrainer`` with ``devices x num_nodes`` workers. Ray places the
+workers; ``slots`` bounds how many runs are on the cluster at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from aiaas_sdk.wire import RunStatus
+
+from ..artifacts import Artifacts
+from ..config import Settings
+from ..event_bus import EventBus
+from ..models import Run
+from ..ray_cluster import RayCluster
+from ..resources import ray_workers
+from .local import LocalExecutor
+
+
+class RayExecutor(LocalExecutor):
+    name = "ray"
+    worker_module = "aiaas_backend.worker.ray_driver"
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        artifacts: Artifacts,
+        api_url: Callable[[], str],
+        bus: EventBus,
+        cluster: RayCluster,
+    ) -> None:
+        super().__init__(settings, sessions, artifacts, api_url, bus)
+        self._cluster = cluster
+
+    @property
+    def gpus(self) -> int:
+        return int(self._cluster.resources().get("GPU", 0))
+
+    def admit(self, trainer_kwargs: dict[str, Any], lightning_package: str) -> int:
+        resources = self._cluster.resources()
+        workers, use_gpu = ray_workers(
+            trainer_kwargs, lightning_package, cpus=resources.get("CPU", 0), gpus=int(resources.get("GPU", 0)),
+            cpus_per_worker=self._settings.ray_cpus_per_worker,
+        )
+        return workers if use_gpu else 0
+
+    def _has_room(self) -> bool:
+        return len(self._workers) < self._settings.slots
+
+    def _dispatch(self, session: Session) -> None:
+        queued = session.scalars(
+            select(Run).where(Run.status == RunStatus.queued.value).order_by(Run.created_at, Run.id)
+        ).all()
+        for run in queued:
+            if not self._has_room():
+                return
+            self._launch(session, run, [])
+
+    def _has_checkpoint(self, run_id: str) -> bool:
+        storage = self._artifacts.ray_storage(run_id)
+        return super()._has_checkpoint(run_id) or any(storage.glob("checkpoint_*"))
+
+    def _extra_assignment(self, run: Run) -> dict[str, object]:
+        package = (run.environment or {}).get("lightning_package", "lightning")
+        resources = self._cluster.resources()
+        workers, use_gpu = ray_workers(
+            run.trainer_kwargs or {}, package, cpus=resources.get("CPU", 0),
+            gpus=max(int(resources.get("GPU", 0)), run.gpus), cpus_per_worker=self._settings.ray_cpus_per_worker,
+            check=False,
+        )
+        return {
+            "ray_address": self._settings.ray_address,
+            "workers": workers,
+            "use_gpu": use_gpu,
+            "cpus_per_worker": self._settings.ray_cpus_per_worker,
+            "max_failures": self._settings.ray_max_failures,
+            "lightning_package": package,
+        }

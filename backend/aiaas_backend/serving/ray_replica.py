@@ -1,0 +1,40 @@
+"""The Ray Serve deployment that holds one run's model: a replica answers one batch per call.
+
+It speaks the local replica's frames (a tensor frame in; a status byte and a
+tensor frame or a JSON error out), so the same router batches for both
+runtimes. torch and the user's code are imported in the replica only: the API
+server just names this class.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ray import serve
+
+from ..artifacts import Artifacts
+
+
+@serve.deployment(name="model")
+class ModelReplica:
+    def __init__(self, artifacts_root: str, run_id: str, threads: int) -> None:
+        import torch
+
+        from .replica import load_model
+
+        torch.set_num_threads(max(1, threads))
+        self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self._model: Any = load_model(Artifacts(Path(artifacts_root)), run_id, self._device)
+
+    def __call__(self, frame: bytes) -> bytes:
+        from aiaas_sdk import tensor_codec
+
+        from .frames import error_reply
+        from .replica import predict
+
+        try:
+            array = tensor_codec.decode(frame)
+        except tensor_codec.CodecError as exc:
+            return error_reply(str(exc), "input")
+        return predict(self._model, array, self._device)

@@ -1,0 +1,127 @@
+"""One rank of a Ray Train worker group: the function ``TorchTrainer`` runs on every worker.
+
+Every rank builds the same Lightning Trainer as a local worker would, with Ray
+Train's Lightning integration in place of Lightning's own launcher: the
+``RayDDPStrategy``, the ``RayLightningEnvironment`` (ranks and world size come
+from Ray), and the ``RayTrainReportCallback``, which reports a checkpoint to Ray
+Train at the end of every epoch, into the run's directory in the artifact
+store. If a worker dies, Ray Train (``FailureConfig``) restarts the group and
+``ray.train.get_checkpoint()`` hands it that checkpoint to resume from.
+
+Rank 0 is the run's voice: it alone reports metrics, logs, progress and the
+result to the API, with the same reporter as a local worker, so a dashboard
+cannot tell the executors apart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import traceback
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import ray.train
+from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, RayTrainReportCallback, prepare_trainer
+
+from aiaas_sdk.wire import RunStatus, WorkerStatus
+
+from ..artifacts import Artifacts
+from .capture import OutputCapture
+from .lightning_hooks import make_stop_in_step
+from .reporter import Reporter
+from .train import _train, describe
+
+
+class RayRank:
+    """Where this process sits in the group, and what Ray adds to its Trainer.
+
+    Modules written for ``pytorch_lightning`` cannot take Ray's strategy (it is built
+    on ``lightning.pytorch``); they train on one worker (the API refuses more), which
+    checkpoints itself as a local worker does.
+    """
+
+    solo = False
+
+    def __init__(self, integrated: bool, resume_dir: str | None) -> None:
+        context = ray.train.get_context()
+        self.rank = context.get_world_rank()
+        self.integrated = integrated
+        self._resume_dir = resume_dir
+
+    def configure(self, pl: Any, kwargs: dict[str, Any], callbacks: list[Any]) -> tuple[dict[str, Any], list[Any]]:
+        kwargs.pop("num_nodes", None)
+        if not self.integrated:
+            kwargs["devices"] = 1
+            return kwargs, callbacks
+        kwargs.pop("strategy", None)
+        plugins = kwargs.pop("plugins", None) or []
+        plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins]
+        kwargs.update(devices="auto", strategy=RayDDPStrategy(), plugins=[*plugins, RayLightningEnvironment()])
+        return kwargs, [*callbacks, make_stop_in_step(pl), RayTrainReportCallback()]
+
+    def prepare(self, trainer: Any) -> Any:
+        return prepare_trainer(trainer) if self.integrated else trainer
+
+    def resume_from(self, assignment: dict[str, Any]) -> str | None:
+        if self._resume_dir is not None:
+            return str(Path(self._resume_dir) / RayTrainReportCallback.CHECKPOINT_NAME)
+        return assignment["resume_from"]
+
+    def checkpoint_path(self, artifacts: Artifacts, run_id: str) -> Path | None:
+        return None if self.integrated else artifacts.last_checkpoint(run_id)
+
+
+def _record_failure(artifacts: Artifacts, run_id: str, attempt: int, exc: BaseException) -> None:
+    """Keep the first error of this attempt: later ones are usually its echo in other ranks."""
+    failure = WorkerStatus(attempt=attempt, status=RunStatus.failed, error=describe(exc),
+                           traceback=traceback.format_exc())
+    try:
+        with artifacts.failure(run_id, attempt).open("x") as f:
+            f.write(failure.model_dump_json())
+    except FileExistsError:
+        pass
+
+
+def train_loop(assignment: dict[str, Any]) -> None:
+    """``train_loop_per_worker``: runs on every rank, with the executor's assignment as config."""
+    artifacts = Artifacts(Path(assignment["artifacts_root"]))
+    run_id, attempt = assignment["run_id"], assignment["attempt"]
+    os.chdir(artifacts.run_dir(run_id))
+    with ExitStack() as stack:
+        checkpoint = ray.train.get_checkpoint()
+        resume_dir = stack.enter_context(checkpoint.as_directory()) if checkpoint is not None else None
+        place = RayRank(assignment["lightning_package"] == "lightning", resume_dir)
+        if place.rank != 0:
+            try:
+                _train(assignment, artifacts, None, place)
+            except BaseException as exc:
+                _record_failure(artifacts, run_id, attempt, exc)
+                raise
+            return
+        _rank_zero(assignment, artifacts, place, checkpoint is not None)
+
+
+def _rank_zero(assignment: dict[str, Any], artifacts: Artifacts, place: RayRank, resumed: bool) -> None:
+    run_id, attempt = assignment["run_id"], assignment["attempt"]
+    # Ray workers log at INFO: httpx would echo every report into the run's own log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    reporter = Reporter(assignment["api_url"], assignment.get("server_info"), run_id, attempt, assignment["token"])
+    reporter.continue_numbering()
+    if resumed:
+        reporter.log("aiaas: Ray Train restarted the worker group; resuming from its last checkpoint")
+    capture = OutputCapture(artifacts.output_log(run_id), reporter.log)
+    capture.start()
+    try:
+        result = _train(assignment, artifacts, reporter, place)
+    except BaseException as exc:
+        traceback.print_exc()
+        _record_failure(artifacts, run_id, attempt, exc)
+        capture.stop()
+        reporter.flush()  # the traceback reaches the run's log; Ray Train decides what happens next
+        raise
+    capture.stop()
+    artifacts.write_atomic(artifacts.result(run_id, attempt), json.dumps(result.model_dump(mode="json")).encode())
+    reporter.finish(result, artifacts.pending_events(run_id, attempt))
