@@ -7,41 +7,19 @@ it); Playwright drives it and never downloads a browser of its own.
 
 from __future__ import annotations
 
-import os
-import secrets
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
-
-import httpx
 import nbformat
 import pytest
 
 from ..notebook_code import model_cell
+from .conftest import ARTIFACTS, CHROMIUM, FLAGS, LAB_FLAGS, NO_CHROMIUM, running_jupyter
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).parent / "artifacts"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
-
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed "
-                                "(apt-get install chromium); .ci/run installs it")
+pytestmark = NO_CHROMIUM
 
 MODULE = model_cell("BrowserModel", samples=64, batch_size=8, step_sleep=0.05)  # slow enough to watch
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 FRONTENDS = {
-    "jupyterlab": ("jupyterlab", "/lab/tree/dashboard.ipynb",
-                   ["--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
-                    "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]),
+    "jupyterlab": ("jupyterlab", "/lab/tree/dashboard.ipynb", LAB_FLAGS),
     "notebook7": ("notebook", "/notebooks/dashboard.ipynb", ["--JupyterNotebookApp.expose_app_in_browser=True"]),
 }
 
@@ -57,29 +35,8 @@ def lab(tmp_path, backend, request):
         nbformat.v4.new_code_cell("run = client.train(BrowserModel(), max_epochs=6, name='in-the-browser')\nrun"),
     ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
     nbformat.write(nb, root / "dashboard.ipynb")
-    port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, "AIAAS_CONFIG": str(tmp_path / "none.toml"), "JUPYTER_CONFIG_DIR": str(tmp_path / "jcfg"),
-           "JUPYTER_RUNTIME_DIR": str(tmp_path / "jrt")}
-    with open(tmp_path / "lab.log", "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", module, "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--allow-root", *flags],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"{url}/api/status", params={"token": token}).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail((tmp_path / "lab.log").read_text()[-3000:])
-    yield url, token, page_path, request.param
-    proc.terminate()
-    proc.wait(timeout=30)
+    with running_jupyter(tmp_path, module, root, flags) as jupyter:
+        yield jupyter.url, jupyter.token, page_path, request.param
 
 
 def test_live_dashboard_renders(lab, backend):
