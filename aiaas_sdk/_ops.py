@@ -10,6 +10,7 @@ polling and parsing exist once, so the sync and async surfaces cannot drift.
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -286,9 +287,13 @@ class RetryPolicy:
     retry_statuses: frozenset[int] = field(default_factory=lambda: frozenset({502, 503, 504}))
 
     def delay(self, attempt: int, response: httpx.Response | None = None) -> float:
+        base = self.backoff * (2**attempt)
         if response is not None and (after := response.headers.get("retry-after")):
             try:
-                return min(float(after), 30.0)
+                base = min(float(after), 30.0)
             except ValueError:
                 pass
-        return self.backoff * (2**attempt)
+        # Jittered: callers turned away together (a full queue answers every one of them
+        # "Retry-After: 1") would otherwise all come back at the same instant, find the
+        # queue full again, and run out of attempts while the server sat idle in between.
+        return base * random.uniform(0.5, 1.5)
