@@ -40,11 +40,13 @@ export interface DeploymentStats {
   p50_ms?: number | null;
 }
 
+export type DeploymentStatus = 'starting' | 'ready' | 'updating' | 'failed' | 'stopped';
+
 /** DeploymentPublic in the OpenAPI schema (the fields the panel uses). */
 export interface DeploymentPublic {
   id: string;
   name: string;
-  status: 'starting' | 'ready' | 'updating' | 'failed' | 'stopped';
+  status: DeploymentStatus;
   run_id: string;
   replicas: number;
   ready_replicas: number;
@@ -113,6 +115,7 @@ export const MODEL_FIELDS: Record<string, readonly string[]> = Object.fromEntrie
 );
 
 export const RUN_STATUSES: readonly RunStatus[] = ['queued', 'running', 'succeeded', 'failed', 'cancelled'];
+export const DEPLOYMENT_STATUSES: readonly DeploymentStatus[] = ['starting', 'ready', 'updating', 'failed', 'stopped'];
 
 export function isActive(run: RunPublic): boolean {
   return run.status === 'queued' || run.status === 'running';

@@ -7,11 +7,11 @@ import { readFileSync } from 'node:fs';
 
 import { describe, expect, it } from 'vitest';
 
-import { MODEL_FIELDS, RUN_STATUSES } from '../src/models';
+import { DEPLOYMENT_STATUSES, MODEL_FIELDS, RUN_STATUSES } from '../src/models';
 
 const path = process.env.AIAAS_OPENAPI;
 
-type Schema = { properties?: Record<string, unknown>; enum?: string[] };
+type Schema = { properties?: Record<string, Schema>; enum?: string[] };
 
 describe.skipIf(!path)('models match the backend OpenAPI schema (run through pytest)', () => {
   const schemas = (): Record<string, Schema> =>
@@ -26,5 +26,10 @@ describe.skipIf(!path)('models match the backend OpenAPI schema (run through pyt
 
   it('run statuses are the backend enum', () => {
     expect([...RUN_STATUSES].sort()).toEqual([...(schemas().RunStatus.enum ?? [])].sort());
+  });
+
+  it('deployment statuses are the backend enum', () => {
+    const status = schemas().DeploymentPublic.properties?.status;
+    expect([...DEPLOYMENT_STATUSES].sort()).toEqual([...(status?.enum ?? [])].sort());
   });
 });
