@@ -80,7 +80,11 @@ class LocalServing(ServingRuntime):
         self._counter += 1
         name = f"{runtime.config.id}-{self._counter}"
         sock = self._sockets / f"{self._counter}.sock"
-        threads = max(1, (os.cpu_count() or 1) // max(1, runtime.config.replicas))
+        # One core stays with the API server, which parses and batches every request: a
+        # replica whose intra-op threads must share it stalls at each op's barrier while
+        # a thread waits to be scheduled (ResNet-18 at 64 in flight on 2 busy cores: 6 req/s
+        # with 2 threads, 44 with 1; benchmarks/bench_serving.py).
+        threads = max(1, ((os.cpu_count() or 1) - 1) // max(1, runtime.config.replicas))
         if self._log is None:
             self._log = open(self._log_path, "ab")
         # Replicas take the backend's GPUs in turn (shared with training, not reserved);
