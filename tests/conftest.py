@@ -18,6 +18,8 @@ import pytest
 
 import aiaas
 
+from .ray_head import RayHead
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # jp_fetch and friends: a real Jupyter server in the test process (tests/lab_extension).
@@ -43,9 +45,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 class Backend:
     """An ``aiaas server`` subprocess with its own data dir and config file."""
 
-    def __init__(self, data_dir: Path, slots: int = 1, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, slots: int = 1, env: dict[str, str] | None = None,
+                 ray_address: str | None = None) -> None:
         self.data_dir = data_dir
         self.slots = slots
+        # With a Ray address the server runs `--executor ray` against that cluster.
+        self.ray_address = ray_address
         self.env = {**os.environ, "AIAAS_CONFIG": str(data_dir / "config.toml"), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
@@ -59,7 +64,8 @@ class Backend:
         with open(self.data_dir / f"server-{self._starts}.log", "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "aiaas_backend", "server", "--host", "127.0.0.1", "--port", str(port),
-                 "--data-dir", str(self.data_dir), "--slots", str(self.slots)],
+                 "--data-dir", str(self.data_dir), "--slots", str(self.slots),
+                 *(["--executor", "ray", "--ray-address", self.ray_address] if self.ray_address else [])],
                 stdout=log, stderr=subprocess.STDOUT, env=self.env,
             )
         deadline = time.monotonic() + timeout
@@ -145,6 +151,25 @@ def make_backend(tmp_path: Path) -> Iterator:
 def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
     """One backend per test module (workers are the slow part on a 2-core machine)."""
     b = Backend(tmp_path_factory.mktemp("backend"), slots=2).start()
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[RayHead]:
+    """A Ray cluster of this machine alone, started once for the session and stopped after it."""
+    head = RayHead(num_cpus=4).start()
+    yield head
+    head.stop()
+
+
+@pytest.fixture(scope="module", params=["local", "ray"])
+def any_backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    """A backend per executor: a module that uses it runs every test against both."""
+    address = request.getfixturevalue("ray_cluster").address if request.param == "ray" else None
+    env = {"AIAAS_RAY_CPUS_PER_REPLICA": "0.5"} if address else {}
+    b = Backend(tmp_path_factory.mktemp(f"backend-{request.param}"), slots=2, env=env, ray_address=address)
+    b.start(timeout=120)
     yield b
     b.close()
 

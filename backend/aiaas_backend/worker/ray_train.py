@@ -110,6 +110,9 @@ def _rank_zero(assignment: dict[str, Any], artifacts: Artifacts, place: RayRank,
     logging.getLogger("httpx").setLevel(logging.WARNING)
     reporter = Reporter(assignment["api_url"], assignment.get("server_info"), run_id, attempt, assignment["token"])
     reporter.continue_numbering()
+    workers = ray.train.get_context().get_world_size()
+    reporter.log(f"aiaas: training on {workers} Ray Train worker{'s' if workers > 1 else ''}"
+                 + (" with Lightning's DDP" if place.integrated else ""))
     if resumed:
         reporter.log("aiaas: Ray Train restarted the worker group; resuming from its last checkpoint")
     capture = OutputCapture(artifacts.output_log(run_id), reporter.log)

@@ -1,0 +1,103 @@
+"""The Ray executor and Ray Serve runtime on a real local Ray cluster (CPU only).
+
+The SDK calls are the ones a notebook makes against the local executor; only
+the backend differs. test_train.py runs its whole module against both executors.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import psutil
+import pytest
+import torch
+
+import aiaas
+
+from ..conftest import Backend, wait_until
+from .models import Regressor
+
+
+@pytest.fixture(scope="module")
+def backend(ray_cluster, tmp_path_factory):
+    b = Backend(tmp_path_factory.mktemp("ray-backend"), slots=1, ray_address=ray_cluster.address,
+                env={"AIAAS_RAY_CPUS_PER_REPLICA": "0.5"})
+    b.start(timeout=120)
+    yield b
+    b.close()
+
+
+def _train_workers(backend: Backend, run_id: str) -> list[psutil.Process]:
+    """The run's Ray Train workers: Ray actors whose working directory is the run's directory."""
+    run_dir = backend.data_dir / "artifacts" / "runs" / run_id
+    found = []
+    for proc in psutil.process_iter(["cwd", "cmdline"]):
+        try:
+            if proc.info["cwd"] == str(run_dir) and "RayTrainWorker" in " ".join(proc.info["cmdline"] or []):
+                found.append(proc)
+        except psutil.Error:
+            pass
+    return found
+
+
+def test_two_worker_ddp_run_streams_metrics_and_serves_on_ray_serve(client, tmp_path):
+    torch.manual_seed(0)
+    run = client.train(Regressor(), max_epochs=2, accelerator="cpu", devices=2, name="ddp")
+    live = list(run.events())  # followed live until the run ends
+    assert [e.seq for e in live] == list(range(1, len(live) + 1))
+    assert [e.data["status"] for e in live if e.kind == "status"] == ["queued", "running", "succeeded"]
+    steps = [e.data["step"] for e in live if e.kind == "metric" and e.data["name"] == "train_loss"]
+    # 128 rows, batches of 16, split over 2 ranks: 4 steps an epoch; rank 0 reports each one.
+    assert steps == list(range(8))
+    run.wait()
+    assert "training on 2 Ray Train workers with Lightning's DDP" in run.logs()
+    assert {"train_loss", "val_loss"} <= set(run.final_metrics)
+
+    local = Regressor.load_from_checkpoint(run.download_checkpoint(tmp_path / "final.ckpt")).eval()
+    dep = run.deploy("ddp", replicas=1, max_batch_size=8, autoscale=dict(min_replicas=1, max_replicas=2))
+    try:
+        assert dep.data.autoscale.max_replicas == 2
+        x = torch.randn(20, 8)
+        with torch.inference_mode():
+            expected = local(x)
+        assert torch.allclose(dep.predict(x), expected, atol=1e-6)
+        rows = [dep.predict(x[i : i + 1]) for i in range(3)]
+        assert torch.allclose(torch.cat(rows), expected[:3], atol=1e-6)
+        with pytest.raises(aiaas.BadRequest, match=r"expected \(batch, 8\), received \(2, 3\)"):
+            dep.predict(torch.zeros(2, 3))
+        stats = dep.stats()
+        # The bad request was refused by the API before it reached the router.
+        assert stats.requests == 4 and stats.errors == 0 and stats.ready_replicas >= 1
+    finally:
+        dep.delete()
+
+
+def test_cancel_stops_the_ray_job_and_frees_its_resources(client, ray_cluster):
+    before = ray_cluster.resources()["available"]["CPU"]
+    run = client.train(Regressor(step_sleep=0.2), max_epochs=200, accelerator="cpu", devices=2, name="to-cancel")
+    wait_until(lambda: len(run.metrics("train_loss")) >= 2, timeout=240, interval=0.5, what="training to start")
+    run.cancel()
+    with pytest.raises(aiaas.RunCancelled):
+        run.wait(timeout=120)
+    assert run.status is aiaas.RunStatus.cancelled
+    wait_until(lambda: ray_cluster.resources()["available"]["CPU"] == before, timeout=120, interval=1.0,
+               what="the run's Ray workers to give their CPUs back")
+
+
+def test_a_killed_worker_is_retried_from_the_last_checkpoint(client, backend):
+    run = client.train(Regressor(step_sleep=0.4), max_epochs=5, accelerator="cpu", devices=2, name="killed")
+    workers = wait_until(lambda: len(found := _train_workers(backend, run.id)) == 2 and found, timeout=240,
+                         interval=0.5, what="the run's two Ray workers")
+    # Ray Train checkpoints at each epoch's end: once the second epoch runs, kill a worker.
+    wait_until(lambda: any(p.epoch == 1 for p in run.metrics("train_loss")), timeout=240, interval=0.2,
+               what="the second epoch")
+    workers[-1].send_signal(signal.SIGKILL)
+    workers[-1].wait(timeout=10)  # it really died (psutil raises if it did not)
+    assert client.run(run.id).status is aiaas.RunStatus.running
+    run.wait(timeout=300)
+    logs = run.logs()
+    assert "resuming from its last checkpoint" in logs
+    steps = [p.step for p in run.metrics("train_loss")]
+    # The new group started from the checkpoint, not from step 0, and finished every step.
+    assert steps.count(0) == 1 and set(steps) == set(range(20)), steps
+    assert run.data.attempt == 1  # Ray Train retried inside the run; aiaas did not requeue it
