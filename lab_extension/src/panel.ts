@@ -99,7 +99,12 @@ export class AiaasPanel extends Widget {
     const rows = items.map(item => {
       const row = old.get(key(item)) ?? el('div', 'aiaas-Row');
       row.dataset.key = key(item);
-      row.replaceChildren(...fill(item));
+      // Unchanged parts keep their element: a button being clicked must not be swapped mid-click.
+      const current = Array.from(row.children);
+      const next = fill(item).map((node, i) => (current[i]?.isEqualNode(node) ? current[i] : node));
+      if (next.length !== current.length || next.some((node, i) => node !== current[i])) {
+        row.replaceChildren(...next);
+      }
       return row;
     });
     container.replaceChildren(...(rows.length ? rows : [el('div', 'aiaas-Panel-empty', empty)]));
