@@ -127,6 +127,10 @@ def test_resources_the_backend_cannot_give_get_400(client):
         client.train(Regressor(), accelerator="gpu", devices=1)
     with pytest.raises(aiaas.BadRequest, match="executor ray"):
         client.train(Regressor(), num_nodes=2)
+    with pytest.raises(aiaas.BadRequest, match="runs one process per run; use devices=1"):
+        client.train(Regressor(), accelerator="cpu", devices=2)
+    with pytest.raises(aiaas.BadRequest, match="autoscale needs a backend started with `--executor ray`"):
+        client.deploy("run_whatever", "scaled", autoscale=dict(min_replicas=1, max_replicas=4))
     with pytest.raises(TypeError, match="ckpt_path"):
         client.train(Regressor(), ckpt_path="x.ckpt")
 

@@ -20,6 +20,12 @@ from .models import PrintingCallback, RegressionData, Regressor, ScheduledRegres
 SCRIPTS = Path(__file__).parent / "scripts"
 
 
+@pytest.fixture(scope="module")
+def backend(any_backend):
+    """Every test here runs on the local executor and again on the Ray executor."""
+    return any_backend
+
+
 def test_notebook_module_trains_remotely_like_trainer_fit(backend, tmp_path):
     env = {**os.environ, "AIAAS_URL": backend.url, "AIAAS_API_KEY": backend.key}
     # Run from an empty dir: nothing but __main__ defines the module.

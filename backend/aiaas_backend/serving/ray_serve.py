@@ -42,12 +42,10 @@ class ServeSlot(Replica):
     handle: Any = None
 
     async def call(self, frame: bytes) -> bytes:
-        from ray.exceptions import RayActorError
-
         try:
             return await self.handle.remote(frame)
-        except RayActorError as exc:  # the replica died holding this batch: 503, safe to retry
-            raise ConnectionError(str(exc)) from exc
+        except Exception as exc:  # noqa: BLE001 - a replica that died or could not answer: 503, safe to retry
+            raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
 
 
 class ServeRouter(Router):

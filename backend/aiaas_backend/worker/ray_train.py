@@ -38,9 +38,14 @@ from .train import _train, describe
 class RayRank:
     """Where this process sits in the group, and what Ray adds to its Trainer.
 
-    Modules written for ``pytorch_lightning`` cannot take Ray's strategy (it is built
-    on ``lightning.pytorch``); they train on one worker (the API refuses more), which
-    checkpoints itself as a local worker does.
+    Several workers train with Lightning's DDP through Ray's strategy. One worker
+    trains as a local worker does -- Lightning's DDP would shard and shuffle the
+    training set through a ``DistributedSampler`` for no gain -- so a 1-worker run
+    gives the same numbers as ``Trainer.fit`` in the notebook. Either way Ray's
+    report callback checkpoints each epoch for Ray Train's retries. Modules written
+    for ``pytorch_lightning`` cannot take Ray's callbacks (they are built on
+    ``lightning.pytorch``): they train on one worker (the API refuses more) and
+    checkpoint themselves, as a local worker does.
     """
 
     solo = False
@@ -48,14 +53,16 @@ class RayRank:
     def __init__(self, integrated: bool, resume_dir: str | None) -> None:
         context = ray.train.get_context()
         self.rank = context.get_world_rank()
+        self.world_size = context.get_world_size()
         self.integrated = integrated
+        self.ddp = integrated and self.world_size > 1
         self._resume_dir = resume_dir
 
     def configure(self, pl: Any, kwargs: dict[str, Any], callbacks: list[Any]) -> tuple[dict[str, Any], list[Any]]:
         kwargs.pop("num_nodes", None)
-        if not self.integrated:
+        if not self.ddp:
             kwargs["devices"] = 1
-            return kwargs, callbacks
+            return kwargs, [*callbacks, RayTrainReportCallback()] if self.integrated else callbacks
         kwargs.pop("strategy", None)
         plugins = kwargs.pop("plugins", None) or []
         plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins]
@@ -63,7 +70,7 @@ class RayRank:
         return kwargs, [*callbacks, make_stop_in_step(pl), RayTrainReportCallback()]
 
     def prepare(self, trainer: Any) -> Any:
-        return prepare_trainer(trainer) if self.integrated else trainer
+        return prepare_trainer(trainer) if self.ddp else trainer
 
     def resume_from(self, assignment: dict[str, Any]) -> str | None:
         if self._resume_dir is not None:
@@ -110,9 +117,9 @@ def _rank_zero(assignment: dict[str, Any], artifacts: Artifacts, place: RayRank,
     logging.getLogger("httpx").setLevel(logging.WARNING)
     reporter = Reporter(assignment["api_url"], assignment.get("server_info"), run_id, attempt, assignment["token"])
     reporter.continue_numbering()
-    workers = ray.train.get_context().get_world_size()
+    workers = place.world_size
     reporter.log(f"aiaas: training on {workers} Ray Train worker{'s' if workers > 1 else ''}"
-                 + (" with Lightning's DDP" if place.integrated else ""))
+                 + (" with Lightning's DDP" if place.ddp else ""))
     if resumed:
         reporter.log("aiaas: Ray Train restarted the worker group; resuming from its last checkpoint")
     capture = OutputCapture(artifacts.output_log(run_id), reporter.log)

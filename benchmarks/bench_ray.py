@@ -1,0 +1,102 @@
+"""The Ray executor's figures: 2 Ray workers against 1, and the Ray path against the local executor.
+
+    python benchmarks/bench_ray.py [--epochs 30] [--hidden 1024] [--repeats 1]
+
+Starts a throwaway Ray cluster on 127.0.0.1 (CPU only, its own temp dir, no
+dashboard, no usage stats) and two backends on the same machine: one with the
+local executor, one with ``--executor ray`` on that cluster. Each repeat trains
+the tutorials' digits classifier (hidden layer widened so the job is compute
+bound) three ways, one after another so they see the same machine:
+
+- ``local``: the local executor (one worker process, the baseline);
+- ``ray x1``: the Ray executor, ``devices=1`` (one Ray Train worker);
+- ``ray x2``: the Ray executor, ``devices=2`` (two Ray Train workers, DDP).
+
+It prints the wall time of ``client.train(...).wait()``, split into start-up
+(submit to the first metric) and training (first metric to the end), and the
+ratios against the baselines measured in the same run. The medians over the
+repeats are shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tutorials"))
+from digits import DigitsClassifier, DigitsData  # noqa: E402
+
+import aiaas  # noqa: E402
+from _backend import print_table  # noqa: E402
+from tests.conftest import Backend  # noqa: E402
+from tests.ray_head import RayHead  # noqa: E402
+
+
+def timed_run(client: aiaas.Client, epochs: int, hidden: int, devices: int) -> tuple[float, float]:
+    """(start-up, training) seconds of one run."""
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    run = client.train(DigitsClassifier(hidden=hidden), datamodule=DigitsData(), max_epochs=epochs,
+                       accelerator="cpu", devices=devices, name=f"bench-x{devices}")
+    while not run.metrics("train_loss"):
+        time.sleep(0.05)
+    first = time.perf_counter()
+    run.wait()
+    end = time.perf_counter()
+    return first - start, end - first
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--hidden", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="aiaas-bench-ray-"))
+    head = RayHead(num_cpus=2).start()
+    local = Backend(root / "local", slots=1)
+    ray = Backend(root / "ray", slots=1, ray_address=head.address)
+    results: dict[str, list[tuple[float, float]]] = {"local": [], "ray x1": [], "ray x2": []}
+    try:
+        local.start(timeout=120)
+        ray.start(timeout=120)
+        clients = {"local": local.client(), "ray": ray.client()}
+        # One unmeasured run each: the first run pays for imports the next ones do not.
+        timed_run(clients["local"], 1, args.hidden, 1)
+        timed_run(clients["ray"], 1, args.hidden, 1)
+        for _ in range(args.repeats):
+            results["local"].append(timed_run(clients["local"], args.epochs, args.hidden, 1))
+            results["ray x1"].append(timed_run(clients["ray"], args.epochs, args.hidden, 1))
+            results["ray x2"].append(timed_run(clients["ray"], args.epochs, args.hidden, 2))
+    finally:
+        local.close()
+        ray.close()
+        head.stop()
+
+    def med(name: str, part: int | None = None) -> float:
+        return statistics.median(sum(r) if part is None else r[part] for r in results[name])
+
+    rows = [("workload", f"digits MLP hidden={args.hidden}, {args.epochs} epochs, CPU, repeats={args.repeats}")]
+    for name in results:
+        rows.append((f"{name}: wall s (start-up + training)",
+                     f"{med(name):.1f} ({med(name, 0):.1f} + {med(name, 1):.1f})"))
+    rows += [
+        ("ray x1 / local, wall", f"{med('ray x1') / med('local'):.2f}"),
+        ("ray x1 / local, training only", f"{med('ray x1', 1) / med('local', 1):.2f}"),
+        ("ray x2 / ray x1, wall", f"{med('ray x2') / med('ray x1'):.2f}"),
+        ("ray x2 / ray x1, training only", f"{med('ray x2', 1) / med('ray x1', 1):.2f}"),
+    ]
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()
