@@ -28,8 +28,8 @@ def test_readme_opens_with_two_sentences_a_screenshot_then_the_two_commands():
     assert image and (ROOT / image.group(1)).stat().st_size > 10_000
     assert len(head) == 3
     # Exactly two commands before anything else: the next code block comes after a heading.
-    rest = README.split(_opening_commands()[1], 1)[1]
-    assert rest.index("## ") < rest.index("```")
+    rest = README.split(tests + "\n```", 1)[1]
+    assert rest.index("\n## ") < rest.index("```")
 
 
 def test_ci_runs_the_readme_test_command():
