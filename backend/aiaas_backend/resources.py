@@ -65,8 +65,9 @@ def ray_workers(trainer_kwargs: dict[str, Any], lightning_package: str, *, cpus:
     if use_gpu and gpus == 0:
         raise ApiError(400, "the Ray cluster has no GPU; use accelerator='cpu' (or 'auto'), or add GPU nodes",
                        "no_gpu")
-    nodes = trainer_kwargs.get("num_nodes", 1) or 1
-    if not isinstance(nodes, int) or nodes < 1:
+    nodes = trainer_kwargs.get("num_nodes", 1)
+    nodes = 1 if nodes is None else nodes
+    if not isinstance(nodes, int) or isinstance(nodes, bool) or nodes < 1:
         raise ApiError(400, f"num_nodes={nodes!r} is not a node count; use a whole number >= 1", "bad_devices")
     capacity = gpus if use_gpu else int(cpus // cpus_per_worker)
     try:

@@ -1,7 +1,7 @@
 import pytest
 
 from aiaas_backend.errors import ApiError
-from aiaas_backend.resources import gpus_needed
+from aiaas_backend.resources import gpus_needed, ray_workers
 
 
 @pytest.mark.parametrize(
@@ -36,4 +36,34 @@ def test_gpus_needed(kwargs, available, needed):
 def test_what_the_backend_cannot_give_is_refused(kwargs, available, message):
     with pytest.raises(ApiError, match=message) as raised:
         gpus_needed(kwargs, available)
+    assert raised.value.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "package", "expected"),
+    [
+        ({}, "lightning", (1, False)),
+        ({"accelerator": "cpu", "devices": 2}, "lightning", (2, False)),
+        ({"accelerator": "cpu", "devices": 2, "num_nodes": 2}, "lightning", (4, False)),
+        ({"accelerator": "gpu", "devices": 2, "num_nodes": 2}, "lightning", (4, True)),
+        ({"devices": 1}, "pytorch_lightning", (1, False)),
+    ],
+)
+def test_ray_workers_are_devices_times_nodes(kwargs, package, expected):
+    gpus = 4 if kwargs.get("accelerator") == "gpu" else 0
+    assert ray_workers(kwargs, package, cpus=4, gpus=gpus, cpus_per_worker=1) == expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "package", "message"),
+    [
+        ({"accelerator": "cpu", "devices": 4}, "lightning", "asks for 4 Ray workers .* room for 2"),
+        ({"accelerator": "gpu"}, "lightning", "no GPU"),
+        ({"accelerator": "cpu", "devices": 2}, "pytorch_lightning", "import lightning.pytorch"),
+        ({"num_nodes": 0}, "lightning", "not a node count"),
+    ],
+)
+def test_what_the_ray_cluster_cannot_hold_is_refused(kwargs, package, message):
+    with pytest.raises(ApiError, match=message) as raised:
+        ray_workers(kwargs, package, cpus=2, gpus=0, cpus_per_worker=1)
     assert raised.value.status_code == 400
