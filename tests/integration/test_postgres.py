@@ -64,5 +64,16 @@ def test_train_stream_cancel_and_restart_on_postgres(make_backend, database_url)
     assert client.run(slow.id).status is aiaas.RunStatus.cancelled
     assert torch.allclose(client.deployment("pg").wait_ready(timeout=120).predict(x), y)
     with psycopg.connect(database_url.replace("postgresql+psycopg", "postgresql")) as conn:
-        assert conn.execute("select version_num from alembic_version").fetchone()[0] == "0002"
+        assert conn.execute("select version_num from alembic_version").fetchone()[0] == _head_revision()
         assert conn.execute("select count(*) from events where run_id = %s", (run.id,)).fetchone()[0] == len(events)
+
+
+def _head_revision() -> str:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from aiaas_backend.db import MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(config).get_current_head()

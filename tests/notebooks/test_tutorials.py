@@ -76,7 +76,7 @@ def check_bring_your_own(nb: nbformat.NotebookNode, text: str) -> None:
     rates = json.loads(re.search(r"learning rate per epoch: (\[.*\])", text).group(1))
     assert rates[0] == pytest.approx(0.02) and rates[-1] < rates[0]  # the scheduler ran
     remote, local = re.search(r"val_acc on the backend ([0-9.]+), here ([0-9.]+)", text).groups()
-    assert float(remote) > 0.9 and float(remote) == pytest.approx(float(local), abs=1e-4)
+    assert float(remote) > 0.85 and float(remote) == pytest.approx(float(local), abs=1e-4)
     assert "'hidden': 128" in text and "state_dict loads into a fresh module: True" in text
     assert "this batch is wrong" in text and "in training_step" in text
 
