@@ -50,8 +50,13 @@ def running_jupyter(tmp_path: Path, module: str, root: Path, flags: list[str],
                     env: dict[str, str] | None = None) -> Iterator[Jupyter]:
     """``python -m module`` (jupyterlab, notebook) on a free port with a fresh config and runtime dir."""
     port, token = free_port(), secrets.token_hex(16)
+    # Settings saved by a test stay in its own folder; and no "Jupyter news?" pop-up over the screenshots.
+    settings = tmp_path / "lab-settings"
+    notification = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    notification.parent.mkdir(parents=True, exist_ok=True)
+    notification.write_text('{"fetchNews": "false"}')
     full_env = {**os.environ, "AIAAS_CONFIG": str(tmp_path / "none.toml"), "JUPYTER_CONFIG_DIR": str(tmp_path / "jcfg"),
-                "JUPYTER_RUNTIME_DIR": str(tmp_path / "jrt"), **(env or {})}
+                "JUPYTER_RUNTIME_DIR": str(tmp_path / "jrt"), "JUPYTERLAB_SETTINGS_DIR": str(settings), **(env or {})}
     log = tmp_path / f"{module}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(

@@ -62,6 +62,10 @@ def test_live_dashboard_renders(lab, backend):
         page.wait_for_function("document.body.innerText.includes('running')", timeout=60_000)
         page.locator(".aiaas-chart").scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS / f"{frontend}-dashboard-live.png"))
+        # The README's picture (docs/images/dashboard.png) is this one: the cell and its dashboard, mid-run.
+        page.wait_for_function("['epoch 3/6', 'succeeded'].some(t => document.body.innerText.includes(t))",
+                               timeout=60_000)
+        page.locator(".jp-Notebook .jp-Cell").last.screenshot(path=str(ARTIFACTS / f"{frontend}-dashboard-cell.png"))
         page.wait_for_function("document.body.innerText.includes('succeeded') &&"
                                " document.body.innerText.includes('Final:')", timeout=120_000)
         page.screenshot(path=str(ARTIFACTS / f"{frontend}-dashboard-done.png"))
