@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 NAMESPACE = "aiaas"
 
@@ -48,7 +47,3 @@ class RayCluster:
 
         if ray.is_initialized():
             ray.shutdown()
-
-
-def cluster_summary(resources: dict[str, Any]) -> str:
-    return f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs"

@@ -73,15 +73,15 @@ def test_two_worker_ddp_run_streams_metrics_and_serves_on_ray_serve(client, tmp_
 
 
 def test_cancel_stops_the_ray_job_and_frees_its_resources(client, ray_cluster):
-    before = ray_cluster.resources()["available"]["CPU"]
+    before = wait_until(ray_cluster.resources, timeout=120, what="the cluster's resources")["available"]["CPU"]
     run = client.train(Regressor(step_sleep=0.2), max_epochs=200, accelerator="cpu", devices=2, name="to-cancel")
     wait_until(lambda: len(run.metrics("train_loss")) >= 2, timeout=240, interval=0.5, what="training to start")
     run.cancel()
     with pytest.raises(aiaas.RunCancelled):
         run.wait(timeout=120)
     assert run.status is aiaas.RunStatus.cancelled
-    wait_until(lambda: ray_cluster.resources()["available"]["CPU"] == before, timeout=120, interval=1.0,
-               what="the run's Ray workers to give their CPUs back")
+    wait_until(lambda: (now := ray_cluster.resources()) is not None and now["available"]["CPU"] == before,
+               timeout=120, interval=1.0, what="the run's Ray workers to give their CPUs back")
 
 
 def test_a_killed_worker_is_retried_from_the_last_checkpoint(client, backend):
