@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     # CPU runs that may train at once; GPU runs are limited by free GPUs instead.
     slots: int = Field(default=1, ge=1, le=1024)
     gpus: list[str] = Field(default_factory=detect_gpus)
+    # torch threads per local serving replica; 0: the cores divided among the replicas.
+    replica_threads: int = Field(default=0, ge=0, le=1024)
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1024)
     cancel_grace_s: float = Field(default=15.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)

@@ -51,7 +51,8 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
         serving = RayServing(artifacts, cluster, settings.ray_cpus_per_replica)
     else:
         executor = LocalExecutor(settings, sessions, artifacts, api_url, bus)
-        serving = LocalServing(artifacts, settings.data_dir, settings.worker_python, settings.gpus)
+        serving = LocalServing(artifacts, settings.data_dir, settings.worker_python, settings.gpus,
+                               settings.replica_threads)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -120,14 +120,15 @@ def test_bad_inputs_get_4xx_naming_expected_and_received(backend, deployment):
     assert ok.status_code == 200 and len(ok.json()["outputs"]) == 1
 
 
-def test_a_body_over_the_limit_gets_413(make_backend):
-    small = make_backend(name="small", AIAAS_MAX_UPLOAD_BYTES="200000")
+def test_a_body_over_the_limit_gets_413_and_replica_threads_are_set(make_backend):
+    small = make_backend(name="small", AIAAS_MAX_UPLOAD_BYTES="200000", AIAAS_REPLICA_THREADS="1")
     client = small.client()
     run = client.train(Regressor(), max_epochs=1).wait()
     dep = run.deploy("small")
     with pytest.raises(aiaas.PayloadTooLarge):
         dep.predict(np.zeros((10_000, 8), np.float32))
     assert dep.predict(np.zeros((2, 8), np.float32)).shape == (2, 1)
+    assert f"replica for {run.id} ready on cpu with 1 threads" in (small.data_dir / "replicas.log").read_text()
 
 
 def test_other_users_cannot_see_or_call_a_deployment(backend, deployment):

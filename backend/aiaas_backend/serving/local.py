@@ -55,8 +55,9 @@ class LocalServing(ServingRuntime):
     name = "local"
 
     def __init__(self, artifacts: Artifacts, data_dir: Path, python: str = sys.executable,
-                 gpus: list[str] | None = None) -> None:
+                 gpus: list[str] | None = None, replica_threads: int = 0) -> None:
         self._artifacts = artifacts
+        self._replica_threads = replica_threads
         self._gpus = gpus or []
         self._python = python
         self._log_path = data_dir / "replicas.log"
@@ -80,11 +81,11 @@ class LocalServing(ServingRuntime):
         self._counter += 1
         name = f"{runtime.config.id}-{self._counter}"
         sock = self._sockets / f"{self._counter}.sock"
-        # One core stays with the API server, which parses and batches every request: a
-        # replica whose intra-op threads must share it stalls at each op's barrier while
-        # a thread waits to be scheduled (ResNet-18 at 64 in flight on 2 busy cores: 6 req/s
-        # with 2 threads, 44 with 1; benchmarks/bench_serving.py).
-        threads = max(1, ((os.cpu_count() or 1) - 1) // max(1, runtime.config.replicas))
+        # By default a replica gets its share of the cores. On a machine the replicas share
+        # with the API server and other work, their intra-op threads stall at every op's
+        # barrier while one waits to be scheduled; AIAAS_REPLICA_THREADS=1 avoids that at
+        # the cost of peak throughput for heavy models (both measured with bench_serving.py).
+        threads = self._replica_threads or max(1, (os.cpu_count() or 1) // max(1, runtime.config.replicas))
         if self._log is None:
             self._log = open(self._log_path, "ab")
         # Replicas take the backend's GPUs in turn (shared with training, not reserved);

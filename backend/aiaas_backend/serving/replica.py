@@ -102,7 +102,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if os.environ.get("CUDA_VISIBLE_DEVICES") and torch.cuda.is_available() else "cpu")
     model = load_model(Artifacts(args.artifacts), args.run, device)
-    print(f"replica for {args.run} ready on {device}", flush=True)
+    print(f"replica for {args.run} ready on {device} with {torch.get_num_threads()} threads", flush=True)
     serve(args.socket, model, device)
     return 0
 
