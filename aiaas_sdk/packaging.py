@@ -31,6 +31,8 @@ from typing import Any
 
 import cloudpickle
 
+from . import _pickler
+
 MAGIC = b"AIAAS-PAYLOAD/1\n"
 _LEN = struct.Struct(">I")
 _OUR_PACKAGES = {"aiaas", "aiaas_sdk", "aiaas_backend"}
@@ -132,13 +134,19 @@ def _user_modules_by_value() -> Iterator[list[str]]:
             cloudpickle.unregister_pickle_by_value(sys.modules[name])
 
 
-def _user_sources(objects: list[Any]) -> dict[str, list[str]]:
-    """Source lines of notebook cells that define the shipped classes.
+def _user_sources(objects: list[Any], modules: list[str]) -> dict[str, list[str]]:
+    """Source lines of the notebook cells that define the shipped classes, and of the
+    user's modules shipped by value.
 
-    Shipped so remote tracebacks show the user's code; a notebook cell exists
-    only in this kernel's linecache.
+    Shipped so remote tracebacks show the user's code: a notebook cell exists
+    only in this kernel's linecache, and a module beside the notebook is not on
+    the backend (nor visible to a sandboxed worker).
     """
     sources: dict[str, list[str]] = {}
+    for name in modules:
+        file = getattr(sys.modules.get(name), "__file__", None)
+        if file and (lines := linecache.getlines(file)):
+            sources[file] = lines
     for obj in objects:
         if obj is None:
             continue
@@ -158,9 +166,9 @@ def _user_sources(objects: list[Any]) -> dict[str, list[str]]:
 def pack(payload: dict[str, Any], *, lightning_package: str) -> bytes:
     """Pickle ``payload`` (model, datamodule, ...) with its manifest."""
     payload = dict(payload)
-    payload["sources"] = _user_sources([payload.get("model"), payload.get("datamodule")])
     with _user_modules_by_value() as by_value:
-        body = cloudpickle.dumps(payload, protocol=5)
+        payload["sources"] = _user_sources([payload.get("model"), payload.get("datamodule")], by_value)
+        body = _pickler.dumps(payload, protocol=5)
     manifest = environment(lightning_package)
     manifest.update(
         format="1",

@@ -79,3 +79,24 @@ def test_a_users_own_module_travels_by_value(tmp_path, monkeypatch):
             f"print(packaging.unpack(open({str(payload)!r}, 'rb').read())['model'](14))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=60)
     assert out.stdout.strip() == "42", out.stderr
+
+
+def test_a_shipped_functions_traceback_names_the_users_file_and_source(tmp_path, monkeypatch):
+    source = tmp_path / "failing_beside_notebook.py"
+    source.write_text(textwrap.dedent("""
+        class Boom:
+            def __call__(self):
+                raise ValueError("boom from the user's file")
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import failing_beside_notebook
+
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(_pack(failing_beside_notebook.Boom()))
+    source.unlink()  # the worker's machine has no copy of the file: its lines travel in the payload
+    code = ("import traceback; from aiaas_sdk import packaging\n"
+            f"model = packaging.unpack(open({str(payload)!r}, 'rb').read())['model']\n"
+            "try:\n    model()\nexcept ValueError:\n    traceback.print_exc()")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=60)
+    assert f'File "{source}", line 4, in __call__' in out.stderr, out.stderr
+    assert """raise ValueError("boom from the user's file")""" in out.stderr
