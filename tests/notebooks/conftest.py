@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sysconfig
 import venv
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +24,14 @@ def ipykernel6(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("ipykernel6")
     venv.EnvBuilder(system_site_packages=True, with_pip=True).create(root / "venv")
     python = root / "venv" / "bin" / "python"
+    # system_site_packages reaches the base interpreter's packages only; when the tests run in a
+    # virtualenv, its site-packages (aiaas's editable install included) must come right after
+    # the new venv's own. addsitedir, unlike a plain path line, also runs that folder's .pth files.
+    site_packages = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                   capture_output=True, text=True, check=True).stdout.strip()
+    ours = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    (Path(site_packages) / "aiaas_outer_env.pth").write_text(
+        "".join(f"import site; site.addsitedir({p!r})\n" for p in ours))
     out = subprocess.run([str(python), "-m", "pip", "install", "-q", "ipykernel>=6.29,<7"],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -31,9 +41,9 @@ def ipykernel6(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "Python (ipykernel 6)", "language": "python",
     }))
-    version = subprocess.run([str(python), "-c", "import ipykernel; print(ipykernel.__version__)"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-    assert version.startswith("6."), version
+    version = subprocess.run([str(python), "-c", "import ipykernel, aiaas; print(ipykernel.__version__)"],
+                             capture_output=True, text=True).stdout.strip()
+    assert version.startswith("6."), f"the ipykernel 6 environment cannot import ipykernel 6 and aiaas: {version}"
     return {"JUPYTER_PATH": str(root / "share" / "jupyter")}
 
 
