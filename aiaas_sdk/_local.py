@@ -2,7 +2,10 @@
 
 The backend runs as a detached ``python -m aiaas_backend server`` process so it
 outlives the kernel that started it; ``server.json`` in its data dir says where
-it listens. The SDK only starts the process: it never imports the backend.
+it listens and ``local.key`` holds the key of its one user, so the embedded
+backend never depends on the user's config file (which may point at another
+backend). ``aiaas local status`` and ``aiaas local stop`` show and stop it.
+The SDK only starts the process: it never imports the backend.
 """
 
 from __future__ import annotations
@@ -14,12 +17,24 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from ._errors import AiaasError, BackendUnavailable
 from .config import default_data_dir
+
+LOCAL_KEY_FILE = "local.key"  # written by the backend (aiaas_backend.server)
+
+
+@dataclass(frozen=True)
+class LocalBackend:
+    """Where the embedded backend listens and the key of its ``local`` user."""
+
+    url: str
+    api_key: str
+    data_dir: Path
 
 
 def _healthy(data_dir: Path) -> str | None:
@@ -33,11 +48,48 @@ def _healthy(data_dir: Path) -> str | None:
     return None
 
 
-def ensure_local_backend(data_dir: str | Path | None = None, timeout: float = 120.0) -> str:
-    """Return the URL of the local backend for ``data_dir``, starting it if needed."""
+def _found(data_dir: Path, url: str) -> LocalBackend:
+    try:
+        key = (data_dir / LOCAL_KEY_FILE).read_text().strip()
+    except OSError as exc:
+        raise AiaasError(
+            f"the embedded backend at {url} has no key for this machine's user ({data_dir / LOCAL_KEY_FILE}: "
+            f"{exc.strerror}); stop it with `aiaas local stop` and connect again"
+        ) from None
+    return LocalBackend(url, key, data_dir)
+
+
+def _start_detached(data_dir: Path, log_path: Path) -> int:
+    """Start the server as a daemon: a child of a shell that exits at once, so it is nobody's
+    child (no zombie left in the kernel after ``aiaas local stop``, none reaped by its exit)."""
+    # The embedded backend is reached through its data dir, never through the config file.
+    env = {**os.environ, "AIAAS_WRITE_CONFIG": "false", "AIAAS_SERVER_LOG": str(log_path)}
+    command = [sys.executable, "-m", "aiaas_backend", "server", "--data-dir", str(data_dir),
+               "--host", "127.0.0.1", "--port", "0"]
+    shell = subprocess.run(
+        ["/bin/sh", "-c", '"$@" < /dev/null >> "$AIAAS_SERVER_LOG" 2>&1 & echo $!', "sh", *command],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, start_new_session=True, env=env, timeout=30,
+    )
+    if shell.returncode != 0 or not shell.stdout.strip().isdigit():
+        raise BackendUnavailable(f"could not start the embedded backend: {shell.stderr.strip() or shell.stdout}")
+    return int(shell.stdout.strip())
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def ensure_local_backend(data_dir: str | Path | None = None, timeout: float = 120.0) -> LocalBackend:
+    """Return the local backend for ``data_dir``, starting it if needed."""
     data_dir = Path(data_dir or default_data_dir()).resolve()
     if url := _healthy(data_dir):
-        return url
+        return _found(data_dir, url)
     if importlib.util.find_spec("aiaas_backend") is None or importlib.util.find_spec("fastapi") is None:
         raise AiaasError(
             "the embedded backend needs the server extra: pip install 'aiaas[server]' "
@@ -48,23 +100,18 @@ def ensure_local_backend(data_dir: str | Path | None = None, timeout: float = 12
     with open(data_dir / "start.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if url := _healthy(data_dir):
-            return url
+            return _found(data_dir, url)
         log_path = data_dir / "server.log"
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "aiaas_backend", "server", "--data-dir", str(data_dir),
-                 "--host", "127.0.0.1", "--port", "0"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, env=os.environ.copy(),
-            )
+        pid = _start_detached(data_dir, log_path)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if url := _healthy(data_dir):
-                return url
-            if proc.poll() is not None:
+                print(f"aiaas: started an embedded backend at {url} (pid {pid}, data in {data_dir}). "
+                      "It keeps running after this program ends, so runs and deployments go on: "
+                      "`aiaas local status` shows it, `aiaas local stop` stops it.")
+                return _found(data_dir, url)
+            if not _running(pid):
                 tail = log_path.read_text(errors="replace")[-2000:]
-                raise BackendUnavailable(
-                    f"the embedded backend exited with code {proc.returncode}; its log ({log_path}) ends:\n{tail}"
-                )
+                raise BackendUnavailable(f"the embedded backend exited at start; its log ({log_path}) ends:\n{tail}")
             time.sleep(0.1)
         raise BackendUnavailable(f"the embedded backend did not start within {timeout:.0f} s; see {log_path}")

@@ -12,8 +12,10 @@ timeout    ``timeout=``        ``AIAAS_TIMEOUT`` (seconds)       30
 
 The config file is TOML at ``AIAAS_CONFIG`` or the platform's user config dir
 (``~/.config/aiaas/config.toml`` on Linux), with top-level ``url`` and
-``api_key``. A local ``aiaas server`` writes it on first start. The embedded
-backend keeps its data under ``AIAAS_DATA_DIR`` or the user data dir.
+``api_key``. A local ``aiaas server`` points it at itself on first start, unless
+it already belongs to another backend. The embedded backend (``connect("local")``)
+keeps its data under ``AIAAS_DATA_DIR`` or the user data dir and its key in
+``local.key`` there; it never reads or writes the config file.
 """
 
 from __future__ import annotations

@@ -67,7 +67,11 @@ class AiaasMagics(Magics):
         if self.client is None:
             import aiaas
 
-            self.client = aiaas.connect()
+            from ._connect import last_connected
+
+            # The notebook's own `client = aiaas.connect(...)` (an embedded backend included)
+            # comes first; the settings (AIAAS_URL, config file) only when it made none.
+            self.client = last_connected() or aiaas.connect()
         return self.client
 
     @line_magic

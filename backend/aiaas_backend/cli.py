@@ -10,6 +10,9 @@ import typer
 app = typer.Typer(help="aiaas: train Lightning modules from notebooks on this backend.", no_args_is_help=True)
 keys = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys, name="keys")
+local = typer.Typer(help="See and stop the backend running on this machine (the one aiaas.connect(\"local\") "
+                         "starts).", no_args_is_help=True)
+app.add_typer(local, name="local")
 
 DataDir = Annotated[Path | None, typer.Option(help="where the database and artifacts live [default: user data dir]")]
 
@@ -63,6 +66,38 @@ def keys_create(
         key = create_api_key(session, user)
     typer.echo(f"created an API key for user {user!r} (store it now: it is not shown again):")
     typer.echo(key)
+
+
+@local.command("status")
+def local_status(data_dir: DataDir = None) -> None:
+    """Show whether the backend of DATA_DIR runs, where, its processes and memory, runs and deployments."""
+    from .local_admin import describe, inspect
+
+    settings = _settings(data_dir=data_dir)
+    typer.echo(describe(inspect(settings.data_dir, settings.sqlalchemy_url)))
+
+
+@local.command("stop")
+def local_stop(
+    data_dir: DataDir = None,
+    force: Annotated[bool, typer.Option(help="stop even while runs train (they resume from their last "
+                                        "checkpoint on the next start)")] = False,
+) -> None:
+    """Stop the backend of DATA_DIR with its workers and replicas; runs, models and deployments are kept."""
+    from .local_admin import StopRefused, inspect, stop
+
+    settings = _settings(data_dir=data_dir)
+    state = inspect(settings.data_dir, settings.sqlalchemy_url)
+    if not state.alive and not state.running_runs:
+        typer.echo(f"no aiaas backend is running on {settings.data_dir}")
+        return
+    try:
+        for line in stop(state, force=force):
+            typer.echo(line)
+    except StopRefused as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo("runs, models and deployments are kept; aiaas.connect(\"local\") starts the backend again")
 
 
 def main() -> None:

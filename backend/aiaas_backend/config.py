@@ -32,6 +32,11 @@ def detect_gpus() -> list[str]:
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
+# Addresses only this machine can reach: a backend bound to one of these may keep a key for
+# its local user (``local.key``) and share it with the SDK through the config file.
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AIAAS_", extra="ignore")
 
@@ -59,6 +64,8 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1)
     checkpoint_every_s: float = Field(default=60.0, gt=0)
     worker_python: str = sys.executable
+    # Point the user's config file at this backend (loopback only, and never over another
+    # backend's entry). The embedded backend of ``aiaas.connect("local")`` runs without it.
     write_config: bool = True
     warm_worker: bool = True
 
@@ -69,7 +76,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _safe(self) -> Settings:
-        if self.host not in ("127.0.0.1", "localhost", "::1") and self.write_config:
+        if self.host not in LOOPBACK and self.write_config:
             # A server reachable from other machines must not write its
             # admin key into a config file by itself.
             self.write_config = False

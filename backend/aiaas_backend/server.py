@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import socket
+from pathlib import Path
 
 import uvicorn
 from sqlalchemy import select
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from aiaas_sdk import config as sdk_config
 
-from .config import Settings
+from .config import LOOPBACK, Settings
 from .main import create_app
 from .models import User
 from .security import create_api_key, user_for_key
@@ -21,21 +22,48 @@ from .security import create_api_key, user_for_key
 log = logging.getLogger("aiaas.server")
 
 
-def _ensure_local_key(sessions: sessionmaker[Session], url: str) -> None:
-    """On first start, create a key for the local user and write it to the user's config,
-    so ``aiaas.connect()`` on this machine needs no arguments."""
+LOCAL_KEY_FILE = "local.key"
+
+
+def _local_key(sessions: sessionmaker[Session], data_dir: Path) -> str | None:
+    """The key of this backend's own user ``local``, kept in ``DATA_DIR/local.key`` (owner-only).
+
+    ``aiaas.connect("local")`` reads it from there, so the embedded backend never depends on
+    the config file, which may point at another backend. Created on the first start of a
+    backend with no users; a data dir from before this file existed adopts the config's key
+    when it is one of this backend's.
+    """
+    path = data_dir / LOCAL_KEY_FILE
     with sessions() as session:
-        existing = sdk_config.read_config().get("api_key")
-        if existing and user_for_key(session, existing) is not None:
-            path = sdk_config.write_config({"url": url})
-            log.info("updated the backend URL in %s", path)
-        elif session.scalar(select(User).limit(1)) is None:
+        candidates = [path.read_text().strip() if path.exists() else None, sdk_config.read_config().get("api_key")]
+        key = next((k for k in candidates if k and user_for_key(session, k) is not None), None)
+        if key is None:
+            if session.scalar(select(User).limit(1)) is not None:
+                return None  # its users' keys were made with `aiaas keys create`
             key = create_api_key(session, "local")
-            path = sdk_config.write_config({"url": url, "api_key": key})
-            log.warning("created an API key for user 'local' and wrote it to %s", path)
-        else:
-            log.info("the config file's key is not one of this backend's; leaving %s alone",
-                     sdk_config.config_path())
+            log.warning("created an API key for user 'local' in %s", path)
+    if candidates[0] != key:
+        tmp = path.with_suffix(".tmp")
+        tmp.touch(mode=0o600)
+        tmp.write_text(key + "\n")
+        tmp.replace(path)
+    return key
+
+
+def _share_with_sdk(key: str, url: str) -> None:
+    """Point the user's config file at this backend, unless it already points at another one.
+
+    A second local backend leaves the config alone (and says where its key is): overwriting it
+    would cut every notebook that uses the first one off from it.
+    """
+    existing = sdk_config.read_config()
+    if existing.get("api_key") in (None, key):
+        path = sdk_config.write_config({"url": url, "api_key": key})
+        log.info("the aiaas config file %s points at this backend", path)
+    else:
+        log.info("the aiaas config file %s belongs to another backend (%s); left alone. Connect to this one with "
+                 "aiaas.connect(%r, api_key=<the key in %s>)", sdk_config.config_path(),
+                 existing.get("url", "no URL"), url, LOCAL_KEY_FILE)
 
 
 def serve(settings: Settings) -> None:
@@ -49,8 +77,10 @@ def serve(settings: Settings) -> None:
     url = f"http://{host}:{port}"
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings, lambda: url)  # migrates the store
-    if settings.write_config:
-        _ensure_local_key(app.state.sessions, url)
+    if settings.host in LOOPBACK:
+        key = _local_key(app.state.sessions, settings.data_dir)
+        if key is not None and settings.write_config:
+            _share_with_sdk(key, url)
     server = uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=False, timeout_graceful_shutdown=5))
 
     info = settings.data_dir / "server.json"

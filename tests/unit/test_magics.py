@@ -33,3 +33,18 @@ def test_unreachable_backend_is_one_line(shell, monkeypatch):
         shell.run_line_magic("aiaas", "connect http://127.0.0.1:9 --key aiaas_x")
     assert "could not be reached" in str(raised.value) and "\n" not in str(raised.value)
     shell.run_line_magic("unload_ext", "aiaas")
+
+
+def test_commands_use_the_notebooks_latest_connection(shell, monkeypatch):
+    """`client = aiaas.connect("local")` then `%aiaas runs` lists that backend's runs, not the config's."""
+    import aiaas
+
+    monkeypatch.setenv("AIAAS_URL", "http://127.0.0.1:7")
+    shell.run_line_magic("load_ext", "aiaas")
+    client = aiaas.connect("http://127.0.0.1:9", api_key="aiaas_x", timeout=2)
+    try:
+        with pytest.raises(UsageError, match=r"127\.0\.0\.1:9\b"):
+            shell.run_line_magic("aiaas", "runs")
+    finally:
+        client.close()
+        shell.run_line_magic("unload_ext", "aiaas")
