@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from httpx_aiohttp import AiohttpTransport
 
 from . import _ops, _sse, config
 from ._errors import AuthenticationError, error_from_response, error_from_transport
+from ._loop_bound import close_with_loop
 from ._deployment import AsyncDeployment, Deployment
 from ._run import AsyncRun, Run, RunList
 from .wire import DeploymentCreate, ModelVersion, RunEvent
@@ -88,6 +90,8 @@ class Client(_Base):
         self._http = httpx.Client(
             base_url=self.url, headers=self._headers, timeout=self._http_timeout(), transport=transport
         )
+        # A client nobody closed closes its connections when collected or at exit, quietly.
+        self._closer = weakref.finalize(self, self._http.close)
 
     # -- driver ------------------------------------------------------------
     def _send(self, call: _ops.Call) -> httpx.Response | None:
@@ -220,7 +224,7 @@ class Client(_Base):
         return [Deployment(self, d) for d in self._drive(_ops.list_deployments())]
 
     def close(self) -> None:
-        self._http.close()
+        self._closer()
 
     def __enter__(self) -> Client:
         return self
@@ -250,8 +254,15 @@ class AsyncClient(_Base):
         self._http = httpx.AsyncClient(
             base_url=self.url, headers=self._headers, timeout=self._http_timeout(), transport=transport, limits=limits
         )
+        self._loop_guard: AsyncGenerator[None, None] | None = None
+
+    async def _bind_loop(self) -> None:
+        """On first use: close the pool when its event loop closes (``asyncio.run`` in a script)."""
+        if self._loop_guard is None and not self._http.is_closed:
+            self._loop_guard = await close_with_loop(self._http.aclose)
 
     async def _send(self, call: _ops.Call) -> httpx.Response | None:
+        await self._bind_loop()
         kwargs = self._request_kwargs(call)
         for attempt in range(self._attempts(call)):
             response = None
@@ -293,6 +304,7 @@ class AsyncClient(_Base):
             return done.value
 
     async def _events(self, run_id: str, after: int) -> AsyncIterator[RunEvent]:
+        await self._bind_loop()
         state = _sse.Resume(after)
         while True:
             state.reconnecting()
@@ -367,6 +379,10 @@ class AsyncClient(_Base):
         return [AsyncDeployment(self, d) for d in await self._drive(_ops.list_deployments())]
 
     async def aclose(self) -> None:
+        """Close the connection pool now (otherwise it closes with its event loop)."""
+        guard, self._loop_guard = self._loop_guard, None
+        if guard is not None:
+            await guard.aclose()  # closes the pool on the way out
         await self._http.aclose()
 
     async def __aenter__(self) -> AsyncClient:

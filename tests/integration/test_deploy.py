@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -76,6 +78,24 @@ def test_predictions_equal_the_local_model_sync_and_async(client, trained, deplo
     assert [m.run_id for m in client.models()][:2] == [trained[1][0].id, trained[0][0].id]
     again = client.deployment("regressor")  # from anywhere, by name
     assert torch.allclose(again.predict(x), _local(local, x), atol=1e-6)
+
+
+def test_a_script_calling_the_async_client_exits_quietly(backend, deployment, tmp_path):
+    """Two asyncio.run()s of apredict_many in a plain script: no unclosed-session warnings at exit."""
+    script = tmp_path / "predict_twice.py"
+    script.write_text(
+        "import asyncio, sys, warnings\n"
+        "import aiaas, torch\n"
+        "warnings.simplefilter('default')  # ResourceWarnings are hidden by default: show them here\n"
+        f"dep = aiaas.connect({backend.url!r}, api_key={backend.key!r}).deployment('regressor')\n"
+        "for _ in range(2):\n"
+        "    ys = asyncio.run(dep.apredict_many([torch.randn(3, 8) for _ in range(40)], concurrency=16))\n"
+        "    assert len(ys) == 40\n"
+        "print('done')\n"
+    )
+    out = subprocess.run([sys.executable, "-X", "dev", str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "done", out.stderr[-3000:]
+    assert "Unclosed" not in out.stderr and "unclosed" not in out.stderr, out.stderr[-3000:]
 
 
 def test_prometheus_metrics_and_readiness(backend, deployment):
