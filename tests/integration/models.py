@@ -7,6 +7,7 @@ value, as it would a helper module next to a notebook.
 from __future__ import annotations
 
 import time
+import warnings
 
 import lightning.pytorch as L
 import torch
@@ -142,3 +143,11 @@ class SlowPredictor(Regressor):
     def predict_step(self, batch, batch_idx=0):
         time.sleep(self.hparams.predict_sleep)
         return self(batch)
+
+
+class WarningRegressor(Regressor):
+    """Warns from the user's own code on every step (a log should show it once)."""
+
+    def training_step(self, batch, batch_idx):
+        warnings.warn("learning rate looks high for this data", UserWarning)
+        return super().training_step(batch, batch_idx)

@@ -99,3 +99,6 @@ def test_server_and_worker_killed_requeues_from_last_checkpoint(make_backend):
     # Resumed from a checkpoint: the second attempt did not start again at step 0.
     assert first_steps_of_attempt_2.count(0) == 1
     assert first_steps_of_attempt_2[-1] == 39
+    # The resumption loads the checkpoint deliberately: Lightning's message, not its weights_only notice.
+    logs = run.logs()
+    assert "Restoring states from the checkpoint" in logs and "weights_only" not in logs

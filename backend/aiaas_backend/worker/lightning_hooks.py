@@ -7,6 +7,7 @@ made per package.
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from pathlib import Path
@@ -37,6 +38,15 @@ def _signature(example: Any, batch: Any) -> dict[str, Any] | None:
         if isinstance(candidate, torch.Tensor) and candidate.dim() >= 1:
             return {"dtype": str(candidate.dtype).removeprefix("torch."), "shape": list(candidate.shape[1:])}
     return None
+
+
+def save_full_checkpoint(trainer: Any, path: str | Path) -> None:
+    """A resumable checkpoint (weights, optimizer, loops, callbacks), asked for explicitly:
+    Lightning logs a notice on every save that leaves ``weights_only`` unset."""
+    if "weights_only" in inspect.signature(trainer.save_checkpoint).parameters:
+        trainer.save_checkpoint(path, weights_only=False)
+    else:  # Lightning before 2.4 has no such argument and always saves everything
+        trainer.save_checkpoint(path)
 
 
 def make_logger(pl: ModuleType, reporter: Reporter) -> Any:
@@ -126,7 +136,7 @@ def make_callback(pl: ModuleType, reporter: Reporter, last_ckpt: Path | None, ev
         def _save(self, trainer: Any) -> None:
             assert last_ckpt is not None
             with atomic(last_ckpt) as tmp:
-                trainer.save_checkpoint(tmp)
+                save_full_checkpoint(trainer, tmp)
             self._last_save = time.monotonic()
 
     return AiaasCallback()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
 import sys
@@ -23,8 +24,9 @@ from aiaas_sdk import packaging
 from aiaas_sdk.wire import RunStatus, WorkerStatus
 
 from ..artifacts import Artifacts, atomic
+from . import tidy_output
 from .capture import OutputCapture
-from .lightning_hooks import make_callback, make_logger
+from .lightning_hooks import make_callback, make_logger, save_full_checkpoint
 from .reporter import Reporter
 
 _LIBRARY_DIRS = tuple(
@@ -61,6 +63,8 @@ def _trainer_kwargs(assignment: dict[str, Any], pickled: dict[str, Any]) -> dict
     kwargs.setdefault("log_every_n_steps", 1)
     # A progress bar in a log file is noise; progress travels as metrics.
     kwargs.setdefault("enable_progress_bar", False)
+    # A table in a log tail is cut mid-box: one summary line instead (tidy_output.summary_line).
+    kwargs.setdefault("enable_model_summary", False)
     return kwargs
 
 
@@ -104,6 +108,7 @@ def _train(assignment: dict[str, Any], artifacts: Artifacts, reporter: Reporter 
            place: Alone | None = None) -> WorkerStatus:
     """Fit (and test) the shipped module; every rank of a group calls this, rank 0 with the reporter."""
     place = place or Alone()
+    tidy_output.install()
     run_id = assignment["run_id"]
     run_dir = artifacts.run_dir(run_id)
     attempt = assignment["attempt"]
@@ -136,7 +141,14 @@ def _train(assignment: dict[str, Any], artifacts: Artifacts, reporter: Reporter 
     # A group must enter fit together (its setup is collective): only a solo run may leave here.
     if place.solo and reporter is not None and reporter.should_stop:
         return WorkerStatus(attempt=attempt, status=RunStatus.cancelled, error="cancelled before training started")
-    trainer.fit(model, ckpt_path=place.resume_from(assignment), **fit_kwargs)
+    if place.rank == 0 and not kwargs.get("enable_model_summary"):
+        print(tidy_output.summary_line(model), flush=True)
+    ckpt_path = place.resume_from(assignment)
+    if ckpt_path is not None and "weights_only" in inspect.signature(trainer.fit).parameters:
+        # Our own resumption checkpoint, written by this run's code: it holds optimizer and
+        # loop state and whatever the module saves, which a weights-only load may refuse.
+        fit_kwargs["weights_only"] = False
+    trainer.fit(model, ckpt_path=ckpt_path, **fit_kwargs)
     stopped_by = getattr(ours, "stopped_by", None)
     device = getattr(ours, "device", None)
     if stopped_by == "cancel":
@@ -152,12 +164,12 @@ def _train(assignment: dict[str, Any], artifacts: Artifacts, reporter: Reporter 
 
     if place.rank == 0:
         with atomic(artifacts.final(run_id, "lightning")) as tmp:
-            trainer.save_checkpoint(tmp)
+            save_full_checkpoint(trainer, tmp)
         with atomic(artifacts.final(run_id, "weights")) as tmp:
             torch.save(model.state_dict(), tmp)
     else:
         # Saving is collective (a barrier inside); only rank 0 writes the file.
-        trainer.save_checkpoint(artifacts.final(run_id, "lightning").with_suffix(".other-ranks"))
+        save_full_checkpoint(trainer, artifacts.final(run_id, "lightning").with_suffix(".other-ranks"))
     return WorkerStatus(attempt=attempt, status=RunStatus.succeeded, final_metrics=final_metrics,
                         device=device, input_signature=getattr(ours, "input_signature", None))
 
