@@ -7,13 +7,16 @@ from ._errors import (
     AuthenticationError,
     BackendUnavailable,
     BadRequest,
+    ConfigError,
     DeploymentOverloaded,
     IncompatibleEnvironment,
+    InvalidInput,
     NotFound,
     PayloadTooLarge,
     RunCancelled,
     RunFailed,
     ServerError,
+    WaitTimeout,
 )
 from ._deployment import AsyncDeployment, Deployment
 from ._run import AsyncRun, Run
@@ -28,10 +31,12 @@ __all__ = [
     "BackendUnavailable",
     "BadRequest",
     "Client",
+    "ConfigError",
     "Deployment",
     "DeploymentOverloaded",
     "DeploymentStats",
     "IncompatibleEnvironment",
+    "InvalidInput",
     "MetricPoint",
     "ModelVersion",
     "NotFound",
@@ -42,6 +47,7 @@ __all__ = [
     "RunFailed",
     "RunStatus",
     "ServerError",
+    "WaitTimeout",
     "connect",
     "connect_async",
 ]

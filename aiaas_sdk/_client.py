@@ -18,7 +18,7 @@ from ._errors import AuthenticationError, error_from_response, error_from_transp
 from ._loop_bound import close_with_loop
 from ._deployment import AsyncDeployment, Deployment
 from ._run import AsyncRun, Run, RunList
-from .wire import DeploymentCreate, ModelVersion, RunEvent
+from .wire import ModelVersion, RunEvent
 
 
 def _user_agent() -> str:
@@ -210,9 +210,9 @@ class Client(_Base):
                max_wait_ms: float = 5.0, max_queue: int = 1024, timeout_s: float = 30.0,
                autoscale: dict[str, Any] | None = None, wait: bool = True) -> Deployment:
         """Serve ``run_id``'s model at ``name`` (see :meth:`Run.deploy`)."""
-        spec = DeploymentCreate(name=name, run_id=run_id, replicas=replicas, max_batch_size=max_batch_size,
-                                max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout_s,
-                                autoscale=autoscale)
+        spec = _ops.deployment_spec(name=name, run_id=run_id, replicas=replicas, max_batch_size=max_batch_size,
+                                    max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout_s,
+                                    autoscale=autoscale)
         dep = Deployment(self, self._drive(_ops.create_deployment(spec)))
         return dep.wait_ready() if wait else dep
 
@@ -366,9 +366,9 @@ class AsyncClient(_Base):
     async def deploy(self, run_id: str, name: str, *, replicas: int = 1, max_batch_size: int = 64,
                      max_wait_ms: float = 5.0, max_queue: int = 1024, timeout_s: float = 30.0,
                      autoscale: dict[str, Any] | None = None, wait: bool = True) -> AsyncDeployment:
-        spec = DeploymentCreate(name=name, run_id=run_id, replicas=replicas, max_batch_size=max_batch_size,
-                                max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout_s,
-                                autoscale=autoscale)
+        spec = _ops.deployment_spec(name=name, run_id=run_id, replicas=replicas, max_batch_size=max_batch_size,
+                                    max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout_s,
+                                    autoscale=autoscale)
         dep = AsyncDeployment(self, await self._drive(_ops.create_deployment(spec)))
         return await dep.wait_ready() if wait else dep
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import _ops
+from ._errors import InvalidInput
 from .wire import DeploymentPublic, DeploymentStats
 
 if TYPE_CHECKING:
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 async def _many(predict: Any, xs: Iterable[Any], concurrency: int) -> list[Any]:
     """Order kept, at most ``concurrency`` requests in flight."""
     if concurrency < 1:
-        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        raise InvalidInput(f"concurrency must be at least 1, got {concurrency}")
     gate = asyncio.Semaphore(concurrency)
 
     async def one(x: Any) -> Any:

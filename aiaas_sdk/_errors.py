@@ -9,10 +9,19 @@
     ├── PayloadTooLarge           413: an upload over the backend's size limit
     ├── DeploymentOverloaded      429: a deployment's queue stayed full through the retries
     ├── ServerError               5xx from the backend
-    └── RunFailed                 a run ended `failed`; carries the remote traceback
+    ├── RunFailed                 a run ended `failed`; carries the remote traceback
+    ├── RunCancelled              wait() on a run that ended `cancelled`
+    ├── InvalidInput              an argument the SDK cannot use (also ValueError, TypeError):
+    │                             inputs that are no tensor, a model that cannot be shipped...
+    ├── ConfigError               a bad setting (argument, AIAAS_* variable, config file);
+    │                             also a ValueError
+    └── WaitTimeout               wait()/wait_ready() gave up (also a TimeoutError)
 
 Every HTTP status and transport failure is translated into this tree in one
-place, :func:`error_from_response`, so callers never see ``httpx`` exceptions.
+place, :func:`error_from_response`, so callers never see ``httpx`` exceptions;
+what the SDK refuses before sending anything is an :class:`InvalidInput` or a
+:class:`ConfigError`. The extra builtin bases keep ``except ValueError`` (and
+``TypeError``, ``TimeoutError``) written against earlier releases working.
 """
 
 from __future__ import annotations
@@ -26,13 +35,16 @@ __all__ = [
     "AuthenticationError",
     "BackendUnavailable",
     "BadRequest",
+    "ConfigError",
     "DeploymentOverloaded",
     "IncompatibleEnvironment",
+    "InvalidInput",
     "NotFound",
     "PayloadTooLarge",
     "RunFailed",
     "RunCancelled",
     "ServerError",
+    "WaitTimeout",
 ]
 
 
@@ -101,6 +113,26 @@ class RunCancelled(AiaasError):
     def __init__(self, message: str, *, run_id: str):
         super().__init__(message)
         self.run_id = run_id
+
+
+class InvalidInput(AiaasError, ValueError, TypeError):
+    """An argument the SDK cannot use: predict inputs that are not numbers, a model that
+    cannot be pickled, a Trainer argument aiaas manages, a bad deployment setting."""
+
+
+class ConfigError(AiaasError, ValueError):
+    """A connection setting is invalid: an argument, an ``AIAAS_*`` variable or the config file."""
+
+
+class WaitTimeout(AiaasError, TimeoutError):
+    """``wait()`` or ``wait_ready()`` gave up before the run ended or the deployment was ready."""
+
+
+def invalid_from_validation(exc: Exception, what: str) -> InvalidInput:
+    """A pydantic ValidationError about ``what`` as one readable :class:`InvalidInput`."""
+    errors = getattr(exc, "errors", lambda: [])()
+    parts = [f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}".lstrip(": ") for e in errors]
+    return InvalidInput(f"invalid {what}: {'; '.join(parts) or exc}")
 
 
 _BY_STATUS: dict[int, type[AiaasError]] = {

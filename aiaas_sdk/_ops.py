@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 
 import httpx
 
-from . import packaging
-from ._errors import RunCancelled, RunFailed
-from . import tensor_codec
-from ._errors import AiaasError
+import pydantic
+
+from . import packaging, tensor_codec
+from ._errors import AiaasError, InvalidInput, RunCancelled, RunFailed, WaitTimeout, invalid_from_validation
 from .wire import (
     DeploymentCreate,
     DeploymentPublic,
@@ -94,6 +94,14 @@ def split_trainer_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[s
     return plain, pickled
 
 
+def deployment_spec(**settings: Any) -> DeploymentCreate:
+    """The settings of ``deploy()`` checked before anything is sent."""
+    try:
+        return DeploymentCreate(**settings)
+    except pydantic.ValidationError as exc:
+        raise invalid_from_validation(exc, "deployment settings") from exc
+
+
 def submit(
     model: Any,
     *,
@@ -108,10 +116,13 @@ def submit(
     plain, pickled = split_trainer_kwargs(trainer_kwargs)
     for reserved in ("model", "datamodule", "ckpt_path", "default_root_dir"):
         if reserved in plain or reserved in pickled:
-            raise TypeError(
+            raise InvalidInput(
                 f"train() does not take the Trainer argument {reserved!r}: aiaas manages it; remove it"
             )
-    spec = RunSpec(name=name, trainer_kwargs=plain, test=test)
+    try:
+        spec = RunSpec(name=name, trainer_kwargs=plain, test=test)
+    except pydantic.ValidationError as exc:
+        raise invalid_from_validation(exc, "run settings") from exc
     blob = packaging.pack(
         {
             "model": model,
@@ -179,7 +190,7 @@ def logs(run_id: str, after: int = 0) -> Op[str]:
 
 def download_checkpoint(run_id: str, path: Path, kind: str) -> Op[Path]:
     if kind not in ("lightning", "weights"):
-        raise ValueError(f"kind must be 'lightning' (a Trainer checkpoint) or 'weights' (a state_dict), got {kind!r}")
+        raise InvalidInput(f"kind must be 'lightning' (a Trainer checkpoint) or 'weights' (a state_dict), got {kind!r}")
     yield Call("GET", f"/v1/runs/{run_id}/checkpoint", params={"kind": kind}, stream_to=path, timeout=600)
     return path
 
@@ -193,7 +204,7 @@ def wait(run_id: str, timeout: float | None = None, raise_on_failure: bool = Tru
         if run.status.terminal:
             break
         if deadline is not None and time.monotonic() >= deadline:
-            raise TimeoutError(f"run {run_id} is still {run.status.value} after {timeout} s")
+            raise WaitTimeout(f"run {run_id} is still {run.status.value} after {timeout} s")
         yield Sleep(delay)
         delay = min(delay * 1.5, 0.5)
     if raise_on_failure:
@@ -261,7 +272,7 @@ def wait_deployment(name: str, timeout: float | None, want: str | None = None) -
         if dep.status == "failed":
             raise AiaasError(f"deployment {name!r} failed to start: {dep.error}")
         if deadline is not None and time.monotonic() >= deadline:
-            raise TimeoutError(f"deployment {name!r} is still {dep.status} after {timeout} s"
+            raise WaitTimeout(f"deployment {name!r} is still {dep.status} after {timeout} s"
                                + (f": {dep.error}" if dep.error else ""))
         yield Sleep(delay)
         delay = min(delay * 1.5, 0.5)

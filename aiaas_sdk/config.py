@@ -28,6 +28,8 @@ from pathlib import Path
 
 import platformdirs
 
+from ._errors import ConfigError
+
 DEFAULT_URL = "http://127.0.0.1:8765"
 DEFAULT_TIMEOUT = 30.0
 _KEYS = ("url", "api_key")
@@ -50,7 +52,7 @@ def read_config(path: Path | None = None) -> dict[str, str]:
     try:
         data = tomllib.loads(raw)
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"the aiaas config file {path} is not valid TOML ({exc}); fix or delete it") from None
+        raise ConfigError(f"the aiaas config file {path} is not valid TOML ({exc}); fix or delete it") from None
     return {k: str(v) for k, v in data.items() if k in _KEYS}
 
 
@@ -82,12 +84,12 @@ def resolve(url: str | None = None, api_key: str | None = None, timeout: float |
     try:
         resolved_timeout = float(raw_timeout) if raw_timeout is not None else DEFAULT_TIMEOUT
     except ValueError:
-        raise ValueError(f"AIAAS_TIMEOUT must be a number of seconds, got {raw_timeout!r}") from None
+        raise ConfigError(f"AIAAS_TIMEOUT must be a number of seconds, got {raw_timeout!r}") from None
     if resolved_timeout <= 0:
-        raise ValueError(f"timeout must be positive, got {resolved_timeout}")
+        raise ConfigError(f"timeout must be positive, got {resolved_timeout}")
     resolved_url = url or os.environ.get("AIAAS_URL") or file.get("url") or DEFAULT_URL
     if not resolved_url.startswith(("http://", "https://")):
-        raise ValueError(f"the backend URL must start with http:// or https://, got {resolved_url!r}")
+        raise ConfigError(f"the backend URL must start with http:// or https://, got {resolved_url!r}")
     return Settings(
         url=resolved_url.rstrip("/"),
         api_key=api_key or os.environ.get("AIAAS_API_KEY") or file.get("api_key"),

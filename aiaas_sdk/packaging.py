@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import linecache
+import pickle
 import struct
 import sys
 import sysconfig
@@ -32,6 +33,7 @@ from typing import Any
 import cloudpickle
 
 from . import _pickler
+from ._errors import InvalidInput
 
 MAGIC = b"AIAAS-PAYLOAD/1\n"
 _LEN = struct.Struct(">I")
@@ -69,7 +71,7 @@ def lightning_package_of(obj: Any) -> str:
         top = klass.__module__.split(".")[0]
         if top in ("lightning", "pytorch_lightning"):
             return top
-    raise TypeError(
+    raise InvalidInput(
         f"{type(obj).__name__} is not a LightningModule: subclass "
         "lightning.pytorch.LightningModule (or pytorch_lightning.LightningModule)."
     )
@@ -168,7 +170,13 @@ def pack(payload: dict[str, Any], *, lightning_package: str) -> bytes:
     payload = dict(payload)
     with _user_modules_by_value() as by_value:
         payload["sources"] = _user_sources([payload.get("model"), payload.get("datamodule")], by_value)
-        body = _pickler.dumps(payload, protocol=5)
+        try:
+            body = _pickler.dumps(payload, protocol=5)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            raise InvalidInput(
+                f"your model or data cannot be shipped to the backend: {exc}. Keep open files, locks, "
+                "threads and connections out of the module's attributes (create them in setup() instead)"
+            ) from exc
     manifest = environment(lightning_package)
     manifest.update(
         format="1",

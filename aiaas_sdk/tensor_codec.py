@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ._errors import InvalidInput
+
 CONTENT_TYPE = "application/x-aiaas-tensor"
 MAGIC = b"AIAT"
 _LEN = struct.Struct(">I")
@@ -25,8 +27,9 @@ DTYPES = {"float16", "float32", "float64", "bfloat16", "int8", "int16", "int32",
 Kind = Literal["torch", "numpy", "list"]
 
 
-class CodecError(ValueError):
-    """A body that is not a valid tensor frame or JSON tensor."""
+class CodecError(InvalidInput):
+    """A body that is not a valid tensor frame or JSON tensor (in the SDK: inputs that are
+    not numbers). The backend answers it with a 400; the SDK raises it before sending."""
 
 
 def encode(array: np.ndarray) -> bytes:
