@@ -32,9 +32,11 @@ def test_readme_opens_with_two_sentences_a_screenshot_then_the_two_commands():
     assert rest.index("\n## ") < rest.index("```")
 
 
-def test_ci_runs_the_readme_test_command():
+def test_ci_runs_the_readme_test_command_in_a_virtualenv_inside_the_checkout():
     _, tests = _opening_commands()
-    assert tests in (ROOT / ".ci" / "run").read_text().splitlines()
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert tests in lines
+    assert lines.index("python -m venv .venv") < lines.index(". .venv/bin/activate") < lines.index(tests)
 
 
 def test_the_main_job_exists():
