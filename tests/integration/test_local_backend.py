@@ -125,7 +125,8 @@ def test_local_stop_refuses_to_cut_a_run_short_and_a_forced_stop_loses_nothing(t
     client = aiaas.connect("local")
     first_pid = _server_pid(data_dir)
     done = client.train(Regressor(), max_epochs=1, name="done-before").wait(timeout=120)
-    run = client.train(Regressor(step_sleep=0.25), max_epochs=5, name="interrupted")
+    # Long enough that it is still training whatever the load; cancelled once it has resumed.
+    run = client.train(Regressor(step_sleep=0.1), max_epochs=500, name="interrupted")
     # Past its first epoch it has a checkpoint to resume from.
     wait_until(lambda: any(p.epoch and p.epoch >= 1 for p in run.metrics("train_loss")), timeout=120,
                what="the second epoch")
@@ -150,7 +151,14 @@ def test_local_stop_refuses_to_cut_a_run_short_and_a_forced_stop_loses_nothing(t
     client = aiaas.connect("local")
     assert _server_pid(data_dir) != first_pid
     assert client.run(done.id).status is aiaas.RunStatus.succeeded
-    resumed = client.run(run.id).wait(timeout=180)
-    assert resumed.status is aiaas.RunStatus.succeeded
-    assert "requeued from its last checkpoint" in json.dumps([e.model_dump(mode="json") for e in resumed.events()])
+    resumed = client.run(run.id)
+    before = max(p.step for p in resumed.metrics("train_loss"))
+    wait_until(lambda: max(p.step for p in resumed.metrics("train_loss")) > before + 8, timeout=120,
+               what="the resumed run to train on")
+    assert resumed.refresh().data.attempt == 2
+    # Resumed from its checkpoint, not from the start: step 0 was trained once.
+    assert [p.step for p in resumed.metrics("train_loss")].count(0) == 1
+    resumed.cancel()
+    with pytest.raises(aiaas.RunCancelled):
+        resumed.wait(timeout=120)
     client.close()
