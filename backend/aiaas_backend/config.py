@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     worker_python: str = sys.executable
     write_config: bool = True
     warm_worker: bool = True
+    # Prometheus metrics at GET /metrics; false records nothing (to measure their cost).
+    metrics: bool = True
+    # Let loopback clients read /metrics without a scrape key (a Prometheus on this machine).
+    metrics_loopback: bool = False
 
     @field_validator("data_dir")
     @classmethod
