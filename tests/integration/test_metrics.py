@@ -200,6 +200,9 @@ def test_a_scrape_key_reads_metrics_and_nothing_else(backend, deployment) -> Non
         [sys.executable, "-m", "aiaas_backend", "keys", "create", "--scrape", "--name", "scraper",
          "--data-dir", str(backend.data_dir)], capture_output=True, text=True, env=backend.env)
     assert again.returncode == 2 and "exists" in again.stderr
+    neither = subprocess.run([sys.executable, "-m", "aiaas_backend", "keys", "create", "--data-dir",
+                              str(backend.data_dir)], capture_output=True, text=True, env=backend.env)
+    assert neither.returncode == 2 and "--scrape --name NAME" in neither.stderr
 
 
 def test_loopback_reads_metrics_without_a_key_only_when_configured(make_backend) -> None:
@@ -209,3 +212,26 @@ def test_loopback_reads_metrics_without_a_key_only_when_configured(make_backend)
     off = make_backend(name="off", AIAAS_METRICS="false")
     refused = httpx.get(f"{off.url}/metrics")
     assert refused.status_code == 404 and "AIAAS_METRICS" in refused.json()["detail"]
+
+
+def test_open_event_streams_and_busy_workers_are_counted(backend, client) -> None:
+    key = scrape_key(backend, "gauges")
+
+    def gauges() -> dict[str, float]:
+        text = httpx.get(f"{backend.url}/metrics", headers={"Authorization": f"Bearer {key}"}).text
+        return {s.name + str(sorted(s.labels.values())): s.value
+                for f in text_string_to_metric_families(text) for s in f.samples if not s.labels or "status" in s.labels}
+
+    run = client.train(Regressor(step_sleep=0.2), max_epochs=20, name="slow-for-gauges")
+    try:
+        wait_until(lambda: gauges()["aiaas_workers_busy[]"] >= 1, timeout=120, what="a busy worker")
+        headers = {"Authorization": f"Bearer {backend.key}"}
+        with httpx.stream("GET", f"{backend.url}/v1/runs/{run.id}/events", headers=headers, timeout=30) as stream:
+            chunks = stream.iter_bytes()  # kept: a discarded iterator would close the connection
+            next(chunks)  # the stream is open
+            now = gauges()
+            assert now["aiaas_event_streams_open[]"] == 1
+            assert now["aiaas_runs['running']"] >= 1
+    finally:
+        run.cancel()
+    wait_until(lambda: gauges()["aiaas_event_streams_open[]"] == 0, timeout=30, what="the stream counted closed")
