@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from sqlalchemy.orm import Session
 
 from .collectors import ServingCollector, StoreCollector
 
@@ -56,9 +57,9 @@ class Metrics:
         r.register(self.serving)
         self._store: StoreCollector | None = None
 
-    def watch_store(self, sessions: Callable[[], object], slots: int) -> None:
+    def watch_store(self, sessions: Callable[[], Session], slots: int) -> None:
         """Collect run figures from the store at scrape time."""
-        self._store = StoreCollector(sessions, slots)  # type: ignore[arg-type]
+        self._store = StoreCollector(sessions, slots)
         self.registry.register(self._store)
 
     def latency_observer(self, deployment: str, deployment_id: str) -> Callable[[float], None] | None:
