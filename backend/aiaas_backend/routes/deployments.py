@@ -338,6 +338,9 @@ async def predict(name: str, request: Request, token: Annotated[str, Depends(bea
     except ApiError as exc:
         metrics.predict_done(name, dep_id, exc.status_code)
         raise
+    except Exception:  # the model failed (not the inputs): the client gets a 500
+        metrics.predict_done(name, dep_id, 500)
+        raise
     metrics.predict_done(name, dep_id, response.status_code)
     return response
 
