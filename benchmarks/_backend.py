@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 
-def start_backend(data_dir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
-    """Returns the server process, its URL and the local user's API key."""
-    env = {**os.environ, "AIAAS_CONFIG": str(data_dir / "config.toml")}
+def start_backend(data_dir: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str, str]:
+    """Returns the server process, its URL and the local user's API key; ``env`` adds settings."""
+    env = {**os.environ, "AIAAS_CONFIG": str(data_dir / "config.toml"), **(env or {})}
     proc = subprocess.Popen(
         [sys.executable, "-m", "aiaas_backend", "server", "--port", "0", "--data-dir", str(data_dir)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,

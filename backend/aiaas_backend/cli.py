@@ -51,20 +51,37 @@ def server(
 
 @keys.command("create")
 def keys_create(
-    user: Annotated[str, typer.Option(help="the user the key belongs to (created if new)")],
+    user: Annotated[str | None, typer.Option(help="the user the key belongs to (created if new)")] = None,
+    scrape: Annotated[bool, typer.Option("--scrape", help="a scrape-only key: it reads GET /metrics and nothing "
+                                         "else (for Prometheus); needs --name")] = False,
+    name: Annotated[str | None, typer.Option(help="with --scrape: who scrapes, e.g. 'prometheus'")] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Create an API key for USER; the key is printed once, as the last line."""
+    """Create an API key for USER, or a scrape-only key; the key is printed once, as the last line."""
     from .db import make_engine, migrate, session_factory
-    from .security import create_api_key
+    from .security import create_api_key, create_scrape_key
 
+    if (user is None) == (not scrape) or (scrape and not name):
+        typer.echo("error: pass --user NAME for a user's key, or --scrape --name NAME for a scrape-only key",
+                   err=True)
+        raise typer.Exit(2)
     settings = _settings(data_dir=data_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.sqlalchemy_url)
     migrate(engine)
     with session_factory(engine)() as session:
-        key = create_api_key(session, user)
-    typer.echo(f"created an API key for user {user!r} (store it now: it is not shown again):")
+        if scrape:
+            assert name is not None
+            try:
+                key = create_scrape_key(session, name)
+            except ValueError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2) from None
+            typer.echo(f"created a scrape-only key {name!r} for GET /metrics (store it now: it is not shown again):")
+        else:
+            assert user is not None
+            key = create_api_key(session, user)
+            typer.echo(f"created an API key for user {user!r} (store it now: it is not shown again):")
     typer.echo(key)
 
 

@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     # backend's entry). The embedded backend of ``aiaas.connect("local")`` runs without it.
     write_config: bool = True
     warm_worker: bool = True
+    # Prometheus metrics at GET /metrics; false records nothing (to measure their cost).
+    metrics: bool = True
+    # Let loopback clients read /metrics without a scrape key (a Prometheus on this machine).
+    metrics_loopback: bool = False
 
     @field_validator("data_dir")
     @classmethod

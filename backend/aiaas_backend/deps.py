@@ -13,7 +13,7 @@ from .config import Settings
 from .errors import ApiError
 from .executors import Executor
 from .models import User
-from .security import user_for_key
+from .security import scrape_key_name, user_for_key
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -63,9 +63,18 @@ async def bearer_token(authorization: Annotated[str | None, Header()] = None) ->
 TokenDep = Annotated[str, Depends(bearer_token)]
 
 
+def refuse_scrape_key(session: Session, token: str) -> None:
+    """403 naming why, when ``token`` is a scrape-only key (it may read /metrics, nothing else)."""
+    name = scrape_key_name(session, token)
+    if name is not None:
+        raise ApiError(403, f"the key {name!r} is a scrape-only key: it may read GET /metrics and nothing else; "
+                       "use a user's API key (`aiaas keys create --user NAME`) for this", "scrape_key_only")
+
+
 def current_user(session: SessionDep, token: TokenDep) -> User:
     user = user_for_key(session, token)
     if user is None:
+        refuse_scrape_key(session, token)
         raise ApiError(401, f"unknown API key (it starts {token[:10]!r}); {_NEED_KEY}", "unauthenticated",
                        {"WWW-Authenticate": "Bearer"})
     return user

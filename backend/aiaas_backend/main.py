@@ -15,6 +15,8 @@ from .config import Settings
 from .db import make_engine, migrate, session_factory
 from .errors import ApiError, api_error_handler
 from .event_bus import EventBus
+from .metrics import HttpMetrics, Metrics
+from .metrics import router as metrics_router
 from .executors import Executor
 from .executors.local import LocalExecutor
 from .ray_cluster import RayCluster
@@ -86,6 +88,8 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     app.state.event_bus = bus
     app.state.serving = serving
     app.state.predict_cache = {}
+    app.state.metrics = metrics = Metrics(enabled=settings.metrics)
+    metrics.watch_store(sessions, settings.slots)
     app.state.environment = probe(settings.worker_python)
     app.add_exception_handler(ApiError, api_error_handler)
     app.include_router(meta.router)
@@ -93,5 +97,8 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     app.include_router(events.router)
     app.include_router(deployments.router)
     app.include_router(worker.router)
+    app.include_router(metrics_router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    if settings.metrics:
+        app.add_middleware(HttpMetrics, metrics=metrics)
     return app

@@ -13,7 +13,7 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .models import ApiKey, User
+from .models import ApiKey, ScrapeKey, User
 
 
 def hash_secret(secret: str) -> str:
@@ -49,3 +49,18 @@ def create_api_key(session: Session, user_name: str) -> str:
 def user_for_key(session: Session, key: str) -> User | None:
     row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_secret(key)))
     return session.get(User, row.user_id) if row else None
+
+
+def create_scrape_key(session: Session, name: str) -> str:
+    """A key that can read ``GET /metrics`` and nothing else; ``name`` says who scrapes (shown once)."""
+    if session.scalar(select(ScrapeKey).where(ScrapeKey.name == name)) is not None:
+        raise ValueError(f"a scrape key named {name!r} exists; pick another name")
+    key = new_secret("aiaasm_")
+    session.add(ScrapeKey(name=name, key_hash=hash_secret(key), prefix=key[:12]))
+    session.commit()
+    return key
+
+
+def scrape_key_name(session: Session, key: str) -> str | None:
+    """The name of the scrape key ``key``, or None when it is not one."""
+    return session.scalar(select(ScrapeKey.name).where(ScrapeKey.key_hash == hash_secret(key)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
@@ -26,8 +27,9 @@ from aiaas_sdk.wire import (
     RunStatus,
 )
 
-from ..deps import ArtifactsDep, CurrentUser, SessionDep, TokenDep, bearer_token
+from ..deps import ArtifactsDep, CurrentUser, SessionDep, TokenDep, bearer_token, refuse_scrape_key
 from ..errors import ApiError
+from ..metrics import Metrics
 from ..models import Deployment, DeploymentKey, Run, User, utcnow
 from ..security import hash_secret, new_secret, user_for_key
 from ..serving.inputs import check_inputs, check_json_inputs
@@ -136,6 +138,7 @@ def _for_caller(session: SessionDep, token: str, name: str) -> Deployment:
     shared = session.scalar(select(DeploymentKey).where(DeploymentKey.key_hash == hash_secret(token)))
     dep = session.get(Deployment, shared.deployment_id) if shared else None
     if shared is None:
+        refuse_scrape_key(session, token)
         raise ApiError(401, "unknown API key; create one with `aiaas keys create --user NAME`", "unauthenticated",
                        {"WWW-Authenticate": "Bearer"})
     if dep is None or dep.name != name:
@@ -328,6 +331,22 @@ async def predict(name: str, request: Request, token: Annotated[str, Depends(bea
     """Run the model on a batch. Binary tensor frames (``application/x-aiaas-tensor``) or
     JSON ``{"inputs": [[...], ...]}``; the answer comes in the same encoding."""
     dep_id, signature = await _predict_target(request, name, token)
+    # Counted only once the deployment is known: unknown names never become label values.
+    metrics: Metrics = request.app.state.metrics
+    try:
+        response = await _answer(request, name, dep_id, signature, metrics.latency_observer(name, dep_id))
+    except ApiError as exc:
+        metrics.predict_done(name, dep_id, exc.status_code)
+        raise
+    except Exception:  # the model failed (not the inputs): the client gets a 500
+        metrics.predict_done(name, dep_id, 500)
+        raise
+    metrics.predict_done(name, dep_id, response.status_code)
+    return response
+
+
+async def _answer(request: Request, name: str, dep_id: str, signature: dict | None,  # type: ignore[type-arg]
+                  observe: Callable[[float], None] | None) -> Response:
     serving: ServingRuntime = request.app.state.serving
     runtime = serving.runtime(dep_id)
     if runtime is None or runtime.router.ready_replicas == 0:
@@ -346,7 +365,7 @@ async def predict(name: str, request: Request, token: Annotated[str, Depends(bea
             array = check_json_inputs(tensor_codec.from_json(inputs), signature)
     except tensor_codec.CodecError as exc:
         raise ApiError(400, str(exc), "bad_inputs") from None
-    work = asyncio.ensure_future(runtime.router.predict(array))
+    work = asyncio.ensure_future(runtime.router.predict(array, observe))
     gone = asyncio.ensure_future(_disconnected(request))
     await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
     if not work.done():

@@ -1,0 +1,82 @@
+"""The registry and the instruments fed while requests are served."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from sqlalchemy.orm import Session
+
+from .collectors import ServingCollector, StoreCollector
+
+# The ``_created`` series would double the series count for a timestamp no dashboard uses.
+disable_created_metrics()
+
+
+def _latency_buckets() -> tuple[float, ...]:
+    """1 ms to ~10 s in steps of 2**(1/4) (19%), then 30 s and 60 s.
+
+    Fine steps so that ``histogram_quantile`` lands within ~10% of the true
+    quantile (interpolation inside a bucket errs by at most its width).
+    """
+    steps = [round(0.001 * 2 ** (k / 4), 6) for k in range(54)]
+    return (*steps, 30.0, 60.0)
+
+
+LATENCY_BUCKETS = _latency_buckets()
+DEPLOYMENT_LABELS = ("deployment", "deployment_id")
+
+
+class Metrics:
+    """One app's registry and instruments; ``enabled=False`` records nothing (for overhead comparisons)."""
+
+    def __init__(self, *, enabled: bool = True) -> None:
+        self.enabled = enabled
+        # A registry per app, not the process-global one: tests and embedded
+        # backends build several apps in one process.
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.predict_latency = Histogram(
+            "aiaas_predict_latency_seconds", "time of a successful predict request from entering the "
+            "deployment's queue to its answer (the figure behind dep.stats() p50/p99)", DEPLOYMENT_LABELS, buckets=LATENCY_BUCKETS, registry=r)
+        self.predict_requests = Counter(
+            "aiaas_predict_requests", "predict requests answered, by HTTP status code",
+            (*DEPLOYMENT_LABELS, "code"), registry=r)
+        self.predict_errors = Counter(
+            "aiaas_predict_errors", "predict requests that failed on the server side (5xx), by status code",
+            (*DEPLOYMENT_LABELS, "code"), registry=r)
+        self.predict_rejected = Counter(
+            "aiaas_predict_rejected", "predict requests refused because the deployment's queue was full (429)",
+            DEPLOYMENT_LABELS, registry=r)
+        self.http_latency = Histogram(
+            "aiaas_http_request_duration_seconds", "API request latency by route template (event streams excluded)",
+            ("method", "route", "code"), registry=r)
+        self.event_streams = Gauge(
+            "aiaas_event_streams_open", "server-sent event streams (run event logs) open now", registry=r)
+        self.serving = ServingCollector()
+        r.register(self.serving)
+        self._store: StoreCollector | None = None
+
+    def watch_store(self, sessions: Callable[[], Session], slots: int) -> None:
+        """Collect run figures from the store at scrape time."""
+        self._store = StoreCollector(sessions, slots)
+        self.registry.register(self._store)
+
+    def latency_observer(self, deployment: str, deployment_id: str) -> Callable[[float], None] | None:
+        """What the router calls with a successful request's latency in seconds (None when off)."""
+        if not self.enabled:
+            return None
+        return self.predict_latency.labels(deployment, deployment_id).observe
+
+    def predict_done(self, deployment: str, deployment_id: str, code: int) -> None:
+        """Count one answered predict request by its HTTP status code."""
+        if not self.enabled:
+            return
+        self.predict_requests.labels(deployment, deployment_id, str(code)).inc()
+        if code == 429:
+            self.predict_rejected.labels(deployment, deployment_id).inc()
+        elif code >= 500:
+            self.predict_errors.labels(deployment, deployment_id, str(code)).inc()
+
+
+__all__ = ["DEPLOYMENT_LABELS", "LATENCY_BUCKETS", "Metrics"]
