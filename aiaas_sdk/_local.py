@@ -55,7 +55,8 @@ def ensure_local_backend(data_dir: str | Path | None = None, timeout: float = 12
                 [sys.executable, "-m", "aiaas_backend", "server", "--data-dir", str(data_dir),
                  "--host", "127.0.0.1", "--port", "0"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, env=os.environ.copy(),
+                # On one's own machine, bubblewrap is welcome but not required (docs/security.md).
+                start_new_session=True, env={"AIAAS_SANDBOX": "auto", **os.environ},
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
