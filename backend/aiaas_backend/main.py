@@ -62,7 +62,8 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
         # The data dir and the config file stay out of every sandbox (refused if the Python
         # environment the sandbox must show contains them).
         launcher = make_launcher(settings.sandbox, settings.worker_python,
-                                 [settings.data_dir, sdk_config.config_path()], settings.sandbox_tmp_mb)
+                                 [settings.data_dir, sdk_config.config_path()], settings.sandbox_tmp_mb,
+                                 bool(settings.gpus))
         executor = LocalExecutor(settings, sessions, artifacts, api_url, bus, launcher)
         serving = LocalServing(artifacts, settings.data_dir, launcher, settings.gpus, settings.replica_threads,
                                settings.sandbox_limits)

@@ -38,3 +38,29 @@ def test_limit_hints_name_the_limit_and_its_setting(monkeypatch):
     assert hint(ValueError("boom")) is None
     monkeypatch.delenv("AIAAS_SANDBOX_LIMITS")
     assert hint(MemoryError()) is None
+
+
+def test_a_warm_process_folder_takes_the_runs_files_and_name(tmp_path):
+    """The warm worker's spare folder becomes the run's folder: same directory (a bind mount
+    follows it), the run's files inside, the run's name outside."""
+    from aiaas_backend.sandbox.off import OffLauncher
+
+    run_dir, spare = tmp_path / "runs" / "r1", tmp_path / "runs" / ".warm-x"
+    (run_dir / "resume").mkdir(parents=True)
+    (run_dir / "code.bin").write_bytes(b"code")
+    (run_dir / "resume" / "last.ckpt").write_bytes(b"ckpt")
+    spare.mkdir()
+    inode = spare.stat().st_ino
+    assert OffLauncher(sys.executable).give_folder(spare, run_dir)
+    assert not spare.exists() and run_dir.stat().st_ino == inode
+    assert (run_dir / "code.bin").read_bytes() == b"code" and (run_dir / "resume" / "last.ckpt").exists()
+
+
+def test_a_failed_hand_over_leaves_the_run_folder_as_it_was(tmp_path):
+    from aiaas_backend.sandbox.off import OffLauncher
+
+    run_dir = tmp_path / "r1"
+    run_dir.mkdir()
+    (run_dir / "code.bin").write_bytes(b"code")
+    assert not OffLauncher(sys.executable).give_folder(tmp_path / "gone", run_dir)
+    assert (run_dir / "code.bin").read_bytes() == b"code"

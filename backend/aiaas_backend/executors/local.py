@@ -305,7 +305,7 @@ class LocalExecutor(Executor):
             "gpu_ids": gpu_ids,
             "trainer_kwargs": run.trainer_kwargs,
             "test": run.run_test,
-            "resume_from": str(ckpt) if ckpt.exists() else None,
+            "resume_from": self._as_seen(run.id, ckpt) if ckpt.exists() else None,
             "checkpoint_every_s": self._settings.checkpoint_every_s,
             **self._extra_assignment(run),
         }
@@ -315,8 +315,12 @@ class LocalExecutor(Executor):
             session.commit()
             self._bus.publish(run.id)
             return
-        run.worker_pid = proc.pid
-        run.worker_started = psutil.Process(proc.pid).create_time()
+        # The process running the user's code: what a user sees, and what a restart adopts.
+        run.worker_pid = Launcher.user_pid(proc)
+        try:
+            run.worker_started = psutil.Process(run.worker_pid).create_time()
+        except psutil.Error:
+            run.worker_pid, run.worker_started = proc.pid, psutil.Process(proc.pid).create_time()
         session.commit()
         self._workers[run.id] = _Worker(run.id, run.attempt, gpu_ids, proc, self._watch(proc.pid, run.id))
 
@@ -336,6 +340,13 @@ class LocalExecutor(Executor):
         return {"api_url": self._settings.advertise_url or self._api_url(),
                 "server_info": str(self._settings.data_dir / "server.json"),
                 "artifacts_root": str(self._artifacts.root)}
+
+    def _as_seen(self, run_id: str, path: Path) -> str:
+        """A path in a run's folder as its worker sees it."""
+        if not self._launcher.isolates:
+            return str(path)
+        inside = self._launcher.folder_inside(self._spec(Path("/")))
+        return f"{inside}/{path.relative_to(self._artifacts.run_dir(run_id))}"
 
     def _hand_over(self, assignment: dict[str, object], folder: Path) -> subprocess.Popen[bytes] | None:
         line = (json.dumps(assignment) + "\n").encode()

@@ -18,7 +18,7 @@ OFF_WARNING = ("AIAAS_SANDBOX=off: user code runs unconfined and can read this b
                "your own machine")
 
 
-def make_launcher(mode: str, python: str, hidden: list[Path], tmp_mb: int = 1024) -> Launcher:
+def make_launcher(mode: str, python: str, hidden: list[Path], tmp_mb: int = 1024, gpus: bool = False) -> Launcher:
     """``bwrap`` (refuse to start without it), ``auto`` (bwrap, or one warning and none: the
     single-user embedded backend) or ``off``."""
     from .off import OffLauncher
@@ -29,7 +29,7 @@ def make_launcher(mode: str, python: str, hidden: list[Path], tmp_mb: int = 1024
     from .bwrap import BwrapLauncher
 
     try:
-        launcher: Launcher = BwrapLauncher(python, hidden, tmp_mb)
+        launcher: Launcher = BwrapLauncher(python, hidden, tmp_mb, gpus)
     except SandboxUnavailable as exc:
         if mode == "auto":
             log.warning("no sandbox for user code (%s): it runs as your own user, which is fine on your own "

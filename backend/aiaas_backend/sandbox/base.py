@@ -94,13 +94,21 @@ class Launcher(ABC):
 
     # -- shared helpers -------------------------------------------------------
     @staticmethod
+    def user_pid(proc: subprocess.Popen[bytes]) -> int:
+        """The process that stands for the user's code: the pid to show, to adopt after a
+        restart, and whose death ends everything the code started (a sandbox's first process;
+        without a sandbox, the process itself)."""
+        return int(getattr(proc, "user_pid", proc.pid))
+
+    @staticmethod
     def kill(pid: int) -> None:
         """Kill a launched process and everything it started (its whole sandbox)."""
         try:
-            children = psutil.Process(pid).children(recursive=True)
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
         except psutil.Error:
-            children = []
-        for proc in [*children]:
+            procs = []
+        for proc in procs:
             try:
                 proc.kill()
             except psutil.Error:

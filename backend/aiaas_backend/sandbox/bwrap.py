@@ -16,9 +16,11 @@ Two ways in, chosen by who runs the server:
 from __future__ import annotations
 
 import glob
+import json
 import os
 import random
 import subprocess
+import tempfile
 from pathlib import Path
 
 from .base import LaunchSpec, Launcher, SandboxUnavailable, which
@@ -40,8 +42,11 @@ class BwrapLauncher(Launcher):
     name = "bwrap"
     isolates = True
 
-    def __init__(self, python: str, hidden: list[Path], tmp_mb: int = 1024) -> None:
+    def __init__(self, python: str, hidden: list[Path], tmp_mb: int = 1024, gpus: bool = False) -> None:
         super().__init__(python)
+        # CUDA maps large private regions of its own; on a GPU machine the memory limit is the
+        # executor's watch alone (not RLIMIT_DATA), until that is measured on GPUs.
+        self._data_limit = not gpus
         self._bwrap = which("bwrap")
         if self._bwrap is None:
             raise SandboxUnavailable("bubblewrap (`bwrap`) is not installed")
@@ -67,16 +72,20 @@ class BwrapLauncher(Launcher):
 
     def _check(self) -> None:
         """Build a sandbox once at start: a kernel without user namespaces fails here, not in a run."""
-        probe = LaunchSpec(owner="probe", module="", args=[], folder=Path("/"), folder_writable=False)
-        argv = self._argv(probe, uid=None)
-        argv = argv[: argv.index("--")] + ["--", "true"]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        with tempfile.TemporaryDirectory(prefix="aiaas-probe-") as empty:
+            probe = LaunchSpec(owner="probe", module="", args=[], folder=Path(empty), folder_writable=False)
+            argv = self._argv(probe, uid=None)
+            argv = argv[: argv.index("--")] + ["--", "true"]
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
         if done.returncode != 0:
             raise SandboxUnavailable(f"bubblewrap cannot build a sandbox here: {done.stderr.strip()}")
 
     # -- the command line -----------------------------------------------------
     def _argv(self, spec: LaunchSpec, uid: int | None) -> list[str]:
         assert self._bwrap is not None
+        # bubblewrap's own init is the sandbox's first process (it reaps orphans, and keeps the
+        # parent-death signal that a uid change would clear): when it dies, by a kill from
+        # outside or when the user's process exits, every process in the sandbox dies.
         args = [self._bwrap, "--unshare-pid", "--unshare-ipc", "--unshare-net", "--unshare-uts",
                 "--unshare-cgroup-try", "--hostname", "aiaas"]
         if self._root:
@@ -138,7 +147,7 @@ class BwrapLauncher(Launcher):
         args += ["prlimit", "--core=0:0"]
         if limits.processes:
             args.append(f"--nproc={limits.processes}:{limits.processes}")
-        if limits.memory_mb:
+        if limits.memory_mb and self._data_limit:
             # Private writable memory per process: an allocation past it fails at once (MemoryError)
             # instead of the machine swapping; the executor also watches the sum over processes.
             args.append(f"--data={limits.memory_mb * _MiB}:{limits.memory_mb * _MiB}")
@@ -173,7 +182,19 @@ class BwrapLauncher(Launcher):
                 os.chown(path, uid, uid)
                 if path in owned:
                     self.own_like(path, path)
-        return subprocess.Popen(
-            self._argv(spec, uid), stdin=spec.stdin, stdout=spec.stdout, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd="/",
-        )
+        argv = self._argv(spec, uid)
+        # bubblewrap tells the host pid of its child (the sandbox's init) on --info-fd, then closes it.
+        read_end, write_end = os.pipe()
+        argv[1:1] = ["--info-fd", str(write_end)]
+        try:
+            proc = subprocess.Popen(argv, stdin=spec.stdin, stdout=spec.stdout, stderr=subprocess.STDOUT,
+                                    start_new_session=True, cwd="/", pass_fds=(write_end,))
+        finally:
+            os.close(write_end)
+        with os.fdopen(read_end, "rb") as info:
+            text = info.read()
+        try:
+            proc.user_pid = int(json.loads(text)["child-pid"])  # type: ignore[attr-defined]
+        except (ValueError, KeyError):
+            pass  # bubblewrap failed to build the sandbox: it exits, and the caller sees that
+        return proc
