@@ -87,7 +87,8 @@ class _Worker:
                 return None
         except psutil.NoSuchProcess:
             pass
-        return self.limit_reason or "the worker process ended while the server was restarting, without reporting a result"
+        return self.limit_reason or ("the worker process ended while the server was restarting, without "
+                                     "reporting a result")
 
     def kill(self) -> None:
         Launcher.kill(self.pid)

@@ -57,6 +57,10 @@ class BwrapLauncher(Launcher):
         if which("prlimit") is None:
             raise SandboxUnavailable("`prlimit` (util-linux) is missing: the sandbox sets its limits with it")
         self._tmp_mb = tmp_mb
+        # Options of newer releases (0.7/0.8); older ones (Ubuntu 22.04's 0.6) go without them.
+        usage = subprocess.run([self._bwrap, "--help"], capture_output=True, text=True, timeout=30).stdout
+        self._has_size = "--size" in usage
+        self._has_disable_userns = "--disable-userns" in usage
         self._python_paths = python_paths(python, hidden)
         self._check()
 
@@ -92,7 +96,7 @@ class BwrapLauncher(Launcher):
             # Only to drop to the sandbox uid with setpriv; every capability is gone after it.
             args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
         else:
-            args += ["--unshare-user", "--disable-userns"]
+            args += ["--unshare-user", *(["--disable-userns"] if self._has_disable_userns else [])]
         if spec.die_with_parent:
             args += ["--die-with-parent"]
         dirs: set[Path] = set()
@@ -129,13 +133,14 @@ class BwrapLauncher(Launcher):
             binds += ["--ro-bind", str(host), str(INSIDE / name)]
         for name, host in spec.shared_rw.items():
             binds += ["--bind", str(host), str(INSIDE / name)]
-        tmp = str(min(self._tmp_mb, spec.limits.disk_mb or self._tmp_mb) * _MiB)
+        tmp_mb = min(self._tmp_mb, spec.limits.disk_mb or self._tmp_mb)
+        size = ["--size", str(tmp_mb * _MiB)] if self._has_size else []
         mkdirs: list[str] = []
         for d in sorted(dirs, key=lambda p: len(p.parts)):
             mkdirs += ["--perms", "0755", "--dir", str(d)]
         args += ["--proc", "/proc", "--dev", "/dev", *mkdirs, *binds,
-                 "--perms", "1777", "--size", tmp, "--tmpfs", "/tmp",
-                 "--perms", "1777", "--size", tmp, "--tmpfs", "/dev/shm",
+                 "--perms", "1777", *size, "--tmpfs", "/tmp",
+                 "--perms", "1777", *size, "--tmpfs", "/dev/shm",
                  "--remount-ro", "/", "--chdir", str(mine), "--clearenv"]
         for key, value in self._env(spec).items():
             args += ["--setenv", key, value]
