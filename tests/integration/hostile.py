@@ -111,6 +111,7 @@ class Prober(_Tiny):
         _verdict("write_root", lambda: _write("/pwned"))
         _verdict("walk_up", _walk_up)
         _verdict("signal_server", lambda: os.kill(t["server_pid"], signal.SIGTERM))
+        _verdict("signal_other_worker", lambda: os.kill(t["other_worker_pid"], signal.SIGKILL))
         _verdict("connect_postgres", lambda: _connect(5432))
         _verdict("connect_api_tcp", lambda: _connect(t["api_port"]))
         _verdict("environment", _server_environment)
@@ -158,6 +159,19 @@ class DiskFiller(_Tiny):
 class Sleeper(_Tiny):
     def training_step(self, batch, batch_idx):
         time.sleep(3600)
+
+
+class Steady(_Tiny):
+    """Another user's long run, logging as it goes, that a hostile one might try to kill."""
+
+    def training_step(self, batch, batch_idx):
+        time.sleep(0.2)
+        loss = super().training_step(batch, batch_idx)
+        self.log("loss", loss)
+        return loss
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(torch.randn(4000, 8), torch.randn(4000, 1)), batch_size=8)
 
 
 class Marked(_Tiny):

@@ -17,15 +17,16 @@ import torch
 import aiaas
 
 from ..conftest import Backend
-from .hostile import DiskFiller, ForkBomb, Marked, MemoryHog, PeekingModel, Prober, Sleeper
+from ..conftest import wait_until
+from .hostile import DiskFiller, ForkBomb, Marked, MemoryHog, PeekingModel, Prober, Sleeper, Steady
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed "
                                 "(apt-get install bubblewrap; .ci/run installs it)")
 
 ALICE_SECRET = "alice-secret-7f3a9c"
 PROBES = {"read_database", "read_other_checkpoint", "list_other_runs", "read_config", "read_ssh_key", "list_home",
-          "write_data_dir", "write_root", "walk_up", "signal_server", "connect_postgres", "connect_api_tcp",
-          "environment"}
+          "write_data_dir", "write_root", "walk_up", "signal_server", "signal_other_worker", "connect_postgres",
+          "connect_api_tcp", "environment"}
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +76,8 @@ def test_hostile_module_sees_nothing_but_its_own_folder(backend, home):
     alice = backend.client(backend.new_key("alice"))
     mallory = backend.client(backend.new_key("mallory"))
     theirs = alice.train(Marked(ALICE_SECRET), max_epochs=1, name="alice").wait(timeout=240)
+    steady = alice.train(Steady(), max_epochs=1, name="steady")  # runs beside the hostile one (2 slots)
+    wait_until(lambda: steady.metrics("loss"), timeout=120, what="alice's steady run to train")
     data = backend.data_dir
     targets = {
         "database": str(data / "aiaas.db"),
@@ -85,6 +88,7 @@ def test_hostile_module_sees_nothing_but_its_own_folder(backend, home):
         "home": str(home),
         "data_dir": str(data),
         "server_pid": backend.proc.pid,
+        "other_worker_pid": steady.refresh().data.worker_pid,
         "api_port": backend.port,
     }
     assert Path(targets["other_checkpoint"]).exists() and Path(targets["database"]).exists()
@@ -107,6 +111,8 @@ def test_hostile_module_sees_nothing_but_its_own_folder(backend, home):
     _healthy(backend)
     assert alice.run(theirs.id).status is aiaas.RunStatus.succeeded
     assert ALICE_SECRET in alice.run(theirs.id).logs()
+    assert steady.refresh().status is aiaas.RunStatus.running  # still training
+    steady.cancel()
 
 
 def test_a_link_left_in_the_run_folder_is_not_served(backend):
