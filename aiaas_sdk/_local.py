@@ -63,7 +63,8 @@ def _start_detached(data_dir: Path, log_path: Path) -> int:
     """Start the server as a daemon: a child of a shell that exits at once, so it is nobody's
     child (no zombie left in the kernel after ``aiaas local stop``, none reaped by its exit)."""
     # The embedded backend is reached through its data dir, never through the config file.
-    env = {**os.environ, "AIAAS_WRITE_CONFIG": "false", "AIAAS_SERVER_LOG": str(log_path)}
+    # On one's own machine, bubblewrap is welcome but not required (docs/security.md).
+    env = {"AIAAS_SANDBOX": "auto", **os.environ, "AIAAS_WRITE_CONFIG": "false", "AIAAS_SERVER_LOG": str(log_path)}
     command = [sys.executable, "-m", "aiaas_backend", "server", "--data-dir", str(data_dir),
                "--host", "127.0.0.1", "--port", "0"]
     shell = subprocess.run(

@@ -109,14 +109,18 @@ class Backend:
         return out.stdout.strip().splitlines()[-1]
 
     def worker_processes(self) -> list[psutil.Process]:
-        """Worker processes of this backend: they run with their cwd inside its data dir."""
+        """Worker processes of this backend: they run with their cwd inside its data dir, or
+        in a sandbox (bubblewrap) that binds a folder of its data dir."""
         found = []
         for proc in psutil.process_iter(["cwd", "cmdline"]):
             try:
-                cwd = proc.info["cwd"]
-                if cwd and Path(cwd).is_relative_to(self.data_dir) and "aiaas_backend.worker" in " ".join(
-                    proc.info["cmdline"] or []
-                ):
+                cwd, command = proc.info["cwd"], proc.info["cmdline"] or []
+                if "aiaas_backend.worker" not in " ".join(command):
+                    continue
+                sandboxed = command and command[0].endswith("bwrap")
+                if sandboxed and any(a.startswith(f"{self.data_dir}/") for a in command):
+                    found += [proc, *proc.children(recursive=True)]
+                elif cwd and Path(cwd).is_relative_to(self.data_dir):
                     found.append(proc)
             except (psutil.Error, ValueError):
                 pass

@@ -7,6 +7,8 @@ renamed, so a reader never sees half a file.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,6 +56,33 @@ class Artifacts:
     def write_atomic(self, path: Path, data: bytes) -> None:
         with atomic(path) as tmp:
             tmp.write_bytes(data)
+
+
+class RunFolder(Artifacts):
+    """One run's folder on its own, as a sandboxed worker or replica sees it (no other runs
+    exist there, and the folder's name is not the run's)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.root = folder
+        self._folder = folder
+
+    def run_dir(self, run_id: str) -> Path:
+        return self._folder
+
+
+def open_regular(path: Path) -> int:
+    """Open a file a worker wrote, for the server to read: refuses a link (the worker could
+    point one at the database) and anything but a regular file (a FIFO would block)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path} is not a regular file")
+    return fd
+
+
+def read_regular(path: Path) -> str:
+    with os.fdopen(open_regular(path), "rb") as f:
+        return f.read().decode()
 
 
 @contextmanager

@@ -43,10 +43,15 @@ def server(
                                                     "HOST:PORT")] = None,
 ) -> None:
     """Run the aiaas backend (API server + executor)."""
+    from .sandbox import SandboxUnavailable
     from .server import serve
 
-    serve(_settings(host=host, port=port, data_dir=data_dir, executor=executor, slots=slots,
-                    ray_address=ray_address))
+    try:
+        serve(_settings(host=host, port=port, data_dir=data_dir, executor=executor, slots=slots,
+                        ray_address=ray_address))
+    except SandboxUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @keys.command("create")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
+import psutil
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -72,6 +73,19 @@ class Settings(BaseSettings):
     metrics: bool = True
     # Let loopback clients read /metrics without a scrape key (a Prometheus on this machine).
     metrics_loopback: bool = False
+    # How user code (workers, replicas) is confined; docs/security.md. "bwrap": bubblewrap, and
+    # refuse to start without it (the default: a server runs other people's code); "auto":
+    # bubblewrap if it works here, else unconfined with a warning (the embedded single-user
+    # backend of aiaas.connect("local")); "off": unconfined, for development.
+    sandbox: Literal["bwrap", "auto", "off"] = "bwrap"
+    # Per run (0: no limit). Memory: resident memory of all its processes (default: half the
+    # machine's); processes: processes and threads; disk: bytes in its folder; wall: seconds.
+    sandbox_memory_mb: int = Field(default_factory=lambda: psutil.virtual_memory().total // 2 // 2**20, ge=0)
+    sandbox_processes: int = Field(default=4096, ge=0)
+    sandbox_disk_mb: int = Field(default=50 * 1024, ge=0)
+    sandbox_wall_s: float = Field(default=0.0, ge=0)
+    # Size of a sandbox's private /tmp and /dev/shm (memory-backed; at most the disk limit).
+    sandbox_tmp_mb: int = Field(default=1024, ge=1)
 
     @field_validator("data_dir")
     @classmethod
@@ -95,3 +109,14 @@ class Settings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         return self.data_dir / "artifacts"
+
+    @property
+    def api_socket_dir(self) -> Path:
+        """Holds ``api.sock``, the API on a Unix socket: the only way out of a sandbox."""
+        return self.data_dir / "api"
+
+    @property
+    def sandbox_limits(self):  # type: ignore[no-untyped-def]
+        from .sandbox import Limits
+
+        return Limits(self.sandbox_memory_mb, self.sandbox_processes, self.sandbox_disk_mb, self.sandbox_wall_s)

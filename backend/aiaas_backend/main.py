@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+
+from aiaas_sdk import config as sdk_config
 from fastapi.routing import APIRoute
 from sqlalchemy import select
 
@@ -22,6 +25,7 @@ from .executors.local import LocalExecutor
 from .ray_cluster import RayCluster
 from .models import Deployment
 from .routes import deployments, events, meta, runs, worker
+from .sandbox import make_launcher
 from .serving.base import ServingRuntime
 from .serving.local import LocalServing
 from .size_limit import BodySizeLimit
@@ -51,10 +55,20 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
         cluster = RayCluster(settings.ray_address)
         executor = RayExecutor(settings, sessions, artifacts, api_url, bus, cluster)
         serving = RayServing(artifacts, cluster, settings.ray_cpus_per_replica)
+        if settings.sandbox != "off":
+            logging.getLogger("aiaas.sandbox").warning(
+                "the sandbox does not wrap Ray's workers: on --executor ray, user code runs as the Ray "
+                "cluster's user on its nodes (one cluster per tenant, or Ray's container runtime "
+                "environments, isolate it; docs/scale-out.md)")
     else:
-        executor = LocalExecutor(settings, sessions, artifacts, api_url, bus)
-        serving = LocalServing(artifacts, settings.data_dir, settings.worker_python, settings.gpus,
-                               settings.replica_threads)
+        # The data dir and the config file stay out of every sandbox (refused if the Python
+        # environment the sandbox must show contains them).
+        launcher = make_launcher(settings.sandbox, settings.worker_python,
+                                 [settings.data_dir, sdk_config.config_path()], settings.sandbox_tmp_mb,
+                                 bool(settings.gpus))
+        executor = LocalExecutor(settings, sessions, artifacts, api_url, bus, launcher)
+        serving = LocalServing(artifacts, settings.data_dir, launcher, settings.gpus, settings.replica_threads,
+                               settings.sandbox_limits)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from aiaas_sdk.wire import RunStatus, WorkerEvent, WorkerStatus
 
+from .artifacts import read_regular
 from .lifecycle import append_events, set_status
 from .models import Run
 
@@ -46,12 +47,20 @@ def apply_leftovers(session: Session, run: Run, pending: Path, result: Path) -> 
 
     Returns whether a final result was applied.
     """
-    if pending.exists():
-        events = [WorkerEvent.model_validate_json(line) for line in pending.read_text().splitlines() if line]
+    # Files written inside the sandbox: what they say is the run's own business, but a link to
+    # a file of the server's, or a FIFO, must not be followed (read_regular refuses both).
+    if pending.exists() or pending.is_symlink():
+        try:
+            events = [WorkerEvent.model_validate_json(line) for line in read_regular(pending).splitlines() if line]
+        except (OSError, ValueError):
+            events = []
         apply_events(session, run, events)
-    if not result.exists():
+    if not (result.exists() or result.is_symlink()):
         return False
-    report = WorkerStatus.model_validate(json.loads(result.read_text()))
+    try:
+        report = WorkerStatus.model_validate(json.loads(read_regular(result)))
+    except (OSError, ValueError):
+        return False
     if report.attempt != run.attempt:
         return False
     apply_status(session, run, report)

@@ -1,4 +1,5 @@
-"""Runs the API under uvicorn on a socket we bind ourselves (so port 0 works)."""
+"""Runs the API under uvicorn on a socket we bind ourselves (so port 0 works), and on a
+Unix socket in the data dir for sandboxed workers, which have no network."""
 
 from __future__ import annotations
 
@@ -66,6 +67,25 @@ def _share_with_sdk(key: str, url: str) -> None:
                  existing.get("url", "no URL"), url, LOCAL_KEY_FILE)
 
 
+def _unix_socket(folder: Path) -> socket.socket:
+    """``folder/api.sock``: the one way out of a sandbox (bound into it read-only; the worker
+    still needs its run's token). Its folder holds nothing else and outlives restarts, so
+    workers adopted by the next server process reach it at the same place."""
+    folder.mkdir(mode=0o755, exist_ok=True)
+    path = folder / "api.sock"
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # AF_UNIX paths stop at 108 bytes; a deep data dir is reached through the folder's fd.
+    fd = os.open(folder, os.O_PATH | os.O_DIRECTORY)
+    try:
+        sock.bind(str(path) if len(str(path)) < 100 else f"/proc/self/fd/{fd}/api.sock")
+    finally:
+        os.close(fd)
+    # A root server's sandboxes run under uids of their own: they must be able to connect.
+    os.chmod(path, 0o666)
+    return sock
+
+
 def serve(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
@@ -77,6 +97,7 @@ def serve(settings: Settings) -> None:
     url = f"http://{host}:{port}"
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings, lambda: url)  # migrates the store
+    unix = _unix_socket(settings.api_socket_dir)
     if settings.host in LOOPBACK:
         key = _local_key(app.state.sessions, settings.data_dir)
         if key is not None and settings.write_config:
@@ -96,10 +117,11 @@ def serve(settings: Settings) -> None:
 
     server.startup = startup  # type: ignore[method-assign]
     try:
-        server.run(sockets=[sock])
+        server.run(sockets=[sock, unix])
     finally:
         try:
             if json.loads(info.read_text()).get("pid") == os.getpid():
                 info.unlink()
+                (settings.api_socket_dir / "api.sock").unlink(missing_ok=True)
         except (OSError, ValueError):
             pass

@@ -9,19 +9,28 @@ several seconds of imports.
 Workers run in their own session, so they outlive the API server: on start the
 executor re-adopts workers that are still alive, and requeues (from the last
 checkpoint) runs whose worker is gone.
+
+Every worker starts through the sandbox launcher (:mod:`aiaas_backend.sandbox`). A
+sandboxed warm worker is started on a spare folder; when a run is handed to it, the
+run's files move into that folder and it takes the run's folder's name (the sandbox's
+bind mount follows the directory). The executor also watches each worker's limits
+(memory over all its processes, bytes in its folder, wall time) and ends a run that
+goes over one with a message naming it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
+import secrets
+import shutil
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
 import psutil
@@ -36,6 +45,7 @@ from ..event_bus import EventBus
 from ..lifecycle import set_status
 from ..models import Run
 from ..reports import apply_leftovers
+from ..sandbox import LaunchSpec, Launcher, Watch
 from ..security import new_worker_token
 from .base import Executor
 
@@ -48,7 +58,10 @@ class _Worker:
     attempt: int
     gpu_ids: list[str]
     proc: subprocess.Popen[bytes] | psutil.Process
+    watch: Watch | None = None
     cancel_deadline: float | None = None
+    # Set when the executor ended the worker for going over a limit: the run's error.
+    limit_reason: str | None = None
 
     @property
     def pid(self) -> int:
@@ -60,6 +73,10 @@ class _Worker:
             code = self.proc.poll()
             if code is None:
                 return None
+            if self.limit_reason:
+                return self.limit_reason
+            if code > 128 and code - 128 in signal.valid_signals():
+                code = 128 - code  # bubblewrap passes a signal on as 128 + its number
             if code < 0:
                 name = signal.Signals(-code).name
                 hint = " (out of memory, or killed by someone)" if -code == signal.SIGKILL else ""
@@ -70,13 +87,11 @@ class _Worker:
                 return None
         except psutil.NoSuchProcess:
             pass
-        return "the worker process ended while the server was restarting, without reporting a result"
+        return self.limit_reason or ("the worker process ended while the server was restarting, without "
+                                     "reporting a result")
 
     def kill(self) -> None:
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        Launcher.kill(self.pid)
 
 
 def _process_alive(pid: int | None, started: float | None) -> psutil.Process | None:
@@ -104,14 +119,17 @@ class LocalExecutor(Executor):
         artifacts: Artifacts,
         api_url: Callable[[], str],
         bus: EventBus,
+        launcher: Launcher,
     ) -> None:
         self._settings = settings
+        self._launcher = launcher
         self._bus = bus
         self._sessions = sessions
         self._artifacts = artifacts
         self._api_url = api_url
         self._workers: dict[str, _Worker] = {}
         self._warm: subprocess.Popen[bytes] | None = None
+        self._warm_folder: Path | None = None  # the spare folder a sandboxed warm worker sees
         self._warm_failures = 0
         self._next_warm_try = 0.0
         self._wake = threading.Event()
@@ -130,6 +148,9 @@ class LocalExecutor(Executor):
 
     def start(self) -> None:
         self._log_file = open(self._settings.data_dir / "workers.log", "ab")
+        # Spare folders of warm workers from an earlier server process (those workers are gone).
+        for spare in (self._artifacts.root / "runs").glob(".warm-*"):
+            shutil.rmtree(spare, ignore_errors=True)
         with self._sessions() as session:
             self._reconcile(session)
             session.commit()
@@ -144,8 +165,9 @@ class LocalExecutor(Executor):
         if self._thread.is_alive():
             self._thread.join(timeout=10)
         if self._warm is not None and self._warm.poll() is None:
-            self._warm.kill()
+            Launcher.kill(self._warm.pid)
             self._warm.wait()
+        self._drop_warm_folder()
         # Busy workers keep running on purpose: the next start adopts them.
         if self._log_file:
             self._log_file.close()
@@ -158,6 +180,7 @@ class LocalExecutor(Executor):
             if self._stopping.is_set():
                 return
             try:
+                self._enforce_limits()
                 with self._sessions() as session:
                     self._reap(session)
                     self._enforce_cancels(session)
@@ -173,7 +196,8 @@ class LocalExecutor(Executor):
             gpu_ids = [g for g in (run.gpu_ids or "").split(",") if g]
             if proc is not None:
                 log.info("adopting the live worker %s of run %s", proc.pid, run.id)
-                self._workers[run.id] = _Worker(run.id, run.attempt, gpu_ids, proc)
+                # Its wall time counts again from now: the start of the adoption.
+                self._workers[run.id] = _Worker(run.id, run.attempt, gpu_ids, proc, self._watch(proc.pid, run.id))
             else:
                 self._finish(session, run, "its worker was gone when the server restarted", requeue=True)
 
@@ -209,6 +233,16 @@ class LocalExecutor(Executor):
         else:
             tried = f" (attempt {run.attempt} of {self._settings.max_attempts})" if requeue else ""
             set_status(session, run, RunStatus.failed, error=f"{reason}{tried}")
+
+    def _enforce_limits(self) -> None:
+        for run_id, worker in self._workers.items():
+            if worker.watch is None or worker.limit_reason:
+                continue
+            reason = worker.watch.check()
+            if reason:
+                log.warning("run %s: %s; ending its worker", run_id, reason)
+                worker.limit_reason = reason
+                worker.kill()
 
     def _enforce_cancels(self, session: Session) -> None:
         for run_id, worker in self._workers.items():
@@ -268,31 +302,57 @@ class LocalExecutor(Executor):
             "run_id": run.id,
             "attempt": run.attempt,
             "token": token,
-            "api_url": self._settings.advertise_url or self._api_url(),
-            "server_info": str(self._settings.data_dir / "server.json"),
-            "artifacts_root": str(self._artifacts.root),
+            **self._reach(),
             "gpu_ids": gpu_ids,
             "trainer_kwargs": run.trainer_kwargs,
             "test": run.run_test,
-            "resume_from": str(ckpt) if ckpt.exists() else None,
+            "resume_from": self._as_seen(run.id, ckpt) if ckpt.exists() else None,
             "checkpoint_every_s": self._settings.checkpoint_every_s,
             **self._extra_assignment(run),
         }
-        proc = self._hand_over(assignment)
+        proc = self._hand_over(assignment, self._artifacts.run_dir(run.id))
         if proc is None:
             set_status(session, run, RunStatus.failed, error="could not start a worker process; see workers.log")
             session.commit()
             self._bus.publish(run.id)
             return
-        run.worker_pid = proc.pid
-        run.worker_started = psutil.Process(proc.pid).create_time()
+        # The process running the user's code: what a user sees, and what a restart adopts.
+        run.worker_pid = Launcher.user_pid(proc)
+        try:
+            run.worker_started = psutil.Process(run.worker_pid).create_time()
+        except psutil.Error:
+            run.worker_pid, run.worker_started = proc.pid, psutil.Process(proc.pid).create_time()
         session.commit()
-        self._workers[run.id] = _Worker(run.id, run.attempt, gpu_ids, proc)
+        self._workers[run.id] = _Worker(run.id, run.attempt, gpu_ids, proc, self._watch(proc.pid, run.id))
 
-    def _hand_over(self, assignment: dict[str, object]) -> subprocess.Popen[bytes] | None:
+    def _watch(self, pid: int, run_id: str) -> Watch | None:
+        """The limits apply where the sandbox does (not to Ray drivers, not with AIAAS_SANDBOX=off)."""
+        if not self._launcher.isolates:
+            return None
+        return Watch(pid, self._artifacts.run_dir(run_id), self._settings.sandbox_limits)
+
+    def _reach(self) -> dict[str, object]:
+        """How a worker finds the API server and its run's files, as it sees them."""
+        if self._launcher.isolates:
+            # No network in the sandbox: the API's Unix socket, and only its own folder.
+            spec = self._spec(Path("/"))
+            return {"api_url": "http://aiaas", "api_socket": self._launcher.shared_inside(spec, "api") + "/api.sock",
+                    "server_info": None, "artifacts_root": "", "run_dir": self._launcher.folder_inside(spec)}
+        return {"api_url": self._settings.advertise_url or self._api_url(),
+                "server_info": str(self._settings.data_dir / "server.json"),
+                "artifacts_root": str(self._artifacts.root)}
+
+    def _as_seen(self, run_id: str, path: Path) -> str:
+        """A path in a run's folder as its worker sees it."""
+        if not self._launcher.isolates:
+            return str(path)
+        inside = self._launcher.folder_inside(self._spec(Path("/")))
+        return f"{inside}/{path.relative_to(self._artifacts.run_dir(run_id))}"
+
+    def _hand_over(self, assignment: dict[str, object], folder: Path) -> subprocess.Popen[bytes] | None:
         line = (json.dumps(assignment) + "\n").encode()
         for _ in range(2):
-            proc = self._take_warm() or self._spawn()
+            proc = self._take_warm(folder) or self._spawn(folder)
             if proc is None:
                 return None
             try:
@@ -301,33 +361,43 @@ class LocalExecutor(Executor):
                 proc.stdin.close()
                 return proc
             except (BrokenPipeError, OSError):
-                proc.kill()
+                Launcher.kill(proc.pid)
                 proc.wait()
         return None
 
-    def _take_warm(self) -> subprocess.Popen[bytes] | None:
+    def _take_warm(self, folder: Path) -> subprocess.Popen[bytes] | None:
         warm, self._warm = self._warm, None
-        if warm is not None and warm.poll() is None:
-            self._warm_failures = 0
-            return warm
-        return None
+        spare, self._warm_folder = self._warm_folder, None
+        if warm is None or warm.poll() is not None:
+            if spare is not None:
+                shutil.rmtree(spare, ignore_errors=True)
+            return None
+        if spare is not None and not self._launcher.give_folder(spare, folder):
+            log.warning("could not give the run's folder %s to the warm worker; starting a fresh one", folder)
+            Launcher.kill(warm.pid)
+            warm.wait()
+            shutil.rmtree(spare, ignore_errors=True)
+            return None
+        self._warm_failures = 0
+        return warm
 
-    def _spawn(self) -> subprocess.Popen[bytes] | None:
-        env = os.environ.copy()
-        env["PYTHONUNBUFFERED"] = "1"
+    def _spec(self, folder: Path) -> LaunchSpec:
+        shared = {"api": self._settings.api_socket_dir} if self._launcher.isolates else {}
+        return LaunchSpec(owner=folder.name, module=self.worker_module, args=[], folder=folder, folder_writable=True,
+                          shared_ro=shared, limits=self._settings.sandbox_limits, stdin=subprocess.PIPE,
+                          stdout=self._log_file)
+
+    def _spawn(self, folder: Path) -> subprocess.Popen[bytes] | None:
         try:
-            return subprocess.Popen(
-                [self._settings.worker_python, "-m", self.worker_module],
-                stdin=subprocess.PIPE,
-                stdout=self._log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=env,
-                cwd=self._settings.data_dir,
-            )
+            return self._launcher.start(self._spec(folder))
         except OSError:
             log.exception("could not start a worker with %s", self._settings.worker_python)
             return None
+
+    def _drop_warm_folder(self) -> None:
+        if self._warm_folder is not None:
+            shutil.rmtree(self._warm_folder, ignore_errors=True)
+            self._warm_folder = None
 
     def _ensure_warm(self) -> None:
         """Keep one warm worker while a run could start; none while all places are busy,
@@ -341,5 +411,15 @@ class LocalExecutor(Executor):
             self._next_warm_try = time.monotonic() + min(60.0, 2.0**self._warm_failures)
             log.warning("the warm worker exited with code %s; see workers.log", self._warm.returncode)
             self._warm = None
+            self._drop_warm_folder()
         if self._has_room() and time.monotonic() >= self._next_warm_try:
-            self._warm = self._spawn()
+            if self._launcher.isolates:
+                # Sandboxed, a process sees only the folder it was started with: a spare one,
+                # which becomes the run's folder when a run is handed over (give_folder).
+                spare = self._artifacts.root / "runs" / f".warm-{secrets.token_hex(6)}"
+                spare.mkdir(parents=True)
+                self._warm, self._warm_folder = self._spawn(spare), spare
+                if self._warm is None:
+                    self._drop_warm_folder()
+            else:
+                self._warm = self._spawn(self._artifacts.root)

@@ -24,6 +24,7 @@ from ..event_bus import EventBus
 from ..models import Run
 from ..ray_cluster import RayCluster
 from ..resources import ray_workers
+from ..sandbox.off import OffLauncher
 from .local import LocalExecutor
 
 
@@ -40,7 +41,9 @@ class RayExecutor(LocalExecutor):
         bus: EventBus,
         cluster: RayCluster,
     ) -> None:
-        super().__init__(settings, sessions, artifacts, api_url, bus)
+        # The driver needs the network (it talks to the cluster) and Ray's workers are Ray's to
+        # start: the sandbox does not wrap them (docs/scale-out.md says what isolation holds).
+        super().__init__(settings, sessions, artifacts, api_url, bus, OffLauncher(settings.worker_python))
         self._cluster = cluster
 
     @property

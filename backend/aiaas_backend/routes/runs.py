@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from typing import Annotated
@@ -24,7 +25,7 @@ from aiaas_sdk.wire import (
     RunStatus,
 )
 
-from ..artifacts import FINAL_FILES
+from ..artifacts import FINAL_FILES, open_regular
 from ..deps import ArtifactsDep, CurrentUser, EnvironmentDep, ExecutorDep, SessionDep
 from ..errors import ApiError, run_not_found
 from ..lifecycle import append_events, set_status, to_public
@@ -215,6 +216,12 @@ def download_checkpoint(
     """The final checkpoint: ``lightning`` (a Trainer checkpoint) or ``weights`` (a state_dict)."""
     run = _owned(session, user, run_id)
     path = artifacts.final(run.id, kind)
+    try:
+        # The worker wrote this file: a link it left there (to the database, to another
+        # run's checkpoint) must not be served, nor anything but a regular file.
+        os.close(open_regular(path))
+    except OSError:
+        path = path.with_name(path.name + ".absent")
     if not path.exists():
         raise ApiError(
             404,

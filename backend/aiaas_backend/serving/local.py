@@ -4,6 +4,9 @@ Replicas are started and replaced in the background; a deployment is ready as
 soon as one replica is. Rolling updates start the new version's replicas
 before retiring the old ones, so requests keep flowing; a replica that dies
 is replaced with one of the same version.
+
+Replicas start through the sandbox launcher: a replica sees its run's folder read-only
+and a folder of its own for its socket, nothing else.
 """
 
 from __future__ import annotations
@@ -11,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Coroutine
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..artifacts import Artifacts
+from ..sandbox import LaunchSpec, Launcher, Limits
 from .base import DeploymentConfig, ServingRuntime
 from .router import Replica, Router
 
@@ -54,12 +58,14 @@ class Runtime:
 class LocalServing(ServingRuntime):
     name = "local"
 
-    def __init__(self, artifacts: Artifacts, data_dir: Path, python: str = sys.executable,
-                 gpus: list[str] | None = None, replica_threads: int = 0) -> None:
+    def __init__(self, artifacts: Artifacts, data_dir: Path, launcher: Launcher,
+                 gpus: list[str] | None = None, replica_threads: int = 0, limits: Limits | None = None) -> None:
         self._artifacts = artifacts
         self._replica_threads = replica_threads
         self._gpus = gpus or []
-        self._python = python
+        self._launcher = launcher
+        # A replica serves until it is retired: no wall time, and it writes no folder.
+        self._limits = Limits(limits.memory_mb, limits.processes) if limits else Limits()
         self._log_path = data_dir / "replicas.log"
         self._sockets = Path(tempfile.mkdtemp(prefix="aiaas-sock-"))  # short paths: AF_UNIX limit
         self._runtimes: dict[str, Runtime] = {}
@@ -80,7 +86,9 @@ class LocalServing(ServingRuntime):
     async def _start_replica(self, runtime: Runtime, run_id: str) -> Replica | None:
         self._counter += 1
         name = f"{runtime.config.id}-{self._counter}"
-        sock = self._sockets / f"{self._counter}.sock"
+        sock_dir = self._sockets / str(self._counter)  # the replica's own: it creates its socket there
+        sock_dir.mkdir()
+        sock = sock_dir / "replica.sock"
         # By default a replica gets its share of the cores. On a machine the replicas share
         # with the API server and other work, their intra-op threads stall at every op's
         # barrier while one waits to be scheduled; AIAAS_REPLICA_THREADS=1 avoids that at
@@ -91,12 +99,17 @@ class LocalServing(ServingRuntime):
         # Replicas take the backend's GPUs in turn (shared with training, not reserved);
         # without GPUs they run on the CPU, sharing its cores.
         gpu = self._gpus[self._counter % len(self._gpus)] if self._gpus else ""
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
-        proc = subprocess.Popen(
-            [self._python, "-m", "aiaas_backend.serving.replica", "--socket", str(sock),
-             "--artifacts", str(self._artifacts.root), "--run", run_id, "--threads", str(threads)],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
+        spec = LaunchSpec(owner=runtime.config.id, module="aiaas_backend.serving.replica", args=[],
+                          folder=self._artifacts.run_dir(run_id), folder_writable=False, shared_rw={"sock": sock_dir},
+                          env={"CUDA_VISIBLE_DEVICES": gpu}, limits=self._limits, stdin=subprocess.DEVNULL,
+                          stdout=self._log, die_with_parent=True)
+        spec.args = ["--socket", f"{self._launcher.shared_inside(spec, 'sock')}/replica.sock",
+                     "--run-dir", self._launcher.folder_inside(spec), "--run", run_id, "--threads", str(threads)]
+        try:
+            proc = self._launcher.start(spec)
+        except OSError as exc:
+            runtime.error = f"could not start a replica: {exc}"
+            return None
         for _ in range(2400):  # up to 120 s: importing torch and loading the model
             if proc.poll() is not None:
                 runtime.error = (f"a replica exited with code {proc.returncode} while loading run {run_id}; "
@@ -115,7 +128,7 @@ class LocalServing(ServingRuntime):
             writer.close()
             if proc.poll() is None:
                 proc.terminate()
-            sock.unlink(missing_ok=True)
+            shutil.rmtree(sock_dir, ignore_errors=True)
             # Reap it (no zombies in the server), killing it if it ignores the terminate.
             threading.Thread(target=_reap, args=(proc,), daemon=True).start()
 
@@ -195,3 +208,4 @@ class LocalServing(ServingRuntime):
             await self.delete(deployment_id)
         if self._log is not None:
             self._log.close()
+        shutil.rmtree(self._sockets, ignore_errors=True)

@@ -1,6 +1,6 @@
 """A replica: loads one run's model and answers batches on a Unix socket.
 
-``python -m aiaas_backend.serving.replica --socket PATH --artifacts DIR --run RUN_ID``
+``python -m aiaas_backend.serving.replica --socket PATH --run-dir DIR --run RUN_ID``
 
 Like the worker, it is a process that unpickles user code; the API server
 only moves bytes. It serves one connection (its router) one batch at a time.
@@ -19,7 +19,7 @@ import torch
 
 from aiaas_sdk import packaging, tensor_codec
 
-from ..artifacts import Artifacts
+from ..artifacts import Artifacts, RunFolder
 from .frames import LEN, OK, error_reply
 
 
@@ -94,14 +94,17 @@ def serve(sock_path: Path, model: torch.nn.Module, device: torch.device) -> None
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--socket", required=True, type=Path)
-    parser.add_argument("--artifacts", required=True, type=Path)
+    # The run's folder (what a sandboxed replica sees), or the artifacts root with every run.
+    parser.add_argument("--run-dir", type=Path)
+    parser.add_argument("--artifacts", type=Path)
     parser.add_argument("--run", required=True)
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if os.environ.get("CUDA_VISIBLE_DEVICES") and torch.cuda.is_available() else "cpu")
-    model = load_model(Artifacts(args.artifacts), args.run, device)
+    artifacts = RunFolder(args.run_dir) if args.run_dir else Artifacts(args.artifacts)
+    model = load_model(artifacts, args.run, device)
     print(f"replica for {args.run} ready on {device} with {torch.get_num_threads()} threads", flush=True)
     serve(args.socket, model, device)
     return 0

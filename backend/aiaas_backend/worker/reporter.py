@@ -29,6 +29,7 @@ class Reporter:
         attempt: int,
         token: str,
         *,
+        api_socket: str | None = None,
         flush_every: float = 0.1,
         max_batch: int = 20_000,
         orphan_after: float = 600.0,
@@ -37,7 +38,9 @@ class Reporter:
         self._server_info = Path(server_info) if server_info else None
         self._run_id = run_id
         self._attempt = attempt
-        self._http = httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=10.0)
+        # In a sandbox there is no network: the API server's Unix socket is bound in instead.
+        transport = httpx.HTTPTransport(uds=api_socket) if api_socket else None
+        self._http = httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=10.0, transport=transport)
         self._pending: list[tuple[int, str, float, dict[str, Any]]] = []
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()

@@ -23,7 +23,8 @@ except ImportError:  # pragma: no cover - depends on the installation
 from aiaas_sdk import packaging
 from aiaas_sdk.wire import RunStatus, WorkerStatus
 
-from ..artifacts import Artifacts, atomic
+from ..artifacts import Artifacts, RunFolder, atomic
+from ..sandbox.limits import hint
 from . import tidy_output
 from .capture import OutputCapture
 from .lightning_hooks import make_callback, make_logger, save_full_checkpoint
@@ -177,12 +178,15 @@ def _train(assignment: dict[str, Any], artifacts: Artifacts, reporter: Reporter 
 def run(assignment: dict[str, Any]) -> int:
     # Set before anything touches CUDA; an empty value hides every GPU from a CPU run.
     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(assignment["gpu_ids"])
-    artifacts = Artifacts(Path(assignment["artifacts_root"]))
+    # Sandboxed, the worker sees its own run's folder only, under a name of the sandbox's.
+    run_dir = assignment.get("run_dir")
+    artifacts = RunFolder(Path(run_dir)) if run_dir else Artifacts(Path(assignment["artifacts_root"]))
     run_id = assignment["run_id"]
     os.chdir(artifacts.run_dir(run_id))
     attempt = assignment["attempt"]
     reporter = Reporter(
-        assignment["api_url"], assignment.get("server_info"), assignment["run_id"], attempt, assignment["token"]
+        assignment["api_url"], assignment.get("server_info"), assignment["run_id"], attempt, assignment["token"],
+        api_socket=assignment.get("api_socket"),
     )
     capture = OutputCapture(artifacts.output_log(run_id), reporter.log)
     capture.start()
@@ -190,9 +194,9 @@ def run(assignment: dict[str, Any]) -> int:
         result = _train(assignment, artifacts, reporter)
     except BaseException as exc:  # noqa: BLE001 - everything the user's code raises is the run's result
         traceback.print_exc()
-        result = WorkerStatus(
-            attempt=attempt, status=RunStatus.failed, error=describe(exc), traceback=traceback.format_exc()
-        )
+        limit = hint(exc)
+        error = describe(exc) + (f" -- {limit}" if limit else "")
+        result = WorkerStatus(attempt=attempt, status=RunStatus.failed, error=error, traceback=traceback.format_exc())
     finally:
         capture.stop()
     # On disk first: if the server is down, the executor reads it when it returns.
