@@ -101,16 +101,33 @@ def inspect(data_dir: Path, database_url: str) -> LocalBackendState:
     state.url, state.pid, state.started = str(info["url"]), server.pid, server.create_time()
     state.processes.append(("server", server.pid, _mib(server)))
     busy = {pid for _, _, pid, _ in state.running_runs if pid}
-    seen = {server.pid}
-    candidates = server.children(recursive=True)
-    candidates += [p for p in (_alive(pid, t) for _, _, pid, t in state.running_runs) if p is not None]
-    for proc in candidates:
-        if proc.pid in seen:
+    candidates = {p.pid: p for p in server.children(recursive=True)}
+    candidates |= {p.pid: p for p in (_alive(pid, t) for _, _, pid, t in state.running_runs) if p is not None}
+    roles = {pid: role for pid, proc in candidates.items() if (role := _role(proc, busy))}
+    for pid, role in roles.items():
+        # A sandboxed worker is a small tree (bubblewrap, then Python): list its top process,
+        # with the memory of the whole tree.
+        if _parent(candidates[pid]) in roles:
             continue
-        seen.add(proc.pid)
-        if role := _role(proc, busy):
-            state.processes.append((role, proc.pid, _mib(proc)))
+        tree = [candidates[pid], *_descendants(candidates[pid])]
+        if role == "warm worker" and any(p.pid in busy for p in tree):
+            role = "worker"  # the run's recorded pid is the sandbox's init, inside this tree
+        state.processes.append((role, pid, sum(_mib(p) for p in tree)))
     return state
+
+
+def _parent(proc: psutil.Process) -> int | None:
+    try:
+        return proc.ppid()
+    except psutil.Error:
+        return None
+
+
+def _descendants(proc: psutil.Process) -> list[psutil.Process]:
+    try:
+        return proc.children(recursive=True)
+    except psutil.Error:
+        return []
 
 
 def _alive(pid: int | None, started: float | None) -> psutil.Process | None:
