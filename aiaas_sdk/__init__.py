@@ -2,6 +2,7 @@
 
 from ._client import AsyncClient, Client
 from ._connect import connect, connect_async
+from ._datasets import AsyncDataset, Dataset, data_path
 from ._errors import (
     AiaasError,
     AuthenticationError,
@@ -22,12 +23,14 @@ from .wire import DeploymentStats, MetricPoint, ModelVersion, RunEvent, RunStatu
 __all__ = [
     "AiaasError",
     "AsyncClient",
+    "AsyncDataset",
     "AsyncDeployment",
     "AsyncRun",
     "AuthenticationError",
     "BackendUnavailable",
     "BadRequest",
     "Client",
+    "Dataset",
     "Deployment",
     "DeploymentOverloaded",
     "DeploymentStats",
@@ -44,4 +47,5 @@ __all__ = [
     "ServerError",
     "connect",
     "connect_async",
+    "data_path",
 ]

@@ -103,6 +103,7 @@ def submit(
     name: str | None = None,
     test: bool = False,
     trainer_kwargs: dict[str, Any],
+    datasets: list[str] | None = None,
 ) -> Op[RunPublic]:
     lightning_package = packaging.lightning_package_of(model)
     plain, pickled = split_trainer_kwargs(trainer_kwargs)
@@ -111,7 +112,7 @@ def submit(
             raise TypeError(
                 f"train() does not take the Trainer argument {reserved!r}: aiaas manages it; remove it"
             )
-    spec = RunSpec(name=name, trainer_kwargs=plain, test=test)
+    spec = RunSpec(name=name, trainer_kwargs=plain, test=test, datasets=datasets or [])
     blob = packaging.pack(
         {
             "model": model,

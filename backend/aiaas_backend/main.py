@@ -19,10 +19,11 @@ from .executors import Executor
 from .executors.local import LocalExecutor
 from .ray_cluster import RayCluster
 from .models import Deployment
-from .routes import deployments, events, meta, runs, worker
+from .routes import datasets, deployments, events, meta, runs, worker, worker_datasets
 from .serving.base import ServingRuntime
 from .serving.local import LocalServing
 from .size_limit import BodySizeLimit
+from .store import open_store
 from .worker_env import probe
 
 
@@ -37,6 +38,7 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     migrate(engine)
     sessions = session_factory(engine)
     artifacts = Artifacts(settings.artifacts_dir)
+    store = open_store(settings)
     bus = EventBus()
     executor: Executor
     serving: ServingRuntime
@@ -82,6 +84,7 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     app.state.settings = settings
     app.state.sessions = sessions
     app.state.artifacts = artifacts
+    app.state.store = store
     app.state.executor = executor
     app.state.event_bus = bus
     app.state.serving = serving
@@ -93,5 +96,7 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     app.include_router(events.router)
     app.include_router(deployments.router)
     app.include_router(worker.router)
+    app.include_router(datasets.router)
+    app.include_router(worker_datasets.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     return app

@@ -24,6 +24,7 @@ from aiaas_sdk.wire import RunStatus, WorkerStatus
 
 from ..artifacts import Artifacts, atomic
 from .capture import OutputCapture
+from .datasets import materialise
 from .lightning_hooks import make_callback, make_logger
 from .reporter import Reporter
 
@@ -37,7 +38,12 @@ def describe(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     user = [f for f in frames if not f.filename.startswith(_LIBRARY_DIRS) and not f.filename.startswith("<frozen")]
     where = f' (File "{user[-1].filename}", line {user[-1].lineno}, in {user[-1].name})' if user else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+    hint = ""
+    if isinstance(exc, FileNotFoundError) and exc.filename and not os.path.isabs(str(exc.filename)):
+        hint = (". A relative path is read from the run's folder on the backend, not beside your notebook: "
+                "upload the data with client.upload(NAME, PATH), pass datasets=[NAME] to client.train, "
+                "and open files under aiaas.data_path(NAME)")
+    return f"{type(exc).__name__}: {exc}{where}{hint}"
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
@@ -107,6 +113,7 @@ def _train(assignment: dict[str, Any], artifacts: Artifacts, reporter: Reporter 
     run_id = assignment["run_id"]
     run_dir = artifacts.run_dir(run_id)
     attempt = assignment["attempt"]
+    materialise(assignment)  # before the user's code: aiaas.data_path must answer in setup()
     payload = load_payload(artifacts, run_id)
     model = payload["model"]
     pl = lightning_of(model)

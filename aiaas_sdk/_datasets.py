@@ -1,0 +1,406 @@
+"""Datasets from the notebook: ``client.upload``, ``client.datasets()``, ``aiaas.data_path``.
+
+An upload hashes each file in 4 MiB chunks (SHA-256), tells the backend the
+manifest, and sends only the chunks the backend does not have from this user,
+several at once, each read from disk when it is sent: memory stays bounded
+(``parallel`` chunks) whatever the dataset's size, and an interrupted upload
+resumes where it stopped. The backend checks every chunk's hash and commits the
+manifest as a new immutable version (or hands back the newest version if nothing
+changed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from ._errors import BadRequest, NotFound
+from .config import default_data_dir
+from .wire import (
+    ChunkPublic,
+    DatasetManifest,
+    DatasetPublic,
+    DatasetsPublic,
+    DatasetUploadCreate,
+    DatasetUploadPublic,
+    ManifestFile,
+    check_dataset_path,
+)
+
+if TYPE_CHECKING:
+    from ._client import AsyncClient, Client
+    from ._ops import Call, Op
+
+CHUNK_BYTES = 4 * 1024 * 1024
+_READ = 1024 * 1024
+# What aiaas.data_path reads on a worker (set by the backend before the run's code starts).
+ENV = "AIAAS_DATASETS"
+
+
+# -- what to send ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Piece:
+    path: Path
+    offset: int
+    size: int
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or path.is_relative_to(root)
+
+
+def collect(source: Any, name: str) -> tuple[dict[str, Path], Path | None]:
+    """``{path in the dataset: local file}`` for ``source``, and the folder data_path may point at.
+
+    ``source`` is a folder, a file, a mapping ``{dataset path: local file}``, or an in-memory
+    object (a torch tensor, a numpy array, a pandas DataFrame) that is written to a file first.
+    Paths with ``..``, absolute paths and symlinks that lead out of the folder are refused
+    here, before anything is sent."""
+    if isinstance(source, Mapping):
+        out: dict[str, Path] = {}
+        for key, local in source.items():
+            try:
+                check_dataset_path(str(key))
+            except ValueError as exc:
+                raise BadRequest(f"refused before sending: {exc}") from None
+            out[str(key)] = Path(local)
+        return out, None
+    if isinstance(source, str | os.PathLike):
+        root = Path(source).expanduser()
+        if not root.exists():
+            raise FileNotFoundError(f"nothing to upload at {root}: pass a folder or a file")
+        if root.is_file():
+            return {root.name: root}, root.parent
+        return _walk(root.resolve()), root.resolve()
+    folder = _write_object(source, name)
+    return _walk(folder), folder
+
+
+def _walk(root: Path) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    seen_dirs: set[Path] = set()
+    for dirpath, dirs, files in os.walk(root, followlinks=True):
+        here = Path(dirpath)
+        real = here.resolve()
+        if not _inside(real, root):
+            raise BadRequest(f"refused before sending: {here} is a symlink to {real}, outside {root}; "
+                             "copy the data into the folder instead")
+        if real in seen_dirs:
+            dirs[:] = []  # a symlink loop
+            continue
+        seen_dirs.add(real)
+        dirs.sort()
+        for fname in sorted(files):
+            file = here / fname
+            target = file.resolve()
+            if file.is_symlink() and not _inside(target, root):
+                raise BadRequest(f"refused before sending: {file} is a symlink to {target}, outside {root}; "
+                                 "copy the file into the folder instead")
+            if not target.is_file():
+                continue  # sockets, fifos, broken links
+            rel = file.relative_to(root).as_posix()
+            check_dataset_path(rel)
+            out[rel] = file
+    return out
+
+
+def _write_object(obj: Any, name: str) -> Path:
+    """Write a tensor, array or DataFrame where data_path can find it again in this notebook."""
+    folder = default_data_dir() / "uploads" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink()
+    kind = f"{type(obj).__module__}.{type(obj).__name__}"
+    if kind.startswith("torch") and hasattr(obj, "detach"):
+        import torch
+
+        torch.save(obj.detach().cpu(), folder / "tensor.pt")
+    elif kind.startswith("numpy"):
+        import numpy as np
+
+        np.save(folder / "array.npy", obj, allow_pickle=False)
+    elif kind.startswith("pandas") and hasattr(obj, "to_parquet"):
+        try:
+            obj.to_parquet(folder / "data.parquet")
+        except ImportError:  # no pyarrow/fastparquet: CSV keeps the values, if not every dtype
+            obj.to_csv(folder / "data.csv", index=False)
+    else:
+        raise TypeError(f"cannot upload a {kind}: pass a folder or file path, a torch tensor, a numpy array "
+                        "or a pandas DataFrame")
+    return folder
+
+
+def hash_files(files: dict[str, Path], parallel: int) -> tuple[DatasetManifest, dict[str, _Piece]]:
+    """The manifest of ``files`` and, for each chunk digest, where its bytes are."""
+    def one(item: tuple[str, Path]) -> tuple[ManifestFile, list[tuple[str, _Piece]]]:
+        rel, path = item
+        digests: list[tuple[str, _Piece]] = []
+        size = 0
+        with path.open("rb") as f:
+            while True:
+                hasher = hashlib.sha256()
+                start, got = size, 0
+                while got < CHUNK_BYTES and (block := f.read(min(_READ, CHUNK_BYTES - got))):
+                    hasher.update(block)
+                    got += len(block)
+                if not got:
+                    break
+                size += got
+                digests.append((hasher.hexdigest(), _Piece(path, start, got)))
+        return ManifestFile(path=rel, size=size, chunks=[d for d, _ in digests]), digests
+
+    pieces: dict[str, _Piece] = {}
+    entries = []
+    with ThreadPoolExecutor(max(1, parallel)) as pool:
+        for entry, digests in pool.map(one, sorted(files.items())):
+            entries.append(entry)
+            for digest, piece in digests:
+                pieces.setdefault(digest, piece)
+    manifest = DatasetManifest(files=entries, chunk_sizes={d: p.size for d, p in pieces.items()})
+    return manifest, pieces
+
+
+# -- the HTTP calls (I/O-free generators, as in _ops) ------------------------------------------
+
+
+def _call(method: str, path: str, **kwargs: Any) -> Call:
+    from ._ops import Call
+
+    return Call(method, path, **kwargs)
+
+
+def _json(resp: httpx.Response | None) -> bytes:
+    assert resp is not None
+    return resp.content
+
+
+def create_upload(name: str, manifest: DatasetManifest) -> Op[DatasetUploadPublic]:
+    body = DatasetUploadCreate(manifest=manifest).model_dump(mode="json")
+    resp = yield _call("POST", f"/v1/datasets/{name}/uploads", json=body, idempotent=False, timeout=300)
+    return DatasetUploadPublic.model_validate_json(_json(resp))
+
+
+def commit_upload(name: str, upload_id: str) -> Op[DatasetPublic]:
+    resp = yield _call("POST", f"/v1/datasets/{name}/uploads/{upload_id}/commit", idempotent=False, timeout=300)
+    return DatasetPublic.model_validate_json(_json(resp))
+
+
+def put_chunk(digest: str, data: bytes) -> Call:
+    return _call("PUT", f"/v1/datasets/chunks/{digest}", content=data,
+                 headers={"Content-Type": "application/octet-stream"}, timeout=300)
+
+
+def list_datasets() -> Op[DatasetsPublic]:
+    return DatasetsPublic.model_validate_json(_json((yield _call("GET", "/v1/datasets"))))
+
+
+def get_dataset(name: str, version: int | None) -> Op[DatasetPublic]:
+    params = {"version": version} if version is not None else None
+    return DatasetPublic.model_validate_json(_json((yield _call("GET", f"/v1/datasets/{name}", params=params))))
+
+
+def delete_dataset(name: str, version: int | None) -> Op[None]:
+    params = {"version": version} if version is not None else None
+    yield _call("DELETE", f"/v1/datasets/{name}", params=params)
+
+
+# -- the upload, driven by the sync client (the async one runs it in a thread) ---------------
+
+
+@dataclass
+class UploadResult:
+    data: DatasetPublic
+    sent_chunks: int
+    sent_bytes: int
+    total_chunks: int
+
+
+def _progress(total: int, enabled: bool, desc: str) -> Any:
+    from tqdm.auto import tqdm  # a widget in notebooks, text in a terminal
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, disable=not enabled,
+                leave=True)
+
+
+def upload(client: Client, name: str, source: Any, *, parallel: int = 8, progress: bool = True) -> UploadResult:
+    files, folder = collect(source, name)
+    manifest, pieces = hash_files(files, min(parallel, os.cpu_count() or 1))
+    session = client._drive(create_upload(name, manifest))
+    todo = [(d, pieces[d]) for d in session.missing]
+    lock = threading.Lock()
+    sent = [0, 0]
+
+    with _progress(session.missing_bytes, progress and bool(todo), f"upload {name}") as bar:
+        def send(item: tuple[str, _Piece]) -> None:
+            digest, piece = item
+            with piece.path.open("rb") as f:  # read when sent: at most `parallel` chunks in memory
+                f.seek(piece.offset)
+                data = f.read(piece.size)
+            resp = client._send(put_chunk(digest, data))
+            assert resp is not None
+            ChunkPublic.model_validate_json(resp.content)
+            with lock:
+                sent[0] += 1
+                sent[1] += len(data)
+            bar.update(len(data))
+
+        with ThreadPoolExecutor(max(1, parallel)) as pool:
+            for _ in pool.map(send, todo):
+                pass
+    data = client._drive(commit_upload(name, session.id))
+    if folder is not None:
+        remember(client.url, data, folder)
+    return UploadResult(data, sent[0], sent[1], len(pieces))
+
+
+# -- aiaas.data_path ---------------------------------------------------------------------------
+
+
+def _record_path() -> Path:
+    return default_data_dir() / "datasets.json"
+
+
+def remember(url: str, data: DatasetPublic, folder: Path) -> None:
+    """Note where this notebook's copy of a version is, for data_path in local runs."""
+    path = _record_path()
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        record = {}
+    for ref in (data.name, f"{data.name}:{data.version}"):
+        record[ref] = str(folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(path)
+
+
+def data_path(name: str) -> Path:
+    """The folder of dataset ``name`` (``"pets"`` or ``"pets:2"``), read-only.
+
+    On a worker: the run's copy, materialised before your code started (submit the run with
+    ``datasets=["pets"]``). In the notebook (``Trainer.fit`` in-process): the folder this
+    machine uploaded it from, so the same ``LightningDataModule`` works in both places.
+    """
+    on_worker = os.environ.get(ENV)
+    if on_worker is not None:
+        mapping = json.loads(on_worker)
+        if name in mapping:
+            return Path(mapping[name])
+        raise NotFound(f"this run has no dataset {name!r} (it has {sorted(mapping) or 'none'}): "
+                       f"submit it with client.train(..., datasets=[{name.split(':')[0]!r}])")
+    try:
+        record = json.loads(_record_path().read_text())
+    except (OSError, ValueError):
+        record = {}
+    if name in record and Path(record[name]).exists():
+        return Path(record[name])
+    raise NotFound(f"no local copy of dataset {name!r} on this machine: upload it from here with "
+                   f"client.upload({name.split(':')[0]!r}, PATH), or train remotely with datasets=[{name!r}]")
+
+
+# -- what the client hands back ------------------------------------------------------------------
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+class _DatasetBase:
+    def __init__(self, data: DatasetPublic, result: UploadResult | None = None) -> None:
+        self.data = data
+        #: Chunks and bytes this upload sent (None for a dataset looked up, not uploaded).
+        self.sent_chunks = result.sent_chunks if result else None
+        self.sent_bytes = result.sent_bytes if result else None
+        self._total_chunks = result.total_chunks if result else None
+
+    name = property(lambda self: self.data.name)
+    version = property(lambda self: self.data.version)
+    files = property(lambda self: self.data.files, doc="how many files the version holds")
+    bytes = property(lambda self: self.data.bytes, doc="their total size")
+
+    @property
+    def ref(self) -> str:
+        """``NAME:VERSION``: what ``datasets=[...]`` pins."""
+        return f"{self.data.name}:{self.data.version}"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.ref} files={self.files} bytes={self.bytes}>"
+
+    def _summary(self) -> str:
+        d = self.data
+        text = f"Dataset {self.ref} · {d.files} files · {_human(d.bytes)} · {d.created_at:%Y-%m-%d %H:%M:%S}"
+        if self.sent_chunks is not None:
+            text += (f"\nsent {self.sent_chunks} of {self._total_chunks} chunks ({_human(self.sent_bytes or 0)}); "
+                     "the backend had the rest")
+        return text
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return {"text/plain": self._summary()}
+
+
+class Dataset(_DatasetBase):
+    """One version of a dataset on the backend. ``client.upload`` returns one."""
+
+    def __init__(self, client: Client, data: DatasetPublic, result: UploadResult | None = None) -> None:
+        super().__init__(data, result)
+        self._client = client
+
+    def delete(self) -> None:
+        """Delete this version (refused while a queued or running run reads it)."""
+        self._client._drive(delete_dataset(self.name, self.version))
+
+
+class AsyncDataset(_DatasetBase):
+    """The async twin of :class:`Dataset`."""
+
+    def __init__(self, client: AsyncClient, data: DatasetPublic, result: UploadResult | None = None) -> None:
+        super().__init__(data, result)
+        self._client = client
+
+    async def delete(self) -> None:
+        await self._client._drive(delete_dataset(self.name, self.version))
+
+
+def refs(datasets: list[Any] | None) -> list[str]:
+    """``datasets=[...]`` as the backend reads it: names, ``NAME:VERSION``s, or Dataset objects."""
+    out = []
+    for item in datasets or []:
+        if isinstance(item, _DatasetBase):
+            out.append(item.ref)
+        elif isinstance(item, str):
+            out.append(item)
+        else:
+            raise TypeError(f"datasets=[...] takes names ('pets', 'pets:2') or Dataset objects, not {item!r}")
+    return out
+
+
+class DatasetList(list):  # type: ignore[type-arg]
+    """``client.datasets()``: a list that prints as a table."""
+
+    _COLUMNS = ("name", "version", "files", "size", "created")
+
+    def _rows(self) -> Iterator[tuple[str, ...]]:
+        for ds in self:
+            yield (ds.name, str(ds.version), str(ds.files), _human(ds.bytes), f"{ds.data.created_at:%Y-%m-%d %H:%M}")
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        rows = [self._COLUMNS, *self._rows()]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(self._COLUMNS))]
+        printer.text("\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows))
