@@ -283,3 +283,25 @@ def test_async_client_uploads(backend, tmp_path):
     (tmp_path / "a.txt").write_text("hello")
     ds, listed = asyncio.run(_async_upload(backend, tmp_path))
     assert ds.ref == "async-up:1" and "async-up:1" in listed
+
+
+def test_s3_store_round_trip(make_backend, s3_server, tmp_path):
+    """The same journey with the chunks in a real S3-compatible server (SeaweedFS)."""
+    import boto3
+
+    from ..s3_server import ACCESS_KEY, SECRET_KEY
+
+    backend = make_backend(name="on-s3", **s3_server.env("s3://aiaas-datasets/team-a"))
+    client = backend.client()
+    folder = _make_folder(tmp_path / "pets", big_chunks=2.5)
+    ds = client.upload("pets", folder, progress=False)
+    assert (ds.version, ds.files, ds.sent_chunks) == (1, 5, 6)
+    s3 = boto3.client("s3", endpoint_url=s3_server.endpoint, aws_access_key_id=ACCESS_KEY,
+                      aws_secret_access_key=SECRET_KEY, region_name="us-east-1")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="aiaas-datasets", Prefix="team-a/blobs/")["Contents"]]
+    assert len(keys) == 6  # three small files, three chunks of big.bin; the empty file has none
+    assert not (backend.data_dir / "store").exists()
+    run = client.train(DataReader("pets"), datasets=["pets"], max_epochs=1).wait()
+    assert _run_digests(run)["files"] == _digests(folder)
+    ds.delete()
+    assert s3.list_objects_v2(Bucket="aiaas-datasets", Prefix="team-a/blobs/").get("KeyCount", 0) == 0

@@ -50,6 +50,12 @@ class NodeCache:
         # Shared locks held for this process's life: the versions its run reads are never evicted.
         self._held: list[IO[bytes]] = []
 
+    def close(self) -> None:
+        """Release this process's read locks (its run ended): its versions may be evicted."""
+        for lock in self._held:
+            lock.close()
+        self._held.clear()
+
     def _lock(self, digest: str) -> IO[bytes]:
         return open(self.root / "locks" / f"{digest}.lock", "a+b")
 
