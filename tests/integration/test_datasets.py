@@ -305,3 +305,28 @@ def test_s3_store_round_trip(make_backend, s3_server, tmp_path):
     assert _run_digests(run)["files"] == _digests(folder)
     ds.delete()
     assert s3.list_objects_v2(Bucket="aiaas-datasets", Prefix="team-a/blobs/").get("KeyCount", 0) == 0
+
+
+@pytest.mark.postgres
+def test_datasets_on_postgres(make_backend, tmp_path):
+    from .test_postgres import _admin, psycopg  # noqa: F401 - skips when there is no PostgreSQL
+
+    name = f"aiaas_test_{os.urandom(5).hex()}"
+    with _admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        backend = make_backend(name="pg", AIAAS_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
+        client = backend.client()
+        folder = _make_folder(tmp_path / "pets", big_chunks=1.5)
+        first = client.upload("pets", folder, progress=False)
+        (folder / "labels.csv").write_text("changed\n")
+        second = client.upload("pets", folder, progress=False)
+        assert (first.version, second.version, second.sent_chunks) == (1, 2, 1)
+        run = client.train(DataReader("pets"), datasets=["pets:2"], max_epochs=1).wait()
+        assert run.datasets == ["pets:2"] and _run_digests(run)["files"] == _digests(folder)
+        first.delete()
+        assert [d.ref for d in client.datasets()] == ["pets:2"]
+    finally:
+        backend.close()
+        with _admin() as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
