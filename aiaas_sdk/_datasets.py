@@ -27,6 +27,7 @@ from ._errors import BadRequest, NotFound
 from .config import default_data_dir
 from .wire import (
     ChunkPublic,
+    ChunksPublic,
     DatasetManifest,
     DatasetPublic,
     DatasetsPublic,
@@ -141,10 +142,52 @@ def _write_object(obj: Any, name: str) -> Path:
     return folder
 
 
-def hash_files(files: dict[str, Path], parallel: int) -> tuple[DatasetManifest, dict[str, _Piece]]:
+class HashCache:
+    """Chunk digests of files already hashed, keyed by path, size, mtime and inode (as git's
+    index does): re-uploading a large folder re-reads only the files that changed."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        import sqlite3
+
+        self.path = path or default_data_dir() / "hash-cache.sqlite"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        self._db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, stamp TEXT, chunks TEXT)")
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def stamp(st: os.stat_result) -> str:
+        return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{CHUNK_BYTES}"
+
+    def get(self, path: Path, stamp: str) -> list[str] | None:
+        with self._lock:
+            row = self._db.execute("SELECT stamp, chunks FROM files WHERE path = ?", (str(path),)).fetchone()
+        return json.loads(row[1]) if row and row[0] == stamp else None
+
+    def put(self, path: Path, stamp: str, chunks: list[str]) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?)", (str(path), stamp, json.dumps(chunks)))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.commit()
+            self._db.close()
+
+
+def hash_files(files: dict[str, Path], parallel: int, cache: HashCache | None = None
+               ) -> tuple[DatasetManifest, dict[str, _Piece]]:
     """The manifest of ``files`` and, for each chunk digest, where its bytes are."""
     def one(item: tuple[str, Path]) -> tuple[ManifestFile, list[tuple[str, _Piece]]]:
         rel, path = item
+        if cache is not None:
+            real = path.resolve()
+            st = real.stat()
+            stamp = HashCache.stamp(st)
+            known = cache.get(real, stamp)
+            if known is not None:
+                pieces = [(d, _Piece(path, i * CHUNK_BYTES, min(CHUNK_BYTES, st.st_size - i * CHUNK_BYTES)))
+                          for i, d in enumerate(known)]
+                return ManifestFile(path=rel, size=st.st_size, chunks=known), pieces
         digests: list[tuple[str, _Piece]] = []
         size = 0
         with path.open("rb") as f:
@@ -158,6 +201,8 @@ def hash_files(files: dict[str, Path], parallel: int) -> tuple[DatasetManifest, 
                     break
                 size += got
                 digests.append((hasher.hexdigest(), _Piece(path, start, got)))
+        if cache is not None and size == st.st_size:
+            cache.put(real, stamp, [d for d, _ in digests])
         return ManifestFile(path=rel, size=size, chunks=[d for d, _ in digests]), digests
 
     pieces: dict[str, _Piece] = {}
@@ -201,6 +246,43 @@ def put_chunk(digest: str, data: bytes) -> Call:
                  headers={"Content-Type": "application/octet-stream"}, timeout=300)
 
 
+def put_chunks(framed: bytes) -> Call:
+    """Many small chunks in one request (framing: hex digest, 8-byte size, bytes; see the API)."""
+    return _call("POST", "/v1/datasets/chunks", content=framed,
+                 headers={"Content-Type": "application/octet-stream"}, timeout=300)
+
+
+# Chunks under this size travel in batches of up to BATCH_BYTES: small files cost one request per batch.
+SMALL = 1024 * 1024
+BATCH_BYTES = 4 * 1024 * 1024
+BATCH_COUNT = 512
+
+
+def plan(todo: list[tuple[str, _Piece]]) -> list[list[tuple[str, _Piece]]]:
+    """Group the chunks to send into requests: one per large chunk, batches of small ones."""
+    groups: list[list[tuple[str, _Piece]]] = []
+    batch: list[tuple[str, _Piece]] = []
+    size = 0
+    for item in todo:
+        if item[1].size >= SMALL:
+            groups.append([item])
+            continue
+        if batch and (size + item[1].size > BATCH_BYTES or len(batch) >= BATCH_COUNT):
+            groups.append(batch)
+            batch, size = [], 0
+        batch.append(item)
+        size += item[1].size
+    if batch:
+        groups.append(batch)
+    return groups
+
+
+def _read(piece: _Piece) -> bytes:
+    with piece.path.open("rb") as f:
+        f.seek(piece.offset)
+        return f.read(piece.size)
+
+
 def list_datasets() -> Op[DatasetsPublic]:
     return DatasetsPublic.model_validate_json(_json((yield _call("GET", "/v1/datasets"))))
 
@@ -235,28 +317,44 @@ def _progress(total: int, enabled: bool, desc: str) -> Any:
 
 def upload(client: Client, name: str, source: Any, *, parallel: int = 8, progress: bool = True) -> UploadResult:
     files, folder = collect(source, name)
-    manifest, pieces = hash_files(files, min(parallel, os.cpu_count() or 1))
+    cache = HashCache()
+    try:
+        manifest, pieces = hash_files(files, min(parallel, os.cpu_count() or 1), cache)
+    finally:
+        cache.close()
     session = client._drive(create_upload(name, manifest))
     todo = [(d, pieces[d]) for d in session.missing]
     lock = threading.Lock()
     sent = [0, 0]
 
     with _progress(session.missing_bytes, progress and bool(todo), f"upload {name}") as bar:
-        def send(item: tuple[str, _Piece]) -> None:
-            digest, piece = item
-            with piece.path.open("rb") as f:  # read when sent: at most `parallel` chunks in memory
-                f.seek(piece.offset)
-                data = f.read(piece.size)
-            resp = client._send(put_chunk(digest, data))
-            assert resp is not None
-            ChunkPublic.model_validate_json(resp.content)
+        def send(group: list[tuple[str, _Piece]]) -> None:
+            # Read when sent: at most `parallel` requests' bytes are in memory at once.
+            if len(group) == 1 and group[0][1].size >= SMALL:
+                digest, piece = group[0]
+                data = _read(piece)
+                resp = client._send(put_chunk(digest, data))
+                assert resp is not None
+                ChunkPublic.model_validate_json(resp.content)
+                size = len(data)
+            else:
+                parts = []
+                for digest, piece in group:
+                    data = _read(piece)
+                    parts += [digest.encode(), len(data).to_bytes(8, "big"), data]
+                framed = b"".join(parts)
+                del parts, data
+                resp = client._send(put_chunks(framed))
+                assert resp is not None
+                ChunksPublic.model_validate_json(resp.content)
+                size = sum(p.size for _, p in group)
             with lock:
-                sent[0] += 1
-                sent[1] += len(data)
-            bar.update(len(data))
+                sent[0] += len(group)
+                sent[1] += size
+            bar.update(size)
 
         with ThreadPoolExecutor(max(1, parallel)) as pool:
-            for _ in pool.map(send, todo):
+            for _ in pool.map(send, plan(todo)):
                 pass
     data = client._drive(commit_upload(name, session.id))
     if folder is not None:

@@ -304,6 +304,11 @@ class ChunkPublic(BaseModel):
     stored: bool = Field(description="False when this user had already sent it (the PUT changed nothing)")
 
 
+class ChunksPublic(BaseModel):
+    received: int
+    stored: int = Field(description="how many of them this user had not sent before")
+
+
 class DatasetPublic(BaseModel):
     name: str
     version: int

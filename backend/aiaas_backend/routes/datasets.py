@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import uuid
 from typing import Annotated
 
@@ -15,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from aiaas_sdk.wire import (
     DATASET_NAME,
     ChunkPublic,
+    ChunksPublic,
     DatasetPublic,
     DatasetsPublic,
     DatasetUploadCreate,
@@ -39,34 +39,71 @@ async def put_chunk(digest: str, request: Request, session: SessionDep, user: Cu
     The server hashes what arrives and refuses bytes that do not match ``digest``."""
     if not is_digest(digest):
         raise ApiError(400, f"{digest!r} is not a SHA-256 hex digest (64 lowercase hex digits)", "bad_digest")
+    data = await _body(request, settings.max_chunk_bytes)
+    # Hashing, the store and the database block: off the event loop.
+    stored = await run_in_threadpool(_store_chunks, session, user, store, settings.user_quota_bytes,
+                                     [(digest, data)])
+    return ChunkPublic(digest=digest, size=len(data), stored=bool(stored))
+
+
+@router.post("/chunks", operation_id="put_dataset_chunks")
+async def put_chunks(request: Request, session: SessionDep, user: CurrentUser, store: StoreDep,
+                     settings: SettingsDep) -> ChunksPublic:
+    """Send many small chunks in one body, each framed as its 64-character hex digest, its
+    size as 8 bytes big-endian, then its bytes: small files cost one request per batch, not
+    one each. Every chunk is checked before any is stored."""
+    body = await _body(request, settings.max_chunk_bytes)
+    chunks: list[tuple[str, bytes]] = []
+    at = 0
+    while at < len(body):
+        head = body[at:at + 72]
+        digest = head[:64].decode("ascii", "replace")
+        if len(head) < 72 or not is_digest(digest):
+            raise ApiError(400, f"chunk batch framing is broken at byte {at}: expected a 64-character hex digest "
+                           "and an 8-byte size", "bad_batch")
+        size = int.from_bytes(head[64:], "big")
+        if at + 72 + size > len(body):
+            raise ApiError(400, f"chunk {digest} claims {size} bytes but the batch ends first", "bad_batch")
+        chunks.append((digest, body[at + 72:at + 72 + size]))
+        at += 72 + size
+    stored = await run_in_threadpool(_store_chunks, session, user, store, settings.user_quota_bytes, chunks)
+    return ChunksPublic(received=len(chunks), stored=stored)
+
+
+async def _body(request: Request, limit: int) -> bytes:
     parts: list[bytes] = []
     size = 0
     async for part in request.stream():
         size += len(part)
-        if size > settings.max_chunk_bytes:
-            raise ApiError(413, f"a chunk may hold at most {settings.max_chunk_bytes} bytes (AIAAS_MAX_CHUNK_BYTES); "
-                           "send smaller chunks", "chunk_too_large")
+        if size > limit:
+            raise ApiError(413, f"a chunk (or a batch of chunks) may hold at most {limit} bytes "
+                           "(AIAAS_MAX_CHUNK_BYTES); send smaller ones", "chunk_too_large")
         parts.append(part)
-    # Hashing, the store and the database block: off the event loop.
-    return await run_in_threadpool(_store_chunk, session, user, store, settings.user_quota_bytes, digest, parts)
+    return b"".join(parts)
 
 
-def _store_chunk(session: Session, user: User, store: Store, quota: int | None, digest: str,
-                 parts: list[bytes]) -> ChunkPublic:
-    data = b"".join(parts)
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != digest:
-        raise ApiError(400, f"the chunk's bytes hash to {actual}, not {digest}: it was corrupted on the way or "
-                       "the file changed while uploading; upload again", "chunk_hash_mismatch")
-    if session.get(DatasetChunk, (user.id, digest)) is not None:
-        return ChunkPublic(digest=digest, size=len(data), stored=False)
-    ds.check_quota(session, user, quota, len(data))
-    key = blob_key(digest)
-    if not store.exists(key):  # another user's identical chunk: stored once
-        store.put(key, io.BytesIO(data))
-    session.merge(DatasetChunk(user_id=user.id, digest=digest, size=len(data)))
+def _store_chunks(session: Session, user: User, store: Store, quota: int | None,
+                  chunks: list[tuple[str, bytes]]) -> int:
+    """Verify every chunk, then store those this user has not sent before; returns how many."""
+    for digest, data in chunks:
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            raise ApiError(400, f"chunk {digest}: its bytes hash to {actual}: it was corrupted on the way or the "
+                           "file changed while uploading; upload again", "chunk_hash_mismatch")
+    fresh = {d: data for d, data in chunks}
+    for have in ds.owned_chunks(session, user, set(fresh)):
+        del fresh[have]
+    if not fresh:
+        return 0
+    ds.check_quota(session, user, quota, sum(len(b) for b in fresh.values()))
+    for digest, data in fresh.items():
+        key = blob_key(digest)
+        if not store.exists(key):  # another user's identical chunk: stored once
+            store.put_bytes(key, data)
+    for digest, data in fresh.items():
+        session.merge(DatasetChunk(user_id=user.id, digest=digest, size=len(data)))
     session.commit()
-    return ChunkPublic(digest=digest, size=len(data), stored=True)
+    return len(fresh)
 
 
 @router.post("/{name}/uploads", status_code=status.HTTP_201_CREATED, operation_id="create_dataset_upload")

@@ -36,6 +36,18 @@ class FileStore(Store):
             tmp.unlink(missing_ok=True)
         return size
 
+    def put_bytes(self, key: str, data: bytes) -> int:
+        # One write call: several times faster than streaming a buffer through copyfileobj.
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return len(data)
+
     def open(self, key: str) -> BinaryIO:
         try:
             return self._path(key).open("rb")

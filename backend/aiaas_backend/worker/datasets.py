@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,10 +43,11 @@ def materialise(assignment: dict[str, Any]) -> dict[str, str]:
 
         paths: dict[str, str] = {}
         for d in info.datasets:
+            started = time.perf_counter()
             path = str(cache.version(d.digest, d.manifest, fetch))
             paths[d.name] = paths[f"{d.name}:{d.version}"] = path
-            print(f"aiaas: dataset {d.name}:{d.version} ({len(d.manifest.files)} files) at {path}",
-                  flush=True)
+            print(f"aiaas: dataset {d.name}:{d.version} ({len(d.manifest.files)} files) ready in "
+                  f"{time.perf_counter() - started:.3f} s at {path}", flush=True)
         cache.evict()
     os.environ[ENV] = json.dumps(paths)
     return paths
