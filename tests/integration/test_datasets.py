@@ -330,3 +330,22 @@ def test_datasets_on_postgres(make_backend, tmp_path):
         backend.close()
         with _admin() as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.timeout(600)  # a Ray cluster, SeaweedFS and a Ray Train job on a small shared machine
+def test_ray_run_reads_a_dataset_from_the_object_store(ray_cluster, s3_server, tmp_path):
+    """A Ray Train worker reads a dataset whose chunks live in S3-compatible storage, fetched
+    through the API into its node's cache (no shared file system, no store credentials)."""
+    from ..conftest import Backend
+
+    backend = Backend(tmp_path / "ray-backend", slots=1, ray_address=ray_cluster.address,
+                      env={**s3_server.env("s3://aiaas-ray/data"), "AIAAS_RAY_CPUS_PER_REPLICA": "0.5"})
+    backend.start(timeout=120)
+    try:
+        client = backend.client()
+        folder = _make_folder(tmp_path / "pets", big_chunks=1.5)
+        client.upload("pets", folder, progress=False)
+        run = client.train(DataReader("pets"), datasets=["pets"], max_epochs=1, accelerator="cpu").wait()
+        assert run.datasets == ["pets:1"] and _run_digests(run)["files"] == _digests(folder)
+    finally:
+        backend.close()

@@ -96,10 +96,15 @@ def _store_chunks(session: Session, user: User, store: Store, quota: int | None,
     if not fresh:
         return 0
     ds.check_quota(session, user, quota, sum(len(b) for b in fresh.values()))
-    for digest, data in fresh.items():
-        key = blob_key(digest)
-        if not store.exists(key):  # another user's identical chunk: stored once
-            store.put_bytes(key, data)
+    try:
+        for digest, data in fresh.items():
+            key = blob_key(digest)
+            if not store.exists(key):  # another user's identical chunk: stored once
+                store.put_bytes(key, data)
+    except Exception as exc:  # noqa: BLE001 - S3 and disk failures alike: the SDK retries a 503
+        raise ApiError(503, f"the dataset store ({store.url}) failed: {type(exc).__name__}: {exc}; "
+                       "the upload resumes where it stopped when you call it again", "store_unavailable",
+                       {"Retry-After": "1"}) from exc
     for digest, data in fresh.items():
         session.merge(DatasetChunk(user_id=user.id, digest=digest, size=len(data)))
     session.commit()

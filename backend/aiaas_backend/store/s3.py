@@ -46,7 +46,7 @@ class S3Store(Store):
             aws_secret_access_key=secret_access_key,
             region_name=region or "us-east-1",
             # Path-style addressing: what self-hosted S3-compatible servers expect.
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 4, "mode": "standard"},
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 8, "mode": "standard"},
                           connect_timeout=10, read_timeout=60),
         )
         # Bounded memory: multipart parts of 8 MiB, a few at a time.
