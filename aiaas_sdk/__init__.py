@@ -2,7 +2,8 @@
 
 from ._client import AsyncClient, Client
 from ._connect import connect, connect_async
-from ._datasets import AsyncDataset, Dataset, data_path
+from ._dataset import AsyncDataset, Dataset
+from ._datasets import data_path
 from ._errors import (
     AiaasError,
     AuthenticationError,

@@ -13,7 +13,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from . import _datasets, _ops, _sse, config
-from ._datasets import AsyncDataset, Dataset
+from ._dataset import AsyncDataset, Dataset, DatasetList, refs
 from ._errors import AuthenticationError, error_from_response, error_from_transport
 from ._deployment import AsyncDeployment, Deployment
 from ._run import AsyncRun, Run, RunList
@@ -188,7 +188,7 @@ class Client(_Base):
                 name=name,
                 test=test,
                 trainer_kwargs=trainer_kwargs,
-                datasets=_datasets.refs(datasets),
+                datasets=refs(datasets),
             )
         )
         return Run(self, data)
@@ -240,7 +240,7 @@ class Client(_Base):
 
     def datasets(self) -> list[Dataset]:
         """Every version of this user's datasets, by name, newest version first."""
-        return _datasets.DatasetList(Dataset(self, d) for d in self._drive(_datasets.list_datasets()).data)
+        return DatasetList(Dataset(self, d) for d in self._drive(_datasets.list_datasets()).data)
 
     def dataset(self, name: str, version: int | None = None) -> Dataset:
         """Dataset ``name`` at ``version`` (the newest when None)."""
@@ -363,7 +363,7 @@ class AsyncClient(_Base):
                 name=name,
                 test=test,
                 trainer_kwargs=trainer_kwargs,
-                datasets=_datasets.refs(datasets),
+                datasets=refs(datasets),
             )
         )
         return AsyncRun(self, data)

@@ -54,7 +54,7 @@ class Call:
     idempotent: bool = True
     stream_to: Path | None = None
     timeout: float | None = None
-    content: bytes | None = None
+    content: bytes | list[bytes] | None = None
     headers: dict[str, str] | None = None
     # Statuses worth retrying for this call (default: the policy's 502/503/504).
     retry_on: frozenset[int] | None = None
