@@ -137,7 +137,7 @@ def main() -> None:
         ("re-upload, unchanged", f"{again['s']:.2f} s, sent {again['sent']} bytes (goal < 2 s)"),
         ("re-upload, 1% changed", f"{edited['s']:.2f} s = {100 * edited['s'] / first['s']:.1f}% of the first, "
          f"sent {edited['sent'] / 1e6:.1f} MB (goal < 5%)"),
-        ("train -> first step, 1 GB cached", f"{start_big:.2f} s"),
+        (f"train -> first step, {args.size_mb} MiB cached", f"{start_big:.2f} s"),
         ("train -> first step, 1 MB cached", f"{start_small:.2f} s (goal: within 1 s of the above)"),
         ("uploader peak memory", f"{max(first['peak_mb'], edited['peak_mb']):.0f} MB "
          f"({first['base_mb']:.0f} MB after imports; goal < 200 MB)"),
