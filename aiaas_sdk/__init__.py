@@ -2,6 +2,8 @@
 
 from ._client import AsyncClient, Client
 from ._connect import connect, connect_async
+from ._dataset import AsyncDataset, Dataset
+from ._datasets import data_path
 from ._errors import (
     AiaasError,
     AuthenticationError,
@@ -25,6 +27,7 @@ from .wire import DeploymentStats, MetricPoint, ModelVersion, RunEvent, RunStatu
 __all__ = [
     "AiaasError",
     "AsyncClient",
+    "AsyncDataset",
     "AsyncDeployment",
     "AsyncRun",
     "AuthenticationError",
@@ -32,6 +35,7 @@ __all__ = [
     "BadRequest",
     "Client",
     "ConfigError",
+    "Dataset",
     "Deployment",
     "DeploymentOverloaded",
     "DeploymentStats",
@@ -50,4 +54,5 @@ __all__ = [
     "WaitTimeout",
     "connect",
     "connect_async",
+    "data_path",
 ]

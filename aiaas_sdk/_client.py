@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-from . import _ops, _sse, config
+from . import _datasets, _ops, _sse, config
+from ._dataset import AsyncDataset, Dataset, DatasetList, refs
 from ._errors import AuthenticationError, error_from_response, error_from_transport
 from ._loop_bound import close_with_loop
 from ._deployment import AsyncDeployment, Deployment
@@ -164,6 +165,7 @@ class Client(_Base):
         test: bool = False,
         train_dataloaders: Any = None,
         val_dataloaders: Any = None,
+        datasets: list[Any] | None = None,
         **trainer_kwargs: Any,
     ) -> Run:
         """Train ``model`` (a LightningModule) on the backend and return the :class:`Run` at once.
@@ -176,6 +178,10 @@ class Client(_Base):
         ``num_nodes`` is the number of Ray Train workers, one DDP process each:
         ``devices=2, num_nodes=2`` trains on four. The local executor runs one process
         per run, so it refuses ``num_nodes > 1`` and ``devices > 1`` on the CPU.
+
+        ``datasets=["pets", "pets:1"]`` names uploaded datasets the run reads through
+        ``aiaas.data_path("pets")``; each is pinned to a version now (a name alone: the
+        newest), and ``run.datasets`` says which.
         """
         data = self._drive(
             _ops.submit(
@@ -186,6 +192,7 @@ class Client(_Base):
                 name=name,
                 test=test,
                 trainer_kwargs=trainer_kwargs,
+                datasets=refs(datasets),
             )
         )
         return Run(self, data)
@@ -222,6 +229,26 @@ class Client(_Base):
 
     def deployments(self) -> list[Deployment]:
         return [Deployment(self, d) for d in self._drive(_ops.list_deployments())]
+
+    # -- datasets ----------------------------------------------------------------
+    def upload(self, name: str, source: Any, *, parallel: int = 8, progress: bool = True) -> Dataset:
+        """Upload ``source`` as a new version of dataset ``name`` and return the :class:`Dataset`.
+
+        ``source``: a folder, a file, a ``{path in the dataset: local file}`` mapping, a torch
+        tensor, a numpy array or a pandas DataFrame. Only chunks the backend lacks travel,
+        ``parallel`` at a time, read from disk as they go; calling again after an interruption
+        resumes, and an unchanged source gives back the same version. ``progress`` shows a bar.
+        """
+        result = _datasets.upload(self, name, source, parallel=parallel, progress=progress)
+        return Dataset(self, result.data, result)
+
+    def datasets(self) -> list[Dataset]:
+        """Every version of this user's datasets, by name, newest version first."""
+        return DatasetList(Dataset(self, d) for d in self._drive(_datasets.list_datasets()).data)
+
+    def dataset(self, name: str, version: int | None = None) -> Dataset:
+        """Dataset ``name`` at ``version`` (the newest when None)."""
+        return Dataset(self, self._drive(_datasets.get_dataset(name, version)))
 
     def close(self) -> None:
         self._closer()
@@ -335,6 +362,7 @@ class AsyncClient(_Base):
         test: bool = False,
         train_dataloaders: Any = None,
         val_dataloaders: Any = None,
+        datasets: list[Any] | None = None,
         **trainer_kwargs: Any,
     ) -> AsyncRun:
         """Async :meth:`Client.train`."""
@@ -347,6 +375,7 @@ class AsyncClient(_Base):
                 name=name,
                 test=test,
                 trainer_kwargs=trainer_kwargs,
+                datasets=refs(datasets),
             )
         )
         return AsyncRun(self, data)
@@ -377,6 +406,22 @@ class AsyncClient(_Base):
 
     async def deployments(self) -> list[AsyncDeployment]:
         return [AsyncDeployment(self, d) for d in await self._drive(_ops.list_deployments())]
+
+    async def upload(self, name: str, source: Any, *, parallel: int = 8, progress: bool = True) -> AsyncDataset:
+        """Async :meth:`Client.upload`. The upload's reads and hashing are blocking file work,
+        so it runs in a thread, on its own connection pool, leaving the event loop free."""
+        def work() -> _datasets.UploadResult:
+            with Client(self.url, self._api_key, timeout=self._timeout) as sync:
+                return _datasets.upload(sync, name, source, parallel=parallel, progress=progress)
+
+        result = await asyncio.to_thread(work)
+        return AsyncDataset(self, result.data, result)
+
+    async def datasets(self) -> list[AsyncDataset]:
+        return [AsyncDataset(self, d) for d in (await self._drive(_datasets.list_datasets())).data]
+
+    async def dataset(self, name: str, version: int | None = None) -> AsyncDataset:
+        return AsyncDataset(self, await self._drive(_datasets.get_dataset(name, version)))
 
     async def aclose(self) -> None:
         """Close the connection pool now (otherwise it closes with its event loop)."""

@@ -54,7 +54,7 @@ class Call:
     idempotent: bool = True
     stream_to: Path | None = None
     timeout: float | None = None
-    content: bytes | None = None
+    content: bytes | list[bytes] | None = None
     headers: dict[str, str] | None = None
     # Statuses worth retrying for this call (default: the policy's 502/503/504).
     retry_on: frozenset[int] | None = None
@@ -111,6 +111,7 @@ def submit(
     name: str | None = None,
     test: bool = False,
     trainer_kwargs: dict[str, Any],
+    datasets: list[str] | None = None,
 ) -> Op[RunPublic]:
     lightning_package = packaging.lightning_package_of(model)
     plain, pickled = split_trainer_kwargs(trainer_kwargs)
@@ -120,7 +121,7 @@ def submit(
                 f"train() does not take the Trainer argument {reserved!r}: aiaas manages it; remove it"
             )
     try:
-        spec = RunSpec(name=name, trainer_kwargs=plain, test=test)
+        spec = RunSpec(name=name, trainer_kwargs=plain, test=test, datasets=datasets or [])
     except pydantic.ValidationError as exc:
         raise invalid_from_validation(exc, "run settings") from exc
     blob = packaging.pack(

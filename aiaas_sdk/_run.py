@@ -34,6 +34,11 @@ class _RunBase:
     def error(self) -> str | None:
         return self.data.error
 
+    @property
+    def datasets(self) -> list[str]:
+        """The exact dataset versions this run reads (``NAME:VERSION``), pinned at submit."""
+        return list(self.data.datasets)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.data.id} {self.data.name!r} {self.data.status.value}>"
 
@@ -45,6 +50,8 @@ class _RunBase:
         lines = [f"Run {d.id} · {d.name} · {d.status.value}"]
         if d.device:
             lines.append(f"device: {d.device}")
+        if d.datasets:
+            lines.append("datasets: " + ", ".join(d.datasets))
         if d.final_metrics:
             lines.append("final: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(d.final_metrics.items())))
         if d.error:

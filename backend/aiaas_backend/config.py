@@ -86,6 +86,22 @@ class Settings(BaseSettings):
     sandbox_wall_s: float = Field(default=0.0, ge=0)
     # Size of a sandbox's private /tmp and /dev/shm (memory-backed; at most the disk limit).
     sandbox_tmp_mb: int = Field(default=1024, ge=1)
+    # -- datasets and the artifact store (docs/datasets.md) ---------------------
+    # Where dataset chunks live: unset (a directory under data_dir), file:///PATH, or s3://BUCKET/PREFIX.
+    store_url: str | None = None
+    # S3-compatible storage: endpoint (MinIO, SeaweedFS, ...; unset for AWS) and credentials
+    # (unset: boto3's usual chain: AWS_* variables, ~/.aws, instance roles).
+    s3_endpoint_url: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = Field(default=None, repr=False)
+    s3_region: str | None = None
+    # Bytes of dataset chunks one user may keep; None: no limit.
+    user_quota_bytes: int | None = Field(default=None, ge=0)
+    # The largest dataset chunk a client may send (the SDK sends 4 MiB ones).
+    max_chunk_bytes: int = Field(default=64 * 1024**2, ge=1024)
+    # Each node's read-only cache of materialised dataset versions (LRU above dataset_cache_bytes).
+    dataset_cache_dir: Path | None = None
+    dataset_cache_bytes: int = Field(default=50 * 1024**3, ge=0)
 
     @field_validator("data_dir")
     @classmethod
@@ -98,6 +114,8 @@ class Settings(BaseSettings):
             # A server reachable from other machines must not write its
             # admin key into a config file by itself.
             self.write_config = False
+        if self.store_url and not self.store_url.startswith(("s3://", "file://")):
+            raise ValueError(f"store_url must be s3://BUCKET/PREFIX or file:///PATH, got {self.store_url!r}")
         if self.executor == "ray" and not self.ray_address:
             raise ValueError("executor 'ray' needs ray_address (--ray-address auto, or the head's HOST:PORT)")
         return self
@@ -120,3 +138,7 @@ class Settings(BaseSettings):
         from .sandbox import Limits
 
         return Limits(self.sandbox_memory_mb, self.sandbox_processes, self.sandbox_disk_mb, self.sandbox_wall_s)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.dataset_cache_dir or self.data_dir / "cache"

@@ -14,6 +14,8 @@ from .errors import ApiError
 from .executors import Executor
 from .models import User
 from .security import scrape_key_name, user_for_key
+from .security import user_for_key
+from .store import Store
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -40,6 +42,11 @@ def get_environment(request: Request) -> dict[str, dict[str, str]]:
     return request.app.state.environment
 
 
+def get_store(request: Request) -> Store:
+    return request.app.state.store
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
 EnvironmentDep = Annotated[dict[str, dict[str, str]], Depends(get_environment)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ArtifactsDep = Annotated[Artifacts, Depends(get_artifacts)]

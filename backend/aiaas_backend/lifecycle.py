@@ -89,4 +89,5 @@ def to_public(run: Run, has_checkpoint: bool) -> RunPublic:
         has_checkpoint=has_checkpoint,
         worker_pid=run.worker_pid if run.status == RunStatus.running.value else None,
         environment={k: str(v) for k, v in (run.environment or {}).items()},
+        datasets=[f"{d['name']}:{d['version']}" for d in run.datasets or []],
     )

@@ -4,31 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-
-from aiaas_sdk import config as sdk_config
 from fastapi.routing import APIRoute
 from sqlalchemy import select
+
+from aiaas_sdk import config as sdk_config
 
 from .artifacts import Artifacts
 from .config import Settings
 from .db import make_engine, migrate, session_factory
 from .errors import ApiError, api_error_handler
 from .event_bus import EventBus
-from .metrics import HttpMetrics, Metrics
-from .metrics import router as metrics_router
 from .executors import Executor
 from .executors.local import LocalExecutor
-from .ray_cluster import RayCluster
+from .executors.run_data import RunData
+from .metrics import HttpMetrics, Metrics
+from .metrics import router as metrics_router
 from .models import Deployment
-from .routes import deployments, events, meta, runs, worker
+from .ray_cluster import RayCluster
+from .routes import datasets, deployments, events, meta, runs, worker, worker_datasets
 from .sandbox import make_launcher
 from .serving.base import ServingRuntime
 from .serving.local import LocalServing
 from .size_limit import BodySizeLimit
+from .store import open_store
 from .worker_env import probe
 
 
@@ -43,6 +46,7 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     migrate(engine)
     sessions = session_factory(engine)
     artifacts = Artifacts(settings.artifacts_dir)
+    store = open_store(settings)
     bus = EventBus()
     executor: Executor
     serving: ServingRuntime
@@ -66,7 +70,9 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
         launcher = make_launcher(settings.sandbox, settings.worker_python,
                                  [settings.data_dir, sdk_config.config_path()], settings.sandbox_tmp_mb,
                                  bool(settings.gpus))
-        executor = LocalExecutor(settings, sessions, artifacts, api_url, bus, launcher)
+        # Unprivileged sandboxes share the server's uid: they get copies of datasets, not links.
+        run_data = RunData(settings, store, copy=launcher.isolates and os.geteuid() != 0)
+        executor = LocalExecutor(settings, sessions, artifacts, api_url, bus, launcher, run_data)
         serving = LocalServing(artifacts, settings.data_dir, launcher, settings.gpus, settings.replica_threads,
                                settings.sandbox_limits)
 
@@ -98,6 +104,7 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     app.state.settings = settings
     app.state.sessions = sessions
     app.state.artifacts = artifacts
+    app.state.store = store
     app.state.executor = executor
     app.state.event_bus = bus
     app.state.serving = serving
@@ -112,6 +119,8 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     app.include_router(deployments.router)
     app.include_router(worker.router)
     app.include_router(metrics_router)
+    app.include_router(datasets.router)
+    app.include_router(worker_datasets.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     if settings.metrics:
         app.add_middleware(HttpMetrics, metrics=metrics)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -59,6 +59,8 @@ class Run(Base):
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
     last_wseq: Mapped[int] = mapped_column(Integer, default=0)
     input_signature: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The dataset versions the run reads: [{"name", "version", "version_id"}], fixed at submit.
+    datasets: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
 
 class Event(Base):
@@ -118,4 +120,55 @@ class ScrapeKey(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
+class Dataset(Base):
+    """A user's named dataset; its versions hold the data. ``next_version`` never goes back,
+    so ``pets:2`` names one manifest forever, even after version 2 is deleted."""
+
+    __tablename__ = "datasets"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    next_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("user_id", "name", name="uq_datasets_user_name"),)
+
+
+class DatasetVersion(Base):
+    """An immutable manifest: every file's path, size and chunk digests."""
+
+    __tablename__ = "dataset_versions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # SHA-256 of the canonical manifest: equal content, equal digest (the node cache's key).
+    digest: Mapped[str] = mapped_column(String(64))
+    files: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("dataset_id", "version", name="uq_dataset_versions_version"),)
+
+
+class DatasetChunk(Base):
+    """A chunk a user has sent (and the server verified). Blobs are stored once per backend;
+    a user may use a blob only after sending its bytes themself, so nobody learns what
+    another user holds."""
+
+    __tablename__ = "dataset_chunks"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DatasetUpload(Base):
+    """An upload in progress: the manifest to commit once every chunk is here."""
+
+    __tablename__ = "dataset_uploads"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -81,11 +81,25 @@ def check_bring_your_own(nb: nbformat.NotebookNode, text: str) -> None:
     assert "this batch is wrong" in text and "in training_step" in text
 
 
+def check_your_own_data(nb: nbformat.NotebookNode, text: str) -> None:
+    shown = "".join(o.get("data", {}).get("text/plain", "") for cell in nb.cells if cell.cell_type == "code"
+                    for o in cell.outputs)
+    assert "1797 images written" in text and "Dataset digits-png:1 · 1798 files" in shown, shown
+    assert re.search(r"digits-png\s+2\s+1798\s.*\n.*digits-png\s+1\s+1798", shown), shown  # client.datasets()
+    assert re.search(r"here, data_path -> \S+data/digits with 1438 training images", text), text[-3000:]
+    sent = re.search(r"version 2: 1798 files, sent (\d+) chunks \((\d+) bytes\)", text)
+    assert sent and 1 <= int(sent.group(1)) <= 41, text[-3000:]  # the 40 images and the labels, at most
+    assert "run 1 read ['digits-png:1']" in text
+    accs = dict(re.findall(r"^(digits-from-files|digits-v2): read digits-png:[12], val_acc ([0-9.]+)", text, re.M))
+    assert float(accs["digits-from-files"]) > 0.8 and float(accs["digits-v2"]) > 0.8, text[-3000:]
+
+
 CHECKS = {
     "01-quickstart": check_quickstart,
     "02-async-inference": check_async_inference,
     "03-versions-and-rollback": check_versions,
     "05-bring-your-own-module": check_bring_your_own,
+    "06-your-own-data": check_your_own_data,
 }
 
 

@@ -48,6 +48,7 @@ from ..reports import apply_leftovers
 from ..sandbox import LaunchSpec, Launcher, Watch
 from ..security import new_worker_token
 from .base import Executor
+from .run_data import RunData
 
 log = logging.getLogger("aiaas.executor")
 
@@ -120,8 +121,10 @@ class LocalExecutor(Executor):
         api_url: Callable[[], str],
         bus: EventBus,
         launcher: Launcher,
+        run_data: RunData | None = None,
     ) -> None:
         self._settings = settings
+        self._run_data = run_data
         self._launcher = launcher
         self._bus = bus
         self._sessions = sessions
@@ -207,6 +210,9 @@ class LocalExecutor(Executor):
             if reason is None:
                 continue
             del self._workers[run_id]
+            if self._run_data is not None:
+                # Its links would keep evicted cache files alive; a requeued run is placed again.
+                self._run_data.release(self._artifacts.run_dir(run_id))
             run = session.get(Run, run_id)
             if run is not None and run.attempt == worker.attempt:
                 self._finish(session, run, reason, requeue=False)
@@ -292,7 +298,24 @@ class LocalExecutor(Executor):
         """What this executor's worker program needs beyond the common assignment."""
         return {}
 
+    def _place_datasets(self, session: Session, run: Run) -> dict[str, str] | None:
+        """The run's datasets in its folder, as its worker sees them; None leaves the worker to
+        fetch them itself (through the API, with its token)."""
+        if self._run_data is None:
+            return None
+        placed = self._run_data.place(session, run, self._artifacts.run_dir(run.id))
+        return {name: self._as_seen(run.id, path) for name, path in placed.items()}
+
     def _launch(self, session: Session, run: Run, gpu_ids: list[str]) -> None:
+        try:
+            datasets = self._place_datasets(session, run)
+        except Exception as exc:  # noqa: BLE001 - a missing chunk or a full disk fails this run only
+            log.exception("could not place the datasets of run %s", run.id)
+            set_status(session, run, RunStatus.failed,
+                       error=f"could not make its datasets available on this node: {type(exc).__name__}: {exc}")
+            session.commit()
+            self._bus.publish(run.id)
+            return
         token, token_hash = new_worker_token()
         ckpt = self._artifacts.last_checkpoint(run.id)
         set_status(session, run, RunStatus.running, worker_token_hash=token_hash, gpu_ids=",".join(gpu_ids))
@@ -308,6 +331,7 @@ class LocalExecutor(Executor):
             "test": run.run_test,
             "resume_from": self._as_seen(run.id, ckpt) if ckpt.exists() else None,
             "checkpoint_every_s": self._settings.checkpoint_every_s,
+            **({"datasets": datasets} if datasets is not None else {}),
             **self._extra_assignment(run),
         }
         proc = self._hand_over(assignment, self._artifacts.run_dir(run.id))

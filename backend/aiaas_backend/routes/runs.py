@@ -25,6 +25,7 @@ from aiaas_sdk.wire import (
     RunStatus,
 )
 
+from .. import datasets
 from ..artifacts import FINAL_FILES, open_regular
 from ..deps import ArtifactsDep, CurrentUser, EnvironmentDep, ExecutorDep, SessionDep
 from ..errors import ApiError, run_not_found
@@ -94,6 +95,8 @@ def create_run(
             "incompatible_environment",
         )
     gpus = executor.admit(run_spec.trainer_kwargs, package)
+    # Pinned now: an unknown name or version fails here, not on the worker.
+    pinned = datasets.resolve(session, user, run_spec.datasets)
     run = Run(
         id="run_" + uuid.uuid4().hex[:12],
         user_id=user.id,
@@ -108,6 +111,7 @@ def create_run(
         cancel_requested=False,
         last_seq=0,
         last_wseq=0,
+        datasets=pinned,
     )
     if not run_spec.name:
         run.name = run.id

@@ -21,6 +21,12 @@ from typing import IO
 import psutil
 
 
+
+# The entry of a run's folder that the server keeps for itself: the run's datasets, placed
+# read-only by the executor (executors/run_data.py). Never given to the sandbox's uid.
+SERVER_OWNED = "datasets"
+
+
 class SandboxUnavailable(RuntimeError):
     """The configured sandbox cannot be built on this machine; the message names the fixes."""
 
@@ -140,11 +146,14 @@ class Launcher(ABC):
             return False
 
     def own_like(self, tree: Path, like: Path) -> None:
-        """Give everything in ``tree`` the owner of ``like`` (only a root server changes owners)."""
+        """Give everything in ``tree`` the owner of ``like`` (only a root server changes owners),
+        except the server's own read-only entries (:data:`SERVER_OWNED`)."""
         if os.geteuid() != 0:
             return
         st = like.stat()
         for root, dirs, files in os.walk(tree):
+            if Path(root) == tree and SERVER_OWNED in dirs:
+                dirs.remove(SERVER_OWNED)  # neither the folder nor what is in it changes owner
             for name in (*dirs, *files):
                 try:
                     os.chown(os.path.join(root, name), st.st_uid, st.st_gid, follow_symlinks=False)
@@ -153,9 +162,12 @@ class Launcher(ABC):
 
 
 def folder_bytes(folder: Path) -> int:
-    """Bytes under ``folder``, without following links (the disk limit's measure)."""
+    """Bytes under ``folder``, without following links (the disk limit's measure); the
+    datasets the server placed there are not the run's writing and do not count."""
     total = 0
-    for root, _dirs, files in os.walk(folder):
+    for root, dirs, files in os.walk(folder):
+        if Path(root) == folder and SERVER_OWNED in dirs:
+            dirs.remove(SERVER_OWNED)
         for name in files:
             try:
                 total += os.lstat(os.path.join(root, name)).st_blocks * 512

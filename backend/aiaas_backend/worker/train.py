@@ -27,6 +27,7 @@ from ..artifacts import Artifacts, RunFolder, atomic
 from ..sandbox.limits import hint
 from . import tidy_output
 from .capture import OutputCapture
+from .datasets import materialise
 from .lightning_hooks import make_callback, make_logger, save_full_checkpoint
 from .reporter import Reporter
 
@@ -40,7 +41,12 @@ def describe(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     user = [f for f in frames if not f.filename.startswith(_LIBRARY_DIRS) and not f.filename.startswith("<frozen")]
     where = f' (File "{user[-1].filename}", line {user[-1].lineno}, in {user[-1].name})' if user else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+    hint = ""
+    if isinstance(exc, FileNotFoundError) and exc.filename and not os.path.isabs(str(exc.filename)):
+        hint = (". A relative path is read from the run's folder on the backend, not beside your notebook: "
+                "upload the data with client.upload(NAME, PATH), pass datasets=[NAME] to client.train, "
+                "and open files under aiaas.data_path(NAME)")
+    return f"{type(exc).__name__}: {exc}{where}{hint}"
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
@@ -113,6 +119,7 @@ def _train(assignment: dict[str, Any], artifacts: Artifacts, reporter: Reporter 
     run_id = assignment["run_id"]
     run_dir = artifacts.run_dir(run_id)
     attempt = assignment["attempt"]
+    materialise(assignment)  # before the user's code: aiaas.data_path must answer in setup()
     payload = load_payload(artifacts, run_id)
     model = payload["model"]
     pl = lightning_of(model)

@@ -1,0 +1,408 @@
+"""Datasets from the notebook: ``client.upload``, ``client.datasets()``, ``aiaas.data_path``.
+
+An upload hashes each file in 4 MiB chunks (SHA-256), tells the backend the
+manifest, and sends only the chunks the backend does not have from this user,
+several at once, each read from disk when it is sent: memory stays bounded
+(``parallel`` chunks) whatever the dataset's size, and an interrupted upload
+resumes where it stopped. The backend checks every chunk's hash and commits the
+manifest as a new immutable version (or hands back the newest version if nothing
+changed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from ._errors import BadRequest, NotFound
+from .config import default_data_dir
+from .wire import (
+    ChunkPublic,
+    ChunksPublic,
+    DatasetManifest,
+    DatasetPublic,
+    DatasetsPublic,
+    DatasetUploadCreate,
+    DatasetUploadPublic,
+    ManifestFile,
+    check_dataset_path,
+)
+
+if TYPE_CHECKING:
+    from ._client import Client
+    from ._ops import Call, Op
+
+CHUNK_BYTES = 4 * 1024 * 1024
+_READ = 1024 * 1024
+# What aiaas.data_path reads on a worker (set by the backend before the run's code starts).
+ENV = "AIAAS_DATASETS"
+
+
+# -- what to send ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Piece:
+    path: Path
+    offset: int
+    size: int
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or path.is_relative_to(root)
+
+
+def collect(source: Any, name: str) -> tuple[dict[str, Path], Path | None]:
+    """``{path in the dataset: local file}`` for ``source``, and the folder data_path may point at.
+
+    ``source`` is a folder, a file, a mapping ``{dataset path: local file}``, or an in-memory
+    object (a torch tensor, a numpy array, a pandas DataFrame) that is written to a file first.
+    Paths with ``..``, absolute paths and symlinks that lead out of the folder are refused
+    here, before anything is sent."""
+    if isinstance(source, Mapping):
+        out: dict[str, Path] = {}
+        for key, local in source.items():
+            try:
+                check_dataset_path(str(key))
+            except ValueError as exc:
+                raise BadRequest(f"refused before sending: {exc}") from None
+            out[str(key)] = Path(local)
+        return out, None
+    if isinstance(source, str | os.PathLike):
+        root = Path(source).expanduser()
+        if not root.exists():
+            raise FileNotFoundError(f"nothing to upload at {root}: pass a folder or a file")
+        if root.is_file():
+            return {root.name: root}, root.parent
+        return _walk(root.resolve()), root.resolve()
+    folder = _write_object(source, name)
+    return _walk(folder), folder
+
+
+def _walk(root: Path) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    seen_dirs: set[Path] = set()
+    for dirpath, dirs, files in os.walk(root, followlinks=True):
+        here = Path(dirpath)
+        real = here.resolve()
+        if not _inside(real, root):
+            raise BadRequest(f"refused before sending: {here} is a symlink to {real}, outside {root}; "
+                             "copy the data into the folder instead")
+        if real in seen_dirs:
+            dirs[:] = []  # a symlink loop
+            continue
+        seen_dirs.add(real)
+        dirs.sort()
+        for fname in sorted(files):
+            file = here / fname
+            target = file.resolve()
+            if file.is_symlink() and not _inside(target, root):
+                raise BadRequest(f"refused before sending: {file} is a symlink to {target}, outside {root}; "
+                                 "copy the file into the folder instead")
+            if not target.is_file():
+                continue  # sockets, fifos, broken links
+            rel = file.relative_to(root).as_posix()
+            check_dataset_path(rel)
+            out[rel] = file
+    return out
+
+
+def _write_object(obj: Any, name: str) -> Path:
+    """Write a tensor, array or DataFrame where data_path can find it again in this notebook."""
+    folder = default_data_dir() / "uploads" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink()
+    kind = f"{type(obj).__module__}.{type(obj).__name__}"
+    if kind.startswith("torch") and hasattr(obj, "detach"):
+        import torch
+
+        torch.save(obj.detach().cpu(), folder / "tensor.pt")
+    elif kind.startswith("numpy"):
+        import numpy as np
+
+        np.save(folder / "array.npy", obj, allow_pickle=False)
+    elif kind.startswith("pandas") and hasattr(obj, "to_parquet"):
+        try:
+            obj.to_parquet(folder / "data.parquet")
+        except ImportError:  # no pyarrow/fastparquet: CSV keeps the values, if not every dtype
+            obj.to_csv(folder / "data.csv", index=False)
+    else:
+        raise TypeError(f"cannot upload a {kind}: pass a folder or file path, a torch tensor, a numpy array "
+                        "or a pandas DataFrame")
+    return folder
+
+
+class HashCache:
+    """Chunk digests of files already hashed, keyed by path, size, mtime and inode (as git's
+    index does): re-uploading a large folder re-reads only the files that changed."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        import sqlite3
+
+        self.path = path or default_data_dir() / "hash-cache.sqlite"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        self._db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, stamp TEXT, chunks TEXT)")
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def stamp(st: os.stat_result) -> str:
+        return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{CHUNK_BYTES}"
+
+    def get(self, path: Path, stamp: str) -> list[str] | None:
+        with self._lock:
+            row = self._db.execute("SELECT stamp, chunks FROM files WHERE path = ?", (str(path),)).fetchone()
+        return json.loads(row[1]) if row and row[0] == stamp else None
+
+    def put(self, path: Path, stamp: str, chunks: list[str]) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?)", (str(path), stamp, json.dumps(chunks)))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.commit()
+            self._db.close()
+
+
+def hash_files(files: dict[str, Path], parallel: int, cache: HashCache | None = None
+               ) -> tuple[DatasetManifest, dict[str, _Piece]]:
+    """The manifest of ``files`` and, for each chunk digest, where its bytes are."""
+    def one(item: tuple[str, Path]) -> tuple[ManifestFile, list[tuple[str, _Piece]]]:
+        rel, path = item
+        if cache is not None:
+            real = path.resolve()
+            st = real.stat()
+            stamp = HashCache.stamp(st)
+            known = cache.get(real, stamp)
+            if known is not None:
+                pieces = [(d, _Piece(path, i * CHUNK_BYTES, min(CHUNK_BYTES, st.st_size - i * CHUNK_BYTES)))
+                          for i, d in enumerate(known)]
+                return ManifestFile(path=rel, size=st.st_size, chunks=known), pieces
+        digests: list[tuple[str, _Piece]] = []
+        size = 0
+        with path.open("rb") as f:
+            while True:
+                hasher = hashlib.sha256()
+                start, got = size, 0
+                while got < CHUNK_BYTES and (block := f.read(min(_READ, CHUNK_BYTES - got))):
+                    hasher.update(block)
+                    got += len(block)
+                if not got:
+                    break
+                size += got
+                digests.append((hasher.hexdigest(), _Piece(path, start, got)))
+        if cache is not None and size == st.st_size:
+            cache.put(real, stamp, [d for d, _ in digests])
+        return ManifestFile(path=rel, size=size, chunks=[d for d, _ in digests]), digests
+
+    pieces: dict[str, _Piece] = {}
+    entries = []
+    with ThreadPoolExecutor(max(1, parallel)) as pool:
+        for entry, digests in pool.map(one, sorted(files.items())):
+            entries.append(entry)
+            for digest, piece in digests:
+                pieces.setdefault(digest, piece)
+    manifest = DatasetManifest(files=entries, chunk_sizes={d: p.size for d, p in pieces.items()})
+    return manifest, pieces
+
+
+# -- the HTTP calls (I/O-free generators, as in _ops) ------------------------------------------
+
+
+def _call(method: str, path: str, **kwargs: Any) -> Call:
+    from ._ops import Call
+
+    return Call(method, path, **kwargs)
+
+
+def _json(resp: httpx.Response | None) -> bytes:
+    assert resp is not None
+    return resp.content
+
+
+def create_upload(name: str, manifest: DatasetManifest) -> Op[DatasetUploadPublic]:
+    body = DatasetUploadCreate(manifest=manifest).model_dump(mode="json")
+    resp = yield _call("POST", f"/v1/datasets/{name}/uploads", json=body, idempotent=False, timeout=300)
+    return DatasetUploadPublic.model_validate_json(_json(resp))
+
+
+def commit_upload(name: str, upload_id: str) -> Op[DatasetPublic]:
+    resp = yield _call("POST", f"/v1/datasets/{name}/uploads/{upload_id}/commit", idempotent=False, timeout=300)
+    return DatasetPublic.model_validate_json(_json(resp))
+
+
+def put_chunk(digest: str, data: bytes) -> Call:
+    return _call("PUT", f"/v1/datasets/chunks/{digest}", content=data,
+                 headers={"Content-Type": "application/octet-stream"}, timeout=300)
+
+
+def put_chunks(framed: list[bytes]) -> Call:
+    """Many small chunks in one request (framing: hex digest, 8-byte size, bytes; see the API).
+    The parts go as they are (a list, so a retry can send them again), never joined: no copy."""
+    return _call("POST", "/v1/datasets/chunks", content=framed,
+                 headers={"Content-Type": "application/octet-stream",
+                          "Content-Length": str(sum(len(p) for p in framed))}, timeout=300)
+
+
+# Chunks under this size travel in batches of up to BATCH_BYTES: small files cost one request per batch.
+SMALL = 1024 * 1024
+BATCH_BYTES = 4 * 1024 * 1024
+BATCH_COUNT = 512
+
+
+def plan(todo: list[tuple[str, _Piece]]) -> list[list[tuple[str, _Piece]]]:
+    """Group the chunks to send into requests: one per large chunk, batches of small ones."""
+    groups: list[list[tuple[str, _Piece]]] = []
+    batch: list[tuple[str, _Piece]] = []
+    size = 0
+    for item in todo:
+        if item[1].size >= SMALL:
+            groups.append([item])
+            continue
+        if batch and (size + item[1].size > BATCH_BYTES or len(batch) >= BATCH_COUNT):
+            groups.append(batch)
+            batch, size = [], 0
+        batch.append(item)
+        size += item[1].size
+    if batch:
+        groups.append(batch)
+    return groups
+
+
+def _read(piece: _Piece) -> bytes:
+    with piece.path.open("rb") as f:
+        f.seek(piece.offset)
+        return f.read(piece.size)
+
+
+def list_datasets() -> Op[DatasetsPublic]:
+    return DatasetsPublic.model_validate_json(_json((yield _call("GET", "/v1/datasets"))))
+
+
+def get_dataset(name: str, version: int | None) -> Op[DatasetPublic]:
+    params = {"version": version} if version is not None else None
+    return DatasetPublic.model_validate_json(_json((yield _call("GET", f"/v1/datasets/{name}", params=params))))
+
+
+def delete_dataset(name: str, version: int | None) -> Op[None]:
+    params = {"version": version} if version is not None else None
+    yield _call("DELETE", f"/v1/datasets/{name}", params=params)
+
+
+# -- the upload, driven by the sync client (the async one runs it in a thread) ---------------
+
+
+@dataclass
+class UploadResult:
+    data: DatasetPublic
+    sent_chunks: int
+    sent_bytes: int
+    total_chunks: int
+
+
+def _progress(total: int, enabled: bool, desc: str) -> Any:
+    from tqdm.auto import tqdm  # a widget in notebooks, text in a terminal
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, disable=not enabled,
+                leave=True)
+
+
+def upload(client: Client, name: str, source: Any, *, parallel: int = 8, progress: bool = True) -> UploadResult:
+    files, folder = collect(source, name)
+    cache = HashCache()
+    try:
+        manifest, pieces = hash_files(files, min(parallel, os.cpu_count() or 1), cache)
+    finally:
+        cache.close()
+    session = client._drive(create_upload(name, manifest))
+    todo = [(d, pieces[d]) for d in session.missing]
+    lock = threading.Lock()
+    sent = [0, 0]
+
+    with _progress(session.missing_bytes, progress and bool(todo), f"upload {name}") as bar:
+        def send(group: list[tuple[str, _Piece]]) -> None:
+            # Read when sent: at most `parallel` requests' bytes are in memory at once.
+            if len(group) == 1 and group[0][1].size >= SMALL:
+                digest, piece = group[0]
+                data = _read(piece)
+                resp = client._send(put_chunk(digest, data))
+                assert resp is not None
+                ChunkPublic.model_validate_json(resp.content)
+                size = len(data)
+            else:
+                parts = []
+                for digest, piece in group:
+                    data = _read(piece)
+                    parts += [digest.encode(), len(data).to_bytes(8, "big"), data]
+                resp = client._send(put_chunks(parts))
+                assert resp is not None
+                ChunksPublic.model_validate_json(resp.content)
+                size = sum(p.size for _, p in group)
+            with lock:
+                sent[0] += len(group)
+                sent[1] += size
+            bar.update(size)
+
+        with ThreadPoolExecutor(max(1, parallel)) as pool:
+            for _ in pool.map(send, plan(todo)):
+                pass
+    data = client._drive(commit_upload(name, session.id))
+    if folder is not None:
+        remember(client.url, data, folder)
+    return UploadResult(data, sent[0], sent[1], len(pieces))
+
+
+# -- aiaas.data_path ---------------------------------------------------------------------------
+
+
+def _record_path() -> Path:
+    return default_data_dir() / "datasets.json"
+
+
+def remember(url: str, data: DatasetPublic, folder: Path) -> None:
+    """Note where this notebook's copy of a version is, for data_path in local runs."""
+    path = _record_path()
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        record = {}
+    for ref in (data.name, f"{data.name}:{data.version}"):
+        record[ref] = str(folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(path)
+
+
+def data_path(name: str) -> Path:
+    """The folder of dataset ``name`` (``"pets"`` or ``"pets:2"``), read-only.
+
+    On a worker: the run's copy, materialised before your code started (submit the run with
+    ``datasets=["pets"]``). In the notebook (``Trainer.fit`` in-process): the folder this
+    machine uploaded it from, so the same ``LightningDataModule`` works in both places.
+    """
+    on_worker = os.environ.get(ENV)
+    if on_worker is not None:
+        mapping = json.loads(on_worker)
+        if name in mapping:
+            return Path(mapping[name])
+        raise NotFound(f"this run has no dataset {name!r} (it has {sorted(mapping) or 'none'}): "
+                       f"submit it with client.train(..., datasets=[{name.split(':')[0]!r}])")
+    try:
+        record = json.loads(_record_path().read_text())
+    except (OSError, ValueError):
+        record = {}
+    if name in record and Path(record[name]).exists():
+        return Path(record[name])
+    raise NotFound(f"no local copy of dataset {name!r} on this machine: upload it from here with "
+                   f"client.upload({name.split(':')[0]!r}, PATH), or train remotely with datasets=[{name!r}]")

@@ -1,0 +1,174 @@
+"""Datasets: versions as immutable manifests of content-addressed chunks, owned by a user.
+
+The rules live here; :mod:`.routes.datasets` is their HTTP face. A chunk is stored
+once per backend (keyed by its SHA-256) and used by a user once that user has sent
+its bytes (the server checks the hash), so deduplication never tells anyone what
+another user holds. A user's quota counts the chunks they keep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from aiaas_sdk.wire import DatasetManifest, DatasetPublic, RunStatus
+
+from .errors import ApiError
+from .models import Dataset, DatasetChunk, DatasetUpload, DatasetVersion, Run, User
+from .store import Store, blob_key
+
+
+def not_found(name: str, version: int | None = None) -> ApiError:
+    what = f"{name}:{version}" if version is not None else name
+    return ApiError(404, f"no dataset {what!r} for this API key; list yours with client.datasets(), "
+                    "upload with client.upload(name, path)", "dataset_not_found")
+
+
+def public(dataset: Dataset, version: DatasetVersion) -> DatasetPublic:
+    return DatasetPublic(name=dataset.name, version=version.version, files=version.files, bytes=version.bytes,
+                         digest=version.digest, created_at=version.created_at)
+
+
+def manifest_digest(manifest: DatasetManifest) -> str:
+    canonical = json.dumps([[f.path, f.size, f.chunks] for f in sorted(manifest.files, key=lambda f: f.path)],
+                           separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def used_bytes(session: Session, user: User) -> int:
+    return int(session.scalar(select(func.coalesce(func.sum(DatasetChunk.size), 0))
+                              .where(DatasetChunk.user_id == user.id)) or 0)
+
+
+def check_quota(session: Session, user: User, quota: int | None, adding: int) -> None:
+    if quota is None or adding <= 0:
+        return
+    used = used_bytes(session, user)
+    if used + adding > quota:
+        raise ApiError(
+            413,
+            f"this upload needs {adding} more bytes but your dataset quota is {quota} bytes and you use {used}; "
+            "delete versions you no longer need (ds.delete()) or ask the admin to raise AIAAS_USER_QUOTA_BYTES",
+            "quota_exceeded",
+        )
+
+
+def owned_chunks(session: Session, user: User, digests: set[str]) -> set[str]:
+    have: set[str] = set()
+    ordered = sorted(digests)
+    for i in range(0, len(ordered), 500):  # bounded IN lists
+        have.update(session.scalars(select(DatasetChunk.digest).where(
+            DatasetChunk.user_id == user.id, DatasetChunk.digest.in_(ordered[i:i + 500]))))
+    return have
+
+
+def chunk_digests(manifest: DatasetManifest | dict[str, Any]) -> set[str]:
+    files = manifest.files if isinstance(manifest, DatasetManifest) else manifest["files"]
+    return {d for f in files for d in (f.chunks if not isinstance(f, dict) else f["chunks"])}
+
+
+def find(session: Session, user: User, name: str, version: int | None = None) -> tuple[Dataset, DatasetVersion]:
+    """``name`` at ``version`` (None: the newest), or a 404."""
+    dataset = session.scalar(select(Dataset).where(Dataset.user_id == user.id, Dataset.name == name))
+    if dataset is None:
+        raise not_found(name, version)
+    query = select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id)
+    query = query.where(DatasetVersion.version == version) if version is not None else \
+        query.order_by(DatasetVersion.version.desc()).limit(1)
+    row = session.scalar(query)
+    if row is None:
+        raise not_found(name, version)
+    return dataset, row
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    name, _, version = ref.partition(":")
+    if not name or (version and not version.isdigit()):
+        raise ApiError(400, f"{ref!r} is not a dataset reference: use 'NAME' (the newest version) or 'NAME:VERSION'",
+                       "bad_dataset_ref")
+    return name, int(version) if version else None
+
+
+def resolve(session: Session, user: User, refs: list[str]) -> list[dict[str, Any]]:
+    """Pin each ``NAME`` or ``NAME:VERSION`` to the version a run will read (at submit, so a
+    later upload does not change what a queued run trains on)."""
+    pinned: list[dict[str, Any]] = []
+    for ref in refs:
+        name, version = parse_ref(ref)
+        if any(p["name"] == name for p in pinned):
+            raise ApiError(400, f"dataset {name!r} is named twice in datasets=[...]; name each once", "bad_dataset_ref")
+        dataset, row = find(session, user, name, version)
+        pinned.append({"name": dataset.name, "version": row.version, "version_id": row.id})
+    return pinned
+
+
+def commit(session: Session, user: User, upload: DatasetUpload) -> tuple[Dataset, DatasetVersion]:
+    manifest = DatasetManifest.model_validate(upload.manifest)
+    needed = chunk_digests(manifest)
+    missing = sorted(needed - owned_chunks(session, user, needed))
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ApiError(400, f"the backend lacks {len(missing)} chunk(s) this manifest names: {shown}; "
+                       "PUT them to /v1/datasets/chunks/DIGEST (client.upload resumes by itself)", "missing_chunks")
+    dataset = session.scalar(select(Dataset).where(Dataset.user_id == user.id, Dataset.name == upload.name))
+    if dataset is None:
+        dataset = Dataset(user_id=user.id, name=upload.name, next_version=1)
+        session.add(dataset)
+        session.flush()
+    digest = manifest_digest(manifest)
+    newest = session.scalar(select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id)
+                            .order_by(DatasetVersion.version.desc()).limit(1))
+    session.delete(upload)
+    if newest is not None and newest.digest == digest:
+        return dataset, newest  # nothing changed: the same version, not a new one
+    version = DatasetVersion(
+        dataset_id=dataset.id, version=dataset.next_version, manifest=manifest.model_dump(mode="json"),
+        digest=digest, files=len(manifest.files), bytes=sum(f.size for f in manifest.files),
+    )
+    dataset.next_version += 1
+    session.add(version)
+    session.flush()
+    return dataset, version
+
+
+def runs_using(session: Session, user: User, version_ids: set[int]) -> list[Run]:
+    active = session.scalars(select(Run).where(
+        Run.user_id == user.id, Run.status.in_([RunStatus.queued.value, RunStatus.running.value])))
+    return [r for r in active if any(d["version_id"] in version_ids for d in r.datasets or [])]
+
+
+def delete_versions(session: Session, store: Store, user: User, dataset: Dataset,
+                    versions: list[DatasetVersion]) -> None:
+    """Delete ``versions`` unless an active run reads one (409 naming it); then drop the
+    chunks no version or open upload of this user still names, and blobs nobody keeps."""
+    busy = runs_using(session, user, {v.id for v in versions})
+    if busy:
+        names = ", ".join(f"{r.id} ({r.status})" for r in busy[:5])
+        raise ApiError(409, f"dataset {dataset.name!r} is in use by run {names}; wait for it to end or cancel it, "
+                       "then delete", "dataset_in_use")
+    for v in versions:
+        session.delete(v)
+    # The dataset row stays even with no versions: its next_version keeps numbers from returning.
+    session.flush()
+    keep: set[str] = set()
+    for manifest in session.scalars(select(DatasetVersion.manifest).join(Dataset)
+                                    .where(Dataset.user_id == user.id)):
+        keep |= chunk_digests(manifest)
+    for manifest in session.scalars(select(DatasetUpload.manifest).where(DatasetUpload.user_id == user.id)):
+        keep |= chunk_digests(manifest)
+    gone = [d for d in session.scalars(select(DatasetChunk.digest).where(DatasetChunk.user_id == user.id))
+            if d not in keep]
+    for i in range(0, len(gone), 500):
+        session.execute(delete(DatasetChunk).where(DatasetChunk.user_id == user.id,
+                                                   DatasetChunk.digest.in_(gone[i:i + 500])))
+    session.flush()
+    orphans = [d for d in gone if not session.scalar(select(func.count()).select_from(DatasetChunk)
+                                                     .where(DatasetChunk.digest == d))]
+    session.commit()
+    # After the commit: a blob is removed only once no row names it.
+    for digest in orphans:
+        store.delete(blob_key(digest))

@@ -1,0 +1,179 @@
+"""The datasets API: upload sessions, chunks, versions (docs/datasets.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, status
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from aiaas_sdk.wire import (
+    DATASET_NAME,
+    ChunkPublic,
+    ChunksPublic,
+    DatasetPublic,
+    DatasetsPublic,
+    DatasetUploadCreate,
+    DatasetUploadPublic,
+)
+
+from .. import datasets as ds
+from ..deps import CurrentUser, SessionDep, SettingsDep, StoreDep
+from ..errors import ApiError
+from ..models import Dataset, DatasetChunk, DatasetUpload, DatasetVersion, User
+from ..store import Store, blob_key, is_digest
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+Name = Annotated[str, Path(pattern=DATASET_NAME, description="lowercase letters, digits, '_', '-', '.'")]
+
+
+@router.put("/chunks/{digest}", operation_id="put_dataset_chunk")
+async def put_chunk(digest: str, request: Request, session: SessionDep, user: CurrentUser, store: StoreDep,
+                    settings: SettingsDep) -> ChunkPublic:
+    """Send one chunk's bytes (the body). Idempotent: sending a chunk again changes nothing.
+    The server hashes what arrives and refuses bytes that do not match ``digest``."""
+    if not is_digest(digest):
+        raise ApiError(400, f"{digest!r} is not a SHA-256 hex digest (64 lowercase hex digits)", "bad_digest")
+    data = await _body(request, settings.max_chunk_bytes)
+    # Hashing, the store and the database block: off the event loop.
+    stored = await run_in_threadpool(_store_chunks, session, user, store, settings.user_quota_bytes,
+                                     [(digest, data)])
+    return ChunkPublic(digest=digest, size=len(data), stored=bool(stored))
+
+
+@router.post("/chunks", operation_id="put_dataset_chunks")
+async def put_chunks(request: Request, session: SessionDep, user: CurrentUser, store: StoreDep,
+                     settings: SettingsDep) -> ChunksPublic:
+    """Send many small chunks in one body, each framed as its 64-character hex digest, its
+    size as 8 bytes big-endian, then its bytes: small files cost one request per batch, not
+    one each. Every chunk is checked before any is stored."""
+    body = await _body(request, settings.max_chunk_bytes)
+    chunks: list[tuple[str, bytes]] = []
+    at = 0
+    while at < len(body):
+        head = body[at:at + 72]
+        digest = head[:64].decode("ascii", "replace")
+        if len(head) < 72 or not is_digest(digest):
+            raise ApiError(400, f"chunk batch framing is broken at byte {at}: expected a 64-character hex digest "
+                           "and an 8-byte size", "bad_batch")
+        size = int.from_bytes(head[64:], "big")
+        if at + 72 + size > len(body):
+            raise ApiError(400, f"chunk {digest} claims {size} bytes but the batch ends first", "bad_batch")
+        chunks.append((digest, body[at + 72:at + 72 + size]))
+        at += 72 + size
+    stored = await run_in_threadpool(_store_chunks, session, user, store, settings.user_quota_bytes, chunks)
+    return ChunksPublic(received=len(chunks), stored=stored)
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise ApiError(413, f"a chunk (or a batch of chunks) may hold at most {limit} bytes "
+                           "(AIAAS_MAX_CHUNK_BYTES); send smaller ones", "chunk_too_large")
+        parts.append(part)
+    return b"".join(parts)
+
+
+def _store_chunks(session: Session, user: User, store: Store, quota: int | None,
+                  chunks: list[tuple[str, bytes]]) -> int:
+    """Verify every chunk, then store those this user has not sent before; returns how many."""
+    for digest, data in chunks:
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            raise ApiError(400, f"chunk {digest}: its bytes hash to {actual}: it was corrupted on the way or the "
+                           "file changed while uploading; upload again", "chunk_hash_mismatch")
+    fresh = {d: data for d, data in chunks}
+    for have in ds.owned_chunks(session, user, set(fresh)):
+        del fresh[have]
+    if not fresh:
+        return 0
+    ds.check_quota(session, user, quota, sum(len(b) for b in fresh.values()))
+    try:
+        for digest, data in fresh.items():
+            key = blob_key(digest)
+            if not store.exists(key):  # another user's identical chunk: stored once
+                store.put_bytes(key, data)
+    except Exception as exc:  # noqa: BLE001 - S3 and disk failures alike: the SDK retries a 503
+        raise ApiError(503, f"the dataset store ({store.url}) failed: {type(exc).__name__}: {exc}; "
+                       "the upload resumes where it stopped when you call it again", "store_unavailable",
+                       {"Retry-After": "1"}) from exc
+    for digest, data in fresh.items():
+        session.merge(DatasetChunk(user_id=user.id, digest=digest, size=len(data)))
+    session.commit()
+    return len(fresh)
+
+
+@router.post("/{name}/uploads", status_code=status.HTTP_201_CREATED, operation_id="create_dataset_upload")
+def create_upload(name: Name, body: DatasetUploadCreate, session: SessionDep, user: CurrentUser,
+                  settings: SettingsDep) -> DatasetUploadPublic:
+    """Start an upload: the manifest of the new version. The reply names the chunks to send."""
+    manifest = body.manifest
+    needed = ds.chunk_digests(manifest)
+    unsized = needed - set(manifest.chunk_sizes)
+    if unsized:
+        raise ApiError(400, f"chunk_sizes lacks {len(unsized)} digest(s) the files name, e.g. {min(unsized)}",
+                       "bad_manifest")
+    missing = sorted(needed - ds.owned_chunks(session, user, needed))
+    missing_bytes = sum(manifest.chunk_sizes[d] for d in missing)
+    ds.check_quota(session, user, settings.user_quota_bytes, missing_bytes)
+    upload = DatasetUpload(id="upl_" + uuid.uuid4().hex[:16], user_id=user.id, name=name,
+                           manifest=manifest.model_dump(mode="json"))
+    session.add(upload)
+    session.commit()
+    return DatasetUploadPublic(id=upload.id, name=name, missing=missing, missing_bytes=missing_bytes)
+
+
+@router.post("/{name}/uploads/{upload_id}/commit", operation_id="commit_dataset_upload")
+def commit_upload(name: Name, upload_id: str, session: SessionDep, user: CurrentUser) -> DatasetPublic:
+    """Make the upload a version, once every chunk it names is here (400 naming those that are not).
+    A manifest equal to the newest version's gives that version back, not a new one."""
+    upload = session.get(DatasetUpload, upload_id)
+    if upload is None or upload.user_id != user.id or upload.name != name:
+        raise ApiError(404, f"no upload {upload_id!r} of dataset {name!r} for this API key (committed already, "
+                       "or never started); start one with client.upload(name, path)", "upload_not_found")
+    dataset, version = ds.commit(session, user, upload)
+    session.commit()
+    return ds.public(dataset, version)
+
+
+@router.get("", operation_id="list_datasets")
+def list_datasets(session: SessionDep, user: CurrentUser, settings: SettingsDep) -> DatasetsPublic:
+    """Every version of this user's datasets, by name, newest version first."""
+    rows = session.execute(select(Dataset, DatasetVersion).join(DatasetVersion)
+                           .where(Dataset.user_id == user.id)
+                           .order_by(Dataset.name, DatasetVersion.version.desc())).all()
+    return DatasetsPublic(data=[ds.public(d, v) for d, v in rows], count=len(rows),
+                          used_bytes=ds.used_bytes(session, user), quota_bytes=settings.user_quota_bytes)
+
+
+@router.get("/{name}", operation_id="get_dataset")
+def get_dataset(name: Name, session: SessionDep, user: CurrentUser,
+                version: Annotated[int | None, Query(ge=1)] = None) -> DatasetPublic:
+    """One version (the newest unless ``version`` is given)."""
+    return ds.public(*ds.find(session, user, name, version))
+
+
+@router.get("/{name}/manifest", operation_id="get_dataset_manifest")
+def get_manifest(name: Name, session: SessionDep, user: CurrentUser,
+                 version: Annotated[int | None, Query(ge=1)] = None) -> dict:  # type: ignore[type-arg]
+    """The version's files: path, size and chunk digests of each."""
+    return ds.find(session, user, name, version)[1].manifest
+
+
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, operation_id="delete_dataset")
+def delete_dataset(name: Name, session: SessionDep, user: CurrentUser, store: StoreDep,
+                   version: Annotated[int | None, Query(ge=1, description="one version; all when absent")] = None
+                   ) -> None:
+    """Delete one version (or all). Refused with 409 while a queued or running run reads it."""
+    dataset, row = ds.find(session, user, name, version)
+    versions = [row] if version is not None else list(
+        session.scalars(select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id)))
+    ds.delete_versions(session, store, user, dataset, versions)

@@ -1,0 +1,72 @@
+"""What a worker reads to materialise its run's datasets, with its run-scoped token.
+
+Workers fetch chunks through the API rather than from the store itself: no node needs
+store credentials or a shared file system, and a token reaches only the chunks of the
+dataset versions its own run reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, StreamingResponse
+from sqlalchemy import select
+
+from aiaas_sdk.wire import DatasetManifest, WorkerDataset, WorkerDatasets
+
+from .. import datasets as ds
+from ..deps import SessionDep, SettingsDep, StoreDep
+from ..errors import ApiError
+from ..models import Dataset, DatasetVersion, Run
+from ..store import FileStore, Store, blob_key, is_digest
+from .worker import WorkerRun
+
+router = APIRouter(prefix="/v1/worker/runs", tags=["worker"], include_in_schema=False)
+
+
+def _versions(session: SessionDep, run: Run) -> list[tuple[Dataset, DatasetVersion]]:
+    ids = [d["version_id"] for d in run.datasets or []]
+    if not ids:
+        return []
+    return list(session.execute(select(Dataset, DatasetVersion).join(DatasetVersion)
+                                .where(DatasetVersion.id.in_(ids))).tuples())
+
+
+@router.get("/{run_id}/datasets")
+def run_datasets(run: WorkerRun, session: SessionDep, settings: SettingsDep) -> WorkerDatasets:
+    """The manifests of the versions this run reads, and where this backend's nodes cache them."""
+    return WorkerDatasets(
+        datasets=[WorkerDataset(name=d.name, version=v.version, digest=v.digest,
+                                manifest=DatasetManifest.model_validate(v.manifest))
+                  for d, v in _versions(session, run)],
+        cache_dir=str(settings.cache_dir), cache_bytes=settings.dataset_cache_bytes,
+    )
+
+
+@router.get("/{run_id}/chunks/{digest}", response_model=None)
+def run_chunk(digest: str, run: WorkerRun, session: SessionDep, store: StoreDep, request: Request
+              ) -> FileResponse | StreamingResponse:
+    if not is_digest(digest):
+        raise ApiError(400, f"{digest!r} is not a SHA-256 hex digest", "bad_digest")
+    # Cached on the app per run: a run asks for thousands of chunks, its manifests do not change.
+    cache: dict[str, set[str]] = request.app.state.__dict__.setdefault("worker_chunk_sets", {})
+    allowed = cache.get(run.id)
+    if allowed is None:
+        allowed = set().union(*(ds.chunk_digests(v.manifest) for _d, v in _versions(session, run)))
+        if len(cache) > 64:
+            cache.clear()
+        cache[run.id] = allowed
+    if digest not in allowed:
+        raise ApiError(404, f"chunk {digest} is not in a dataset this run reads", "chunk_not_found")
+    key = blob_key(digest)
+    if isinstance(store, FileStore):
+        path = store.local_path(key)
+        if not path.exists():
+            raise ApiError(404, f"chunk {digest} is missing from the store ({store.url})", "chunk_not_found")
+        return FileResponse(path, media_type="application/octet-stream")
+    return StreamingResponse(_stream(store, key), media_type="application/octet-stream")
+
+
+def _stream(store: Store, key: str) -> Iterator[bytes]:
+    yield from store.iter_bytes(key)

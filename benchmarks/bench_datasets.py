@@ -1,0 +1,148 @@
+"""Dataset figures: upload throughput vs `cp -r`, re-uploads, a run's start with a cached
+dataset, the uploader's peak memory.
+
+    python benchmarks/bench_datasets.py            # a 1 GB folder (--size-mb to change)
+
+Each upload runs in its own process (as a notebook would) so its peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _backend import print_table, start_backend  # noqa: E402
+
+_UPLOAD = textwrap.dedent("""
+    import json, resource, sys, time
+    import aiaas
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    client = aiaas.Client(sys.argv[1], sys.argv[2])
+    t = time.perf_counter()
+    ds = client.upload(sys.argv[3], sys.argv[4], progress=False)
+    took = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"s": took, "version": ds.version, "sent": ds.sent_bytes, "peak_mb": peak / 1024,
+                      "base_mb": base / 1024}))
+""")
+
+
+def make_folder(root: Path, size: int, seed: int = 0) -> list[Path]:
+    """Mixed sizes: half the bytes in 8-48 MB files, 30% in 100 KB-2 MB, 20% in 4-64 KB."""
+    rng = random.Random(seed)
+    files = []
+    for share, low, high in ((0.5, 8 << 20, 48 << 20), (0.3, 100 << 10, 2 << 20), (0.2, 4 << 10, 64 << 10)):
+        budget = int(size * share)
+        while budget > 0:
+            n = min(budget, rng.randint(low, high))
+            path = root / f"d{len(files) % 17}" / f"f{len(files):06d}.bin"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(os.urandom(n))
+            files.append(path)
+            budget -= n
+    return files
+
+
+def upload(url: str, key: str, name: str, folder: Path) -> dict:
+    out = subprocess.run([sys.executable, "-c", _UPLOAD, url, key, name, str(folder)], capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def first_step_delay(client, name: str) -> float:
+    import lightning.pytorch as L
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Probe(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(1, 1)
+
+        def training_step(self, batch, batch_idx):
+            if batch_idx == 0:
+                print(f"FIRST_STEP {time.time()}", flush=True)
+            return self.net(batch[0]).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        def train_dataloader(self):
+            return DataLoader(TensorDataset(torch.ones(4, 1)), batch_size=4)
+
+    delays = []
+    for _ in range(2):  # the first materialises the dataset; the second finds it cached
+        time.sleep(15)  # the warm worker (torch imported) is ready again: measure the data, not imports
+        t = time.time()
+        run = client.train(Probe(), datasets=[name], max_epochs=1, accelerator="cpu").wait()
+        line = next(x for x in run.logs().splitlines() if x.startswith("FIRST_STEP "))
+        delays.append(float(line.split()[1]) - t)
+    return delays[-1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=1024)
+    args = parser.parse_args()
+    size = args.size_mb * 1024 * 1024
+    import aiaas
+
+    with tempfile.TemporaryDirectory(prefix="aiaas-bench-datasets-") as tmp:
+        root = Path(tmp)
+        folder = root / "data"
+        files = make_folder(folder, size)
+        subprocess.run(["sync"], check=False)
+        t = time.perf_counter()
+        shutil.copytree(folder, root / "copy")
+        subprocess.run(["sync"], check=False)
+        cp_s = time.perf_counter() - t
+        shutil.rmtree(root / "copy")
+        proc, url, key = start_backend(root / "backend")
+        try:
+            first = upload(url, key, "big", folder)
+            again = upload(url, key, "big", folder)
+            rng = random.Random(1)
+            changed = 0
+            for path in rng.sample(files, len(files)):
+                if changed >= size // 100:
+                    break
+                changed += path.stat().st_size
+                path.write_bytes(os.urandom(path.stat().st_size))
+            edited = upload(url, key, "big", folder)
+            small = root / "small"
+            make_folder(small, 1024 * 1024, seed=2)
+            upload(url, key, "small", small)
+            client = aiaas.Client(url, key, timeout=120)
+            start_big = first_step_delay(client, "big")
+            start_small = first_step_delay(client, "small")
+        finally:
+            proc.terminate()
+            proc.wait()
+    mb = size / 1e6
+    print_table([
+        ("dataset", f"{args.size_mb} MiB in {len(files)} files (8-48 MB, 100 KB-2 MB, 4-64 KB)"),
+        ("cp -r of the folder", f"{cp_s:.2f} s ({mb / cp_s:.0f} MB/s)"),
+        ("first upload", f"{first['s']:.2f} s ({mb / first['s']:.0f} MB/s), {first['s'] and cp_s / first['s']:.2f}x cp -r"
+         " (goal >= 0.5)"),
+        ("re-upload, unchanged", f"{again['s']:.2f} s, sent {again['sent']} bytes (goal < 2 s)"),
+        ("re-upload, 1% changed", f"{edited['s']:.2f} s = {100 * edited['s'] / first['s']:.1f}% of the first, "
+         f"sent {edited['sent'] / 1e6:.1f} MB (goal < 5%)"),
+        (f"train -> first step, {args.size_mb} MiB cached", f"{start_big:.2f} s"),
+        ("train -> first step, 1 MB cached", f"{start_small:.2f} s (goal: within 1 s of the above)"),
+        ("uploader peak memory", f"{max(first['peak_mb'], edited['peak_mb']):.0f} MB "
+         f"({first['base_mb']:.0f} MB after imports; goal < 200 MB)"),
+    ])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""The store contract, kept alike by the directory store and S3-compatible storage (SeaweedFS)."""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+
+import pytest
+
+from aiaas_backend.store import FileStore, Store, blob_key
+
+
+@pytest.fixture(params=["file", "s3"])
+def store(request, tmp_path) -> Store:
+    if request.param == "file":
+        return FileStore(tmp_path / "store")
+    from aiaas_backend.store.s3 import S3Store
+
+    from ..s3_server import ACCESS_KEY, SECRET_KEY
+
+    server = request.getfixturevalue("s3_server")
+    s3 = S3Store(f"s3://aiaas-contract/{uuid.uuid4().hex[:8]}", endpoint_url=server.endpoint,
+                 access_key_id=ACCESS_KEY, secret_access_key=SECRET_KEY)
+    s3.ensure_bucket()
+    return s3
+
+
+def test_put_get_exists_list_delete(store):
+    assert not store.exists("a/b.txt")
+    assert store.put_bytes("a/b.txt", b"hello") == 5
+    store.put_bytes("a/c/d.bin", b"")
+    store.put_bytes("other", b"x")
+    assert store.get_bytes("a/b.txt") == b"hello" and store.exists("a/b.txt")
+    assert store.get_bytes("a/c/d.bin") == b""
+    assert sorted(store.list("a/")) == ["a/b.txt", "a/c/d.bin"]
+    store.put_bytes("a/b.txt", b"replaced")
+    assert store.get_bytes("a/b.txt") == b"replaced"
+    store.delete("a/b.txt")
+    store.delete("a/b.txt")  # twice: no error
+    assert not store.exists("a/b.txt")
+    with pytest.raises(KeyError):
+        store.open("a/b.txt")
+
+
+def test_streams_large_objects_and_blobs_by_digest(store):
+    data = os.urandom(9 * 1024 * 1024 + 3)
+    assert store.put("big", io.BytesIO(data)) == len(data)
+    blocks = list(store.iter_bytes("big", block=1024 * 1024))
+    assert max(len(b) for b in blocks) <= 1024 * 1024 and b"".join(blocks) == data
+    digest = store.put_blob(b"content")
+    assert store.put_blob(b"content") == digest
+    assert store.get_bytes(blob_key(digest)) == b"content"
+
+
+def test_refuses_keys_that_escape(store):
+    for key in ("../x", "/abs", "a/../../b", "a//b", ""):
+        with pytest.raises(ValueError):
+            store.put_bytes(key, b"x")

@@ -1,0 +1,89 @@
+"""Dataset pieces without a server: path rules, manifests, the node cache's LRU."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+import aiaas
+from aiaas_backend.worker.node_cache import NodeCache
+from aiaas_sdk import _datasets
+from aiaas_sdk.wire import DatasetManifest, ManifestFile, check_dataset_path
+
+
+@pytest.mark.parametrize("bad", ["", "/etc/passwd", "../x", "a/../b", "a//b", "./a", "a\\b", "a/.."])
+def test_dataset_paths_that_leave_the_folder_are_invalid(bad):
+    with pytest.raises(ValueError):
+        check_dataset_path(bad)
+    with pytest.raises(ValidationError):
+        ManifestFile(path=bad, size=0)
+
+
+def test_manifest_refuses_duplicates_and_non_digests():
+    with pytest.raises(ValidationError, match="twice"):
+        DatasetManifest(files=[ManifestFile(path="a", size=0), ManifestFile(path="a", size=0)])
+    with pytest.raises(ValidationError, match="SHA-256"):
+        ManifestFile(path="a", size=1, chunks=["xyz"])
+
+
+def test_hashing_splits_files_into_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr(_datasets, "CHUNK_BYTES", 10)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_bytes(b"0123456789" * 2 + b"x")
+    (tmp_path / "e").write_bytes(b"")
+    files, _ = _datasets.collect(tmp_path, "t")
+    manifest, pieces = _datasets.hash_files(files, parallel=2)
+    by_path = {f.path: f for f in manifest.files}
+    assert by_path["e"].chunks == [] and by_path["d/f"].size == 21
+    assert by_path["d/f"].chunks == [hashlib.sha256(b"0123456789").hexdigest()] * 2 + [
+        hashlib.sha256(b"x").hexdigest()]
+    assert len(pieces) == 2 and manifest.chunk_sizes[hashlib.sha256(b"x").hexdigest()] == 1
+
+
+def test_data_path_on_a_worker_reads_the_run_mapping(monkeypatch, tmp_path):
+    monkeypatch.setenv("AIAAS_DATASETS", f'{{"pets": "{tmp_path}", "pets:2": "{tmp_path}"}}')
+    assert aiaas.data_path("pets") == tmp_path == aiaas.data_path("pets:2")
+    with pytest.raises(aiaas.NotFound, match=r"datasets=\['cars'\]"):
+        aiaas.data_path("cars")
+
+
+def _manifest(files: dict[str, bytes]) -> tuple[DatasetManifest, dict[str, bytes]]:
+    blobs = {hashlib.sha256(b).hexdigest(): b for b in files.values() if b}
+    return DatasetManifest(files=[ManifestFile(path=p, size=len(b), chunks=[hashlib.sha256(b).hexdigest()] if b
+                                               else []) for p, b in files.items()]), blobs
+
+
+def test_node_cache_shares_files_and_evicts_least_recently_used(tmp_path):
+    fetched: list[str] = []
+
+    def fetch_from(blobs):
+        def fetch(digest):
+            fetched.append(digest)
+            yield blobs[digest]
+        return fetch
+
+    cache = NodeCache(tmp_path, max_bytes=250)
+    m1, b1 = _manifest({"a/x.bin": b"1" * 100, "empty": b""})
+    m2, b2 = _manifest({"a/x.bin": b"1" * 100, "y.bin": b"2" * 100})
+    v1 = cache.version("v1" + "0" * 62, m1, fetch_from(b1))
+    v2 = cache.version("v2" + "0" * 62, m2, fetch_from(b2))
+    assert (v1 / "a" / "x.bin").read_bytes() == b"1" * 100 and (v1 / "empty").read_bytes() == b""
+    assert len(fetched) == 2  # x.bin travelled once for both versions
+    assert os.stat(v1 / "a" / "x.bin").st_ino == os.stat(v2 / "a" / "x.bin").st_ino
+    assert cache.version("v1" + "0" * 62, m1, fetch_from({})) == v1  # cached: no fetch at all
+    # A third version overflows the cache; what this process holds stays, so a fresh
+    # cache (another run) evicts nothing it holds and the oldest free version goes.
+    other = NodeCache(tmp_path, max_bytes=250)
+    m3, b3 = _manifest({"z.bin": b"3" * 100})
+    cache.close()  # the first run ended: its read locks are released
+    time.sleep(0.01)
+    v3 = other.version("v3" + "0" * 62, m3, fetch_from(b3))
+    removed = other.evict()
+    other.close()
+    assert removed and v3.exists() and other.size() <= 250
+    assert not Path(tmp_path / "versions" / removed[0]).exists()
