@@ -17,6 +17,7 @@ import pytest
 
 import aiaas
 
+from ..conftest import wait_until
 from .models import Regressor
 
 CHUNK = 4 * 1024 * 1024
@@ -36,7 +37,17 @@ class DataReader(Regressor):
         root = aiaas.data_path(self.dataset_name)
         digests = {p.relative_to(root).as_posix(): _h.sha256(p.read_bytes()).hexdigest()
                    for p in sorted(root.rglob("*")) if p.is_file()}
-        print("DIGESTS " + _j.dumps({"root": str(root), "files": digests}))
+        # What a hostile run would try: change the data other runs read (the cache behind it).
+        tampered = []
+        for attempt in (lambda: (root / "labels.csv").write_text("poisoned"),
+                        lambda: (root / "labels.csv").chmod(0o666),
+                        lambda: (root / "new.txt").write_text("x")):
+            try:
+                attempt()
+                tampered.append(True)
+            except OSError:
+                tampered.append(False)
+        print("DIGESTS " + _j.dumps({"root": str(root), "files": digests, "tampered": tampered}))
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -78,12 +89,16 @@ def test_round_trip_of_a_folder_through_a_run(backend, pets):
     assert run.datasets == ["pets:1"] and client.run(run.id).datasets == ["pets:1"]
     seen = _run_digests(run)
     assert seen["files"] == _digests(folder)
-    # The worker read a read-only copy in the node cache, bytes equal to the source.
-    cached = Path(seen["root"])
-    assert cached.is_relative_to(backend.data_dir / "cache")
+    # The sandboxed worker read its run's read-only view of the node cache, and could change
+    # none of it; the cache it views holds the source's bytes.
+    assert seen["root"] == "/aiaas/run/datasets/pets" and seen["tampered"] == [False, False, False]
+    cached = next((backend.data_dir / "cache" / "versions").iterdir())
     assert not filecmp.dircmp(folder, cached).diff_files
     assert (cached / "images" / "cats" / "deep" / "empty.txt").stat().st_size == 0
-    assert not os.access(cached, os.W_OK) or os.geteuid() == 0
+    assert (cached / "labels.csv").read_text() == (folder / "labels.csv").read_text()
+    # Placed for the run only while its worker lives.
+    wait_until(lambda: not (backend.data_dir / "artifacts" / "runs" / run.id / "datasets").exists(), timeout=30,
+               what="the run's datasets to be taken out of its folder")
 
 
 def test_unchanged_reupload_sends_nothing_and_changes_send_only_their_chunks(backend, pets, tmp_path):
