@@ -85,6 +85,15 @@ def find(session: Session, user: User, name: str, version: int | None = None) ->
     return dataset, row
 
 
+def run_versions(session: Session, run: Run) -> list[tuple[Dataset, DatasetVersion]]:
+    """The dataset versions a run was submitted with (pinned at submit)."""
+    ids = [d["version_id"] for d in run.datasets or []]
+    if not ids:
+        return []
+    return list(session.execute(select(Dataset, DatasetVersion).join(DatasetVersion)
+                                .where(DatasetVersion.id.in_(ids))).tuples())
+
+
 def parse_ref(ref: str) -> tuple[str, int | None]:
     name, _, version = ref.partition(":")
     if not name or (version and not version.isdigit()):

@@ -22,24 +22,16 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aiaas_sdk.wire import DatasetManifest
 
 from ..config import Settings
-from ..models import Dataset, DatasetVersion, Run
+from ..datasets import run_versions
+from ..models import Run
 from ..sandbox.base import SERVER_OWNED
 from ..store import Store, blob_key
 from ..worker.node_cache import NodeCache
-
-
-def _versions(session: Session, run: Run) -> list[tuple[Dataset, DatasetVersion]]:
-    ids = [d["version_id"] for d in run.datasets or []]
-    if not ids:
-        return []
-    return list(session.execute(select(Dataset, DatasetVersion).join(DatasetVersion)
-                                .where(DatasetVersion.id.in_(ids))).tuples())
 
 
 def _link_tree(source: Path, target: Path, copy: bool) -> None:
@@ -88,7 +80,7 @@ class RunData:
     def place(self, session: Session, run: Run, run_dir: Path) -> dict[str, Path]:
         """Build the run's versions in the node cache and place them under ``run_dir``;
         returns ``{"pets": folder, "pets:2": folder}`` (empty when the run names none)."""
-        versions = _versions(session, run)
+        versions = run_versions(session, run)
         folder = run_dir / SERVER_OWNED
         self.release(run_dir)  # a requeued run: placed again, from the same versions
         if not versions:

@@ -11,26 +11,16 @@ from collections.abc import Iterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, StreamingResponse
-from sqlalchemy import select
 
 from aiaas_sdk.wire import DatasetManifest, WorkerDataset, WorkerDatasets
 
 from .. import datasets as ds
 from ..deps import SessionDep, SettingsDep, StoreDep
 from ..errors import ApiError
-from ..models import Dataset, DatasetVersion, Run
 from ..store import FileStore, Store, blob_key, is_digest
 from .worker import WorkerRun
 
 router = APIRouter(prefix="/v1/worker/runs", tags=["worker"], include_in_schema=False)
-
-
-def _versions(session: SessionDep, run: Run) -> list[tuple[Dataset, DatasetVersion]]:
-    ids = [d["version_id"] for d in run.datasets or []]
-    if not ids:
-        return []
-    return list(session.execute(select(Dataset, DatasetVersion).join(DatasetVersion)
-                                .where(DatasetVersion.id.in_(ids))).tuples())
 
 
 @router.get("/{run_id}/datasets")
@@ -39,7 +29,7 @@ def run_datasets(run: WorkerRun, session: SessionDep, settings: SettingsDep) -> 
     return WorkerDatasets(
         datasets=[WorkerDataset(name=d.name, version=v.version, digest=v.digest,
                                 manifest=DatasetManifest.model_validate(v.manifest))
-                  for d, v in _versions(session, run)],
+                  for d, v in ds.run_versions(session, run)],
         cache_dir=str(settings.cache_dir), cache_bytes=settings.dataset_cache_bytes,
     )
 
@@ -53,7 +43,7 @@ def run_chunk(digest: str, run: WorkerRun, session: SessionDep, store: StoreDep,
     cache: dict[str, set[str]] = request.app.state.__dict__.setdefault("worker_chunk_sets", {})
     allowed = cache.get(run.id)
     if allowed is None:
-        allowed = set().union(*(ds.chunk_digests(v.manifest) for _d, v in _versions(session, run)))
+        allowed = set().union(*(ds.chunk_digests(v.manifest) for _d, v in ds.run_versions(session, run)))
         if len(cache) > 64:
             cache.clear()
         cache[run.id] = allowed
