@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -64,3 +66,23 @@ def test_a_failed_hand_over_leaves_the_run_folder_as_it_was(tmp_path):
     (run_dir / "code.bin").write_bytes(b"code")
     assert not OffLauncher(sys.executable).give_folder(tmp_path / "gone", run_dir)
     assert (run_dir / "code.bin").read_bytes() == b"code"
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap (.ci/run installs it)")
+def test_a_host_path_under_tmp_stays_visible_beside_the_private_tmp(tmp_path):
+    """A virtualenv or checkout under /tmp (CI's clone can be there) is bound above the
+    sandbox's private /tmp, not hidden by it."""
+    from aiaas_backend.sandbox.base import LaunchSpec
+    from aiaas_backend.sandbox.bwrap import BwrapLauncher
+
+    assert tmp_path.is_relative_to("/tmp")
+    shown = tmp_path / "env"
+    shown.mkdir()
+    (shown / "marker.json").write_text('{"seen": true}')
+    folder = tmp_path / "run"
+    folder.mkdir()
+    spec = LaunchSpec(owner="r1", module="json.tool", args=[str(shown / "marker.json")], folder=folder,
+                      folder_writable=True, read_only=[shown], stdout=subprocess.PIPE)
+    proc = BwrapLauncher(sys.executable, hidden=[]).start(spec)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and b'"seen": true' in out, out

@@ -136,11 +136,14 @@ class BwrapLauncher(Launcher):
         tmp_mb = min(self._tmp_mb, spec.limits.disk_mb or self._tmp_mb)
         size = ["--size", str(tmp_mb * _MiB)] if self._has_size else []
         mkdirs: list[str] = []
-        for d in sorted(dirs, key=lambda p: len(p.parts)):
+        for d in sorted(dirs - {Path("/tmp"), Path("/dev"), Path("/dev/shm")}, key=lambda p: len(p.parts)):
             mkdirs += ["--perms", "0755", "--dir", str(d)]
-        args += ["--proc", "/proc", "--dev", "/dev", *mkdirs, *binds,
+        # The private /tmp first, the binds on top: a Python environment under /tmp (a checkout
+        # or virtualenv there, as CI's can be) must not be hidden by it.
+        args += ["--proc", "/proc", "--dev", "/dev",
                  "--perms", "1777", *size, "--tmpfs", "/tmp",
                  "--perms", "1777", *size, "--tmpfs", "/dev/shm",
+                 *mkdirs, *binds,
                  "--remount-ro", "/", "--chdir", str(mine), "--clearenv"]
         for key, value in self._env(spec).items():
             args += ["--setenv", key, value]
