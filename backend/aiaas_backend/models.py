@@ -120,6 +120,9 @@ class ScrapeKey(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Dataset(Base):
     """A user's named dataset; its versions hold the data. ``next_version`` never goes back,
     so ``pets:2`` names one manifest forever, even after version 2 is deleted."""
