@@ -137,22 +137,24 @@ def _user_modules_by_value() -> Iterator[list[str]]:
 
 
 def _user_sources(objects: list[Any], modules: list[str]) -> dict[str, list[str]]:
-    """Source lines of the notebook cells that define the shipped classes, and of the
-    user's modules shipped by value.
+    """Source lines of the code that defines the shipped classes: notebook cells, and the
+    user's modules (shipped by value) the classes come from.
 
     Shipped so remote tracebacks show the user's code: a notebook cell exists
     only in this kernel's linecache, and a module beside the notebook is not on
-    the backend (nor visible to a sandboxed worker).
+    the backend (nor visible to a sandboxed worker). Only the classes' own files:
+    every local module the kernel imported would make each payload larger.
     """
     sources: dict[str, list[str]] = {}
-    for name in modules:
-        file = getattr(sys.modules.get(name), "__file__", None)
-        if file and (lines := linecache.getlines(file)):
-            sources[file] = lines
+    by_value = set(modules)
     for obj in objects:
         if obj is None:
             continue
         for klass in type(obj).__mro__:
+            if klass.__module__ in by_value:
+                file = getattr(sys.modules.get(klass.__module__), "__file__", None)
+                if file and file not in sources and (lines := linecache.getlines(file)):
+                    sources[file] = lines
             if klass.__module__ != "__main__":
                 continue
             for attr in vars(klass).values():

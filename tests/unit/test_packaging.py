@@ -100,3 +100,14 @@ def test_a_shipped_functions_traceback_names_the_users_file_and_source(tmp_path,
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=60)
     assert f'File "{source}", line 4, in __call__' in out.stderr, out.stderr
     assert """raise ValueError("boom from the user's file")""" in out.stderr
+
+
+def test_only_the_shipped_classes_own_sources_travel(tmp_path, monkeypatch):
+    """Local modules the kernel imported but the model does not come from add nothing."""
+    (tmp_path / "model_beside_notebook.py").write_text("class M:\n    pass\n")
+    (tmp_path / "unrelated_beside_notebook.py").write_text("X = 1\n" + "# padding\n" * 20_000)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import model_beside_notebook
+    import unrelated_beside_notebook  # noqa: F401 - imported, as a notebook would
+
+    assert len(_pack(model_beside_notebook.M())) < 20_000
