@@ -33,6 +33,10 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["AIAAS_DATA_DIR"] = str(home / "data")
     for name in ("AIAAS_URL", "AIAAS_API_KEY"):
         os.environ.pop(name, None)
+    # Ray turns token authentication on for every cluster and client as soon as one local
+    # ray.init() has written ~/.ray/auth_token, so clusters started before that file and
+    # clients started after it disagree. The suite's clusters are loopback practice clusters.
+    os.environ["RAY_AUTH_MODE"] = "disabled"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
