@@ -13,6 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from .conftest import stop_process
+
 
 
 ACCESS_KEY = "aiaas-test-key"
@@ -97,12 +99,6 @@ class SeaweedS3:
                 "AIAAS_S3_ACCESS_KEY_ID": ACCESS_KEY, "AIAAS_S3_SECRET_ACCESS_KEY": SECRET_KEY}
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..conftest import ROOT, Backend, wait_until
+from ..conftest import ROOT, Backend, stop_process, wait_until
 from .models import Regressor
 
 DEPLOYMENT = "metered"
@@ -86,13 +86,7 @@ class Prometheus:
         return float(result[0]["value"][1]) if result else None
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 @pytest.fixture
@@ -134,12 +128,13 @@ def test_a_real_prometheus_agrees_with_the_sdk(backend, deployment, prometheus) 
     selector = f'deployment="{DEPLOYMENT}"'
     wait_until(lambda: prometheus.query('up{job="aiaas"}') == 1.0, timeout=30, what="a successful scrape")
     done = _load(deployment, seconds=8.0, concurrency=8)
-    time.sleep(3.0)  # two more scrapes after the last answer
     stats = deployment.stats()
     assert stats.errors == 0 and stats.requests == len(done)
 
-    total = prometheus.query(f"sum(aiaas_predict_requests_total{{{selector},code=\"200\"}})")
-    assert total == stats.requests
+    # A scrape after the last answer: Prometheus then holds every request.
+    total_query = f"sum(aiaas_predict_requests_total{{{selector},code=\"200\"}})"
+    wait_until(lambda: prometheus.query(total_query) == stats.requests, timeout=15,
+               what="a scrape that has every request")
 
     # rate() over 5 s, ending 1 s before the load stopped (steady state), against the answers the client got.
     end = done[-1] - 1.0
