@@ -25,6 +25,7 @@ from aiaas_sdk.wire import RunStatus
 
 from .db import make_engine, session_factory
 from .models import Deployment, Run
+from .processes import process_alive
 
 _WORKER = "aiaas_backend.worker"
 _REPLICA = "aiaas_backend.serving.replica"
@@ -102,7 +103,7 @@ def inspect(data_dir: Path, database_url: str) -> LocalBackendState:
     state.processes.append(("server", server.pid, _mib(server)))
     busy = {pid for _, _, pid, _ in state.running_runs if pid}
     candidates = {p.pid: p for p in server.children(recursive=True)}
-    candidates |= {p.pid: p for p in (_alive(pid, t) for _, _, pid, t in state.running_runs) if p is not None}
+    candidates |= {p.pid: p for p in (process_alive(pid, t) for _, _, pid, t in state.running_runs) if p is not None}
     roles = {pid: role for pid, proc in candidates.items() if (role := _role(proc, busy))}
     for pid, role in roles.items():
         # A sandboxed worker is a small tree (bubblewrap, then Python): list its top process,
@@ -128,16 +129,6 @@ def _descendants(proc: psutil.Process) -> list[psutil.Process]:
         return proc.children(recursive=True)
     except psutil.Error:
         return []
-
-
-def _alive(pid: int | None, started: float | None) -> psutil.Process | None:
-    if pid is None or started is None:
-        return None
-    try:
-        proc = psutil.Process(pid)
-        return proc if abs(proc.create_time() - started) < 1.0 else None
-    except psutil.Error:
-        return None
 
 
 def describe(state: LocalBackendState) -> str:
@@ -219,7 +210,7 @@ def stop(state: LocalBackendState, *, force: bool = False, timeout: float = 60.0
             for proc in leftovers:
                 _kill(proc)
     for run_id, name, pid, started in state.running_runs:
-        if (proc := _alive(pid, started)) is not None:
+        if (proc := process_alive(pid, started)) is not None:
             # SIGKILL, not SIGTERM: Lightning turns SIGTERM into a failed run, while a worker that
             # vanishes is requeued from its last checkpoint when the backend starts again.
             try:

@@ -44,6 +44,7 @@ from ..config import Settings
 from ..event_bus import EventBus
 from ..lifecycle import set_status
 from ..models import Run
+from ..processes import process_alive
 from ..reports import apply_leftovers
 from ..sandbox import LaunchSpec, Launcher, Watch
 from ..security import new_worker_token
@@ -93,19 +94,6 @@ class _Worker:
 
     def kill(self) -> None:
         Launcher.kill(self.pid)
-
-
-def _process_alive(pid: int | None, started: float | None) -> psutil.Process | None:
-    if pid is None or started is None:
-        return None
-    try:
-        proc = psutil.Process(pid)
-        # The create time guards against a new process that reused the pid.
-        if abs(proc.create_time() - started) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE:
-            return proc
-    except psutil.Error:
-        pass
-    return None
 
 
 class LocalExecutor(Executor):
@@ -195,7 +183,7 @@ class LocalExecutor(Executor):
 
     def _reconcile(self, session: Session) -> None:
         for run in session.scalars(select(Run).where(Run.status == RunStatus.running.value)):
-            proc = _process_alive(run.worker_pid, run.worker_started)
+            proc = process_alive(run.worker_pid, run.worker_started)
             gpu_ids = [g for g in (run.gpu_ids or "").split(",") if g]
             if proc is not None:
                 log.info("adopting the live worker %s of run %s", proc.pid, run.id)
