@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -78,6 +79,32 @@ def test_a_revoked_key_is_refused_within_2s_on_the_runs_api_and_the_predict_path
     assert len(deployed.predict([[0.0] * 8])) == 1
     states = {k.id: k.active for k in alice.keys()}
     assert states[created.id] is False and states[shared_id] is False
+
+
+def test_an_open_event_stream_ends_within_2s_of_its_keys_revocation(backend, alice):
+    key = alice.create_key(name="streaming")
+    run = alice.train(Regressor(step_sleep=0.05), max_epochs=500, name="streamed")
+    opened, ended, lines = threading.Event(), threading.Event(), []
+
+    def read() -> None:
+        with httpx.stream("GET", f"{backend.url}/v1/runs/{run.id}/events", timeout=30,
+                          headers={"Authorization": f"Bearer {key.key}"}) as resp:
+            assert resp.status_code == 200
+            opened.set()
+            lines.extend(resp.iter_lines())
+        ended.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    assert opened.wait(30)
+    time.sleep(1.5)
+    assert not ended.is_set()
+    alice.revoke_key(key.id)
+    start = time.monotonic()
+    assert ended.wait(10)
+    assert time.monotonic() - start < 2.0
+    assert "event: end" not in lines  # cut off, not finished: the run still trains
+    assert alice.run(run.id).status is aiaas.RunStatus.running
+    run.cancel()
 
 
 def test_an_expired_key_stops_working(backend, alice, deployed):
