@@ -39,7 +39,8 @@ def public_id(key: AnyKey) -> str:
 def find(session: Session, key_id: str) -> AnyKey | None:
     """A key by its public id (``ak_3``, ``dk_7``) or, for people at a terminal, its prefix."""
     kind, _, number = key_id.partition("_")
-    if kind in ("ak", "dk") and number.isdigit():
+    # ASCII digits that fit a database integer: anything else names no key (not a 500).
+    if kind in ("ak", "dk") and number.isascii() and number.isdigit() and len(number) < 18:
         return session.get(ApiKey if kind == "ak" else DeploymentKey, int(number))
     matches = [*session.scalars(select(ApiKey).where(ApiKey.prefix == key_id)),
                *session.scalars(select(DeploymentKey).where(DeploymentKey.prefix == key_id))]
