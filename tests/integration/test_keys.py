@@ -189,3 +189,18 @@ def test_audit_records_creation_revocation_and_use_by_address(backend, alice):
         for statement in ("UPDATE audit_log SET ip = 'x'", "DELETE FROM audit_log"):
             with pytest.raises(sqlite3.IntegrityError, match="append-only"):
                 db.execute(statement)
+
+
+def test_bad_key_requests_are_4xx_naming_the_problem(backend, alice):
+    key = alice.create_key(name="mine").key
+    headers = {"Authorization": f"Bearer {key}"}
+    for key_id in ("ak_99999999999999999999999", "nonsense", "dk_0"):
+        resp = httpx.delete(f"{backend.url}/v1/keys/{key_id}", headers=headers, timeout=30)
+        assert resp.status_code == 404 and resp.json()["code"] == "key_not_found" and "client.keys()" in \
+            resp.json()["detail"]
+    for body in ({"expires_in_s": -5}, {"name": "x" * 201}, {"expires_in_s": "30d"}):
+        resp = httpx.post(f"{backend.url}/v1/keys", json=body, headers=headers, timeout=30)
+        assert resp.status_code == 422, resp.text
+    resp = httpx.get(f"{backend.url}/v1/keys", params={"user": "nobody"}, headers=headers, timeout=30)
+    assert resp.status_code == 403 and resp.json()["code"] == "admin_only"
+    assert _get(backend, "/v1/runs", key).status_code == 200  # nothing above touched the key
