@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-from . import _datasets, _ops, _sse, config
+from . import _datasets, _keys, _ops, _sse, _tls, config
 from ._dataset import AsyncDataset, Dataset, DatasetList, refs
 from ._errors import AuthenticationError, error_from_response, error_from_transport
 from ._loop_bound import close_with_loop
@@ -30,11 +30,10 @@ def _user_agent() -> str:
 
 
 class _Base:
-    def __init__(self, url: str | None, api_key: str | None, timeout: float | None) -> None:
-        settings = config.resolve(url, api_key, timeout)
-        self.url = settings.url
-        self._api_key = settings.api_key
-        self._timeout = settings.timeout
+    def __init__(self, url: str | None, api_key: str | None, timeout: float | None, **tls: Any) -> None:
+        settings = config.resolve(url, api_key, timeout, **tls)
+        self.url, self._api_key, self._timeout = settings.url, settings.api_key, settings.timeout
+        self._tls_args, self._verify = _tls.client_options(settings.ca_bundle, settings.allow_insecure)
         self._retry = _ops.RetryPolicy()
         self._headers = {"User-Agent": _user_agent()}
         if settings.api_key:
@@ -76,7 +75,7 @@ class _Base:
         return f"<{type(self).__name__} {self.url}>"
 
 
-class Client(_Base):
+class Client(_keys.KeysMixin, _Base):
     """A connection to an aiaas backend. Make one with :func:`aiaas.connect`."""
 
     def __init__(
@@ -84,12 +83,12 @@ class Client(_Base):
         url: str | None = None,
         api_key: str | None = None,
         *,
-        timeout: float | None = None,
+        timeout: float | None = None, ca_bundle: str | Path | None = None, allow_insecure: bool | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        super().__init__(url, api_key, timeout)
+        super().__init__(url, api_key, timeout, ca_bundle=ca_bundle, allow_insecure=allow_insecure)
         self._http = httpx.Client(
-            base_url=self.url, headers=self._headers, timeout=self._http_timeout(), transport=transport
+            base_url=self.url, headers=self._headers, timeout=self._http_timeout(), transport=transport, verify=self._verify
         )
         # A client nobody closed closes its connections when collected or at exit, quietly.
         self._closer = weakref.finalize(self, self._http.close)
@@ -260,7 +259,7 @@ class Client(_Base):
         self.close()
 
 
-class AsyncClient(_Base):
+class AsyncClient(_keys.AsyncKeysMixin, _Base):
     """The async twin of :class:`Client`; make one with :func:`aiaas.connect_async`."""
 
     def __init__(
@@ -268,16 +267,16 @@ class AsyncClient(_Base):
         url: str | None = None,
         api_key: str | None = None,
         *,
-        timeout: float | None = None,
+        timeout: float | None = None, ca_bundle: str | Path | None = None, allow_insecure: bool | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 100,
     ) -> None:
-        super().__init__(url, api_key, timeout)
+        super().__init__(url, api_key, timeout, ca_bundle=ca_bundle, allow_insecure=allow_insecure)
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         if transport is None:
             # httpx's own async pool collapses under many concurrent requests (~150 req/s at
             # 64 in flight here); aiohttp's, behind the same httpx API, keeps ~4,000.
-            transport = AiohttpTransport(limits=limits)
+            transport = AiohttpTransport(limits=limits, verify=self._verify)
         self._http = httpx.AsyncClient(
             base_url=self.url, headers=self._headers, timeout=self._http_timeout(), transport=transport, limits=limits
         )
@@ -411,7 +410,7 @@ class AsyncClient(_Base):
         """Async :meth:`Client.upload`. The upload's reads and hashing are blocking file work,
         so it runs in a thread, on its own connection pool, leaving the event loop free."""
         def work() -> _datasets.UploadResult:
-            with Client(self.url, self._api_key, timeout=self._timeout) as sync:
+            with Client(self.url, self._api_key, timeout=self._timeout, **self._tls_args) as sync:
                 return _datasets.upload(sync, name, source, parallel=parallel, progress=progress)
 
         result = await asyncio.to_thread(work)

@@ -77,7 +77,7 @@ class Deployment(_DeploymentBase):
         if self._async is None or self._async[0] is not loop:
             # One pooled connection set per event loop (a notebook keeps one loop).
             client = AsyncClient(self._client.url, self._client._api_key, timeout=self._client._timeout,
-                                 max_connections=max(concurrency, 100))
+                                 max_connections=max(concurrency, 100), **self._client._tls_args)
             self._async = (loop, client)
         return self._async[1]
 

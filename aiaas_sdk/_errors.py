@@ -190,6 +190,12 @@ def error_from_response(response: httpx.Response) -> AiaasError:
 
 def error_from_transport(exc: httpx.TransportError, url: str) -> BackendUnavailable:
     """Translate a connection failure or timeout into :class:`BackendUnavailable`."""
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return BackendUnavailable(
+            f"the aiaas backend at {url} presented a TLS certificate this client does not trust ({exc}). If the "
+            "backend's certificate comes from your own CA, pass ca_bundle='ca.pem' to aiaas.connect() (or set "
+            "AIAAS_CA_BUNDLE, or ca_bundle in the config file); the connection was closed before the API key was sent",
+            code="certificate_not_trusted")
     timed_out = isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout)
     kind = "timed out" if timed_out else "could not be reached"
     return BackendUnavailable(

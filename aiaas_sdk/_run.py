@@ -152,7 +152,8 @@ class Run(_RunBase):
         async connection to the same backend."""
         from ._client import AsyncClient
 
-        async with AsyncClient(self._client.url, self._client._api_key, timeout=self._client._timeout) as aclient:
+        async with AsyncClient(self._client.url, self._client._api_key, timeout=self._client._timeout,
+                               **self._client._tls_args) as aclient:
             async for event in aclient._events(self.id, after):
                 yield event
 

@@ -41,6 +41,9 @@ def server(
                                               "Ray) [default: 1]")] = None,
     ray_address: Annotated[str | None, typer.Option(help="with --executor ray: the cluster, 'auto' or the head's "
                                                     "HOST:PORT")] = None,
+    ssl_certfile: Annotated[Path | None, typer.Option(help="serve HTTPS with this PEM certificate (chain); needs "
+                                                      "--ssl-keyfile")] = None,
+    ssl_keyfile: Annotated[Path | None, typer.Option(help="the certificate's PEM private key")] = None,
 ) -> None:
     """Run the aiaas backend (API server + executor)."""
     from .sandbox import SandboxUnavailable
@@ -48,7 +51,7 @@ def server(
 
     try:
         serve(_settings(host=host, port=port, data_dir=data_dir, executor=executor, slots=slots,
-                        ray_address=ray_address))
+                        ray_address=ray_address, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile))
     except SandboxUnavailable as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -59,22 +62,31 @@ def keys_create(
     user: Annotated[str | None, typer.Option(help="the user the key belongs to (created if new)")] = None,
     scrape: Annotated[bool, typer.Option("--scrape", help="a scrape-only key: it reads GET /metrics and nothing "
                                          "else (for Prometheus); needs --name")] = False,
-    name: Annotated[str | None, typer.Option(help="with --scrape: who scrapes, e.g. 'prometheus'")] = None,
+    name: Annotated[str | None, typer.Option(help="what the key is for, e.g. 'laptop'; with --scrape: who "
+                                             "scrapes, e.g. 'prometheus'")] = None,
+    expires: Annotated[str | None, typer.Option(help="the key stops working after this long: 90s, 15m, 12h, "
+                                                "30d, 2w [default: never]")] = None,
+    admin: Annotated[bool, typer.Option("--admin", help="make USER an admin: their keys list, create and revoke "
+                                        "every user's keys and read the audit log")] = False,
     data_dir: DataDir = None,
 ) -> None:
     """Create an API key for USER, or a scrape-only key; the key is printed once, as the last line."""
-    from .db import make_engine, migrate, session_factory
+    from aiaas_sdk.wire_keys import parse_duration
+
+    from .cli_keys import open_store
+    from .keys import expiry
     from .security import create_api_key, create_scrape_key
 
-    if (user is None) == (not scrape) or (scrape and not name):
-        typer.echo("error: pass --user NAME for a user's key, or --scrape --name NAME for a scrape-only key",
-                   err=True)
+    if (user is None) == (not scrape) or (scrape and not name) or (scrape and (expires or admin)):
+        typer.echo("error: pass --user NAME [--name N] [--expires 30d] [--admin] for a user's key, or "
+                   "--scrape --name NAME for a scrape-only key", err=True)
         raise typer.Exit(2)
-    settings = _settings(data_dir=data_dir)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.sqlalchemy_url)
-    migrate(engine)
-    with session_factory(engine)() as session:
+    try:
+        lifetime = parse_duration(expires) if expires is not None else None
+    except ValueError as exc:
+        typer.echo(f"error: --expires: {exc}", err=True)
+        raise typer.Exit(2) from None
+    with open_store(data_dir) as session:
         if scrape:
             assert name is not None
             try:
@@ -85,8 +97,10 @@ def keys_create(
             typer.echo(f"created a scrape-only key {name!r} for GET /metrics (store it now: it is not shown again):")
         else:
             assert user is not None
-            key = create_api_key(session, user)
-            typer.echo(f"created an API key for user {user!r} (store it now: it is not shown again):")
+            key = create_api_key(session, user, name=name, expires_at=expiry(lifetime), admin=admin)
+            until = f", valid for {expires}" if expires else ""
+            role = " (an admin)" if admin else ""
+            typer.echo(f"created an API key for user {user!r}{role}{until} (store it now: it is not shown again):")
     typer.echo(key)
 
 
@@ -124,3 +138,7 @@ def local_stop(
 
 def main() -> None:
     app()
+
+
+# Registers `aiaas keys list|revoke` and `aiaas audit` on the apps above.
+from . import cli_keys  # noqa: E402, F401

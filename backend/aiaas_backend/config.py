@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     metrics: bool = True
     # Let loopback clients read /metrics without a scrape key (a Prometheus on this machine).
     metrics_loopback: bool = False
+    # Keys (docs/security.md): a key's last_used_at is written at most this often, and its use
+    # from one address is audited once per key_audit_every_s.
+    key_touch_every_s: float = Field(default=60.0, ge=0)
+    key_audit_every_s: float = Field(default=3600.0, ge=0)
+    # TLS by uvicorn itself: a PEM certificate (chain) and its private key, both or neither.
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
     # How user code (workers, replicas) is confined; docs/security.md. "bwrap": bubblewrap, and
     # refuse to start without it (the default: a server runs other people's code); "auto":
     # bubblewrap if it works here, else unconfined with a warning (the embedded single-user
@@ -116,6 +123,11 @@ class Settings(BaseSettings):
             self.write_config = False
         if self.store_url and not self.store_url.startswith(("s3://", "file://")):
             raise ValueError(f"store_url must be s3://BUCKET/PREFIX or file:///PATH, got {self.store_url!r}")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("TLS needs both ssl_certfile and ssl_keyfile (--ssl-certfile and --ssl-keyfile)")
+        for path in (self.ssl_certfile, self.ssl_keyfile):
+            if path is not None and not path.is_file():
+                raise ValueError(f"no TLS file at {path}: pass the path of a PEM file")
         if self.executor == "ray" and not self.ray_address:
             raise ValueError("executor 'ray' needs ray_address (--ray-address auto, or the head's HOST:PORT)")
         return self

@@ -13,8 +13,8 @@ from .config import Settings
 from .errors import ApiError
 from .executors import Executor
 from .models import User
-from .security import scrape_key_name, user_for_key
-from .security import user_for_key
+from .keys import find_by_secret
+from .security import api_key_for, hash_secret, scrape_key_name
 from .store import Store
 
 
@@ -78,12 +78,23 @@ def refuse_scrape_key(session: Session, token: str) -> None:
                        "use a user's API key (`aiaas keys create --user NAME`) for this", "scrape_key_only")
 
 
-def current_user(session: SessionDep, token: TokenDep) -> User:
-    user = user_for_key(session, token)
-    if user is None:
-        refuse_scrape_key(session, token)
-        raise ApiError(401, f"unknown API key (it starts {token[:10]!r}); {_NEED_KEY}", "unauthenticated",
-                       {"WWW-Authenticate": "Bearer"})
+def unusable_key(session: Session, token: str) -> ApiError:
+    """The 401 (or 403) for a token that is no working API key, saying which case it is."""
+    refuse_scrape_key(session, token)
+    known = find_by_secret(session, token)
+    why = known.ended() if known is not None else None
+    what = f"the API key {known.prefix}... was {why}" if known is not None and why else \
+        f"unknown API key (it starts {token[:10]!r})"
+    return ApiError(401, f"{what}; {_NEED_KEY}", "unauthenticated", {"WWW-Authenticate": "Bearer"})
+
+
+def current_user(request: Request, session: SessionDep, token: TokenDep) -> User:
+    key = api_key_for(session, token)
+    if key is None:
+        raise unusable_key(session, token)
+    request.app.state.key_usage.seen(hash_secret(token), request.client.host if request.client else None)
+    user = session.get(User, key.user_id)
+    assert user is not None
     return user
 
 

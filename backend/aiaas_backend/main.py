@@ -15,6 +15,7 @@ from sqlalchemy import select
 from aiaas_sdk import config as sdk_config
 
 from .artifacts import Artifacts
+from .audit import KeyUsage
 from .config import Settings
 from .db import make_engine, migrate, session_factory
 from .errors import ApiError, api_error_handler
@@ -26,7 +27,7 @@ from .metrics import HttpMetrics, Metrics
 from .metrics import router as metrics_router
 from .models import Deployment
 from .ray_cluster import RayCluster
-from .routes import datasets, deployments, events, meta, runs, worker, worker_datasets
+from .routes import datasets, deployments, events, keys, meta, runs, worker, worker_datasets
 from .sandbox import make_launcher
 from .serving.base import ServingRuntime
 from .serving.local import LocalServing
@@ -109,6 +110,7 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     app.state.event_bus = bus
     app.state.serving = serving
     app.state.predict_cache = {}
+    app.state.key_usage = KeyUsage(sessions, settings.key_touch_every_s, settings.key_audit_every_s)
     app.state.metrics = metrics = Metrics(enabled=settings.metrics)
     metrics.watch_store(sessions, settings.slots)
     app.state.environment = probe(settings.worker_python)
@@ -118,6 +120,7 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     app.include_router(events.router)
     app.include_router(deployments.router)
     app.include_router(worker.router)
+    app.include_router(keys.router)
     app.include_router(metrics_router)
     app.include_router(datasets.router)
     app.include_router(worker_datasets.router)

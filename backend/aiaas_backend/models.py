@@ -13,6 +13,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(value: datetime) -> datetime:
+    """SQLite gives back naive datetimes for timezone-aware columns; everything stored is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -22,9 +27,29 @@ class User(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Set only from the command line (`aiaas keys create --admin`): an admin's keys manage every user's keys.
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
-class ApiKey(Base):
+class KeyLifecycle:
+    """What API keys and deployment keys share: a name, an end, and when they were last used."""
+
+    name: Mapped[str | None] = mapped_column(String(200))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Written at most once per interval per key (audit.KeyUsage), not on every request.
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    def ended(self, now: datetime | None = None) -> str | None:
+        """Why the key no longer works ("revoked at ...", "expired at ..."), or None while it works."""
+        if self.revoked_at is not None:
+            return f"revoked at {as_utc(self.revoked_at):%Y-%m-%d %H:%M:%S} UTC"
+        if self.expires_at is not None and as_utc(self.expires_at) <= (now or utcnow()):
+            return f"expired at {as_utc(self.expires_at):%Y-%m-%d %H:%M:%S} UTC"
+        return None
+
+
+class ApiKey(KeyLifecycle, Base):
     __tablename__ = "api_keys"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
@@ -101,7 +126,7 @@ class Deployment(Base):
     __table_args__ = (UniqueConstraint("user_id", "name", name="uq_deployments_user_name"),)
 
 
-class DeploymentKey(Base):
+class DeploymentKey(KeyLifecycle, Base):
     """A key that may call one deployment and nothing else (to share an endpoint)."""
 
     __tablename__ = "deployment_keys"
@@ -110,6 +135,26 @@ class DeploymentKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AuditEntry(Base):
+    """One line of the append-only audit log: a key created, revoked, or used from a new address.
+
+    Nothing updates or deletes these rows (the migration adds triggers that refuse it)."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    key_kind: Mapped[str] = mapped_column(String(16))
+    key_id: Mapped[int] = mapped_column(Integer)
+    key_prefix: Mapped[str] = mapped_column(String(16))
+    # The key's owner (a deployment key's: the deployment's owner); no foreign keys, so the
+    # log outlives whatever it names.
+    user_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    # Who acted: "cli", or "user:NAME" for a change made through the API; for "use", the key itself.
+    actor: Mapped[str] = mapped_column(String(220))
+    ip: Mapped[str | None] = mapped_column(String(64))
 
 
 class ScrapeKey(Base):

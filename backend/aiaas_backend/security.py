@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .audit import record
 from .models import ApiKey, ScrapeKey, User
 
 
@@ -33,21 +35,36 @@ def new_worker_token() -> tuple[str, str]:
     return token, hash_secret(token)
 
 
-def create_api_key(session: Session, user_name: str) -> str:
-    """Create ``user_name`` if needed and a new key for it; returns the key (shown once)."""
+def create_api_key(session: Session, user_name: str, *, name: str | None = None,
+                   expires_at: datetime | None = None, admin: bool = False, actor: str = "cli",
+                   ip: str | None = None) -> str:
+    """Create ``user_name`` if needed and a new key for it; returns the key (shown once).
+
+    ``admin`` marks the user an admin (it is never unset here); the creation is audited."""
     user = session.scalar(select(User).where(User.name == user_name))
     if user is None:
         user = User(name=user_name)
         session.add(user)
         session.flush()
+    if admin:
+        user.is_admin = True
     key = new_secret("aiaas_")
-    session.add(ApiKey(user_id=user.id, key_hash=hash_secret(key), prefix=key[:12]))
+    row = ApiKey(user_id=user.id, key_hash=hash_secret(key), prefix=key[:12], name=name, expires_at=expires_at)
+    session.add(row)
+    session.flush()
+    record(session, "create", row, actor, ip)
     session.commit()
     return key
 
 
-def user_for_key(session: Session, key: str) -> User | None:
+def api_key_for(session: Session, key: str) -> ApiKey | None:
+    """The API key row of ``key`` while it works (not revoked, not expired)."""
     row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_secret(key)))
+    return row if row is not None and row.ended() is None else None
+
+
+def user_for_key(session: Session, key: str) -> User | None:
+    row = api_key_for(session, key)
     return session.get(User, row.user_id) if row else None
 
 

@@ -19,6 +19,7 @@ from .config import LOOPBACK, Settings
 from .main import create_app
 from .models import User
 from .security import create_api_key, user_for_key
+from .tls import serve_plain, uvicorn_options
 
 log = logging.getLogger("aiaas.server")
 
@@ -41,7 +42,8 @@ def _local_key(sessions: sessionmaker[Session], data_dir: Path) -> str | None:
         if key is None:
             if session.scalar(select(User).limit(1)) is not None:
                 return None  # its users' keys were made with `aiaas keys create`
-            key = create_api_key(session, "local")
+            # The person who runs a local backend is its operator: its first user is an admin.
+            key = create_api_key(session, "local", name=LOCAL_KEY_FILE, admin=True, actor="server")
             log.warning("created an API key for user 'local' in %s", path)
     if candidates[0] != key:
         tmp = path.with_suffix(".tmp")
@@ -94,7 +96,7 @@ def serve(settings: Settings) -> None:
     sock.bind((settings.host, settings.port))
     port = sock.getsockname()[1]
     host = f"[{settings.host}]" if family == socket.AF_INET6 else settings.host
-    url = f"http://{host}:{port}"
+    url = f"{'https' if settings.ssl_certfile else 'http'}://{host}:{port}"
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings, lambda: url)  # migrates the store
     unix = _unix_socket(settings.api_socket_dir)
@@ -102,13 +104,16 @@ def serve(settings: Settings) -> None:
         key = _local_key(app.state.sessions, settings.data_dir)
         if key is not None and settings.write_config:
             _share_with_sdk(key, url)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=False, timeout_graceful_shutdown=5))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=False, timeout_graceful_shutdown=5,
+                                           **uvicorn_options(settings)))
 
     info = settings.data_dir / "server.json"
     original_startup = server.startup
 
     async def startup(sockets: list[socket.socket] | None = None) -> None:
-        await original_startup(sockets=sockets)
+        await original_startup(sockets=[sock] if settings.ssl_certfile else sockets)
+        if settings.ssl_certfile:
+            await serve_plain(server, unix)
         # Written once we accept connections: readers of server.json can connect at once.
         tmp = info.with_suffix(".tmp")
         tmp.write_text(json.dumps({"url": url, "pid": os.getpid(), "data_dir": str(settings.data_dir)}))

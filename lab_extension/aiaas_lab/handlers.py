@@ -42,6 +42,11 @@ class _Base(APIHandler):
             resp = await http.request(method, f"{target.url}/v1/{path}", params=params,
                                       headers={"Authorization": f"Bearer {target.api_key}"})
         except httpx.HTTPError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                raise NotConnected(target.url, "certificate_not_trusted",
+                                   f"the aiaas backend at {target.url} presented a TLS certificate the Jupyter server "
+                                   "does not trust; if it comes from your own CA, start Jupyter with "
+                                   "AIAAS_CA_BUNDLE=/path/to/ca.pem (or set ca_bundle in the aiaas config file)") from None
             raise NotConnected(target.url, "unreachable",
                                f"the aiaas backend at {target.url} could not be reached ({type(exc).__name__}); "
                                "is `aiaas server` running?") from None
@@ -66,7 +71,7 @@ class StatusHandler(_Base):
     async def get(self) -> None:
         try:
             target = self._target()
-            async with httpx.AsyncClient(timeout=5.0) as http:
+            async with httpx.AsyncClient(timeout=5.0, verify=target.verify) as http:
                 runs = self._json(await self._call(http, target, "GET", "runs", {"limit": 1000}))["data"]
         except NotConnected as why:
             self._not_connected(why)
@@ -82,7 +87,7 @@ class OverviewHandler(_Base):
     async def get(self) -> None:
         try:
             target = self._target()
-            async with httpx.AsyncClient(timeout=10.0) as http:
+            async with httpx.AsyncClient(timeout=10.0, verify=target.verify) as http:
                 runs_resp, deps_resp = await asyncio.gather(
                     self._call(http, target, "GET", "runs", {"limit": _RUNS_SHOWN}),
                     self._call(http, target, "GET", "deployments"),
@@ -120,7 +125,7 @@ class ProxyHandler(_Base):
         query: dict[str, Any] = {k: self.get_argument(k) for k in self.request.arguments}
         try:
             target = self._target()
-            async with httpx.AsyncClient(timeout=30.0) as http:
+            async with httpx.AsyncClient(timeout=30.0, verify=target.verify) as http:
                 resp = await self._call(http, target, method, path, query)
         except NotConnected as why:
             self._not_connected(why)

@@ -8,14 +8,20 @@ backends the server holds keys for*, never a destination of its own. A URL
 that is not the configured one gets a "not connected" answer and the server
 sends nothing to it, so a page cannot make the server leak its key to, or
 probe, another host.
+
+The server protects that key like the SDK does (it uses the SDK's settings): it
+verifies the backend's certificate (against ``AIAAS_CA_BUNDLE`` or the config
+file's ``ca_bundle`` when set), and it sends nothing over plain ``http://`` to
+anything but a loopback address unless ``AIAAS_ALLOW_INSECURE=1``.
 """
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from aiaas_sdk import config
+from aiaas_sdk import _tls, config
 
 HEADER = "X-Aiaas-Backend"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -27,6 +33,8 @@ class Target:
 
     url: str
     api_key: str
+    # httpx's ``verify``: a context trusting the configured CA bundle, or True.
+    verify: ssl.SSLContext | bool = True
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,9 @@ def resolve(requested: str | None) -> Target:
     try:
         settings = config.resolve()
     except ValueError as exc:
+        if getattr(exc, "code", None) == "insecure_transport":
+            raise NotConnected("", "insecure_url", f"the Jupyter server will not send its aiaas key in clear text: "
+                               f"{exc}") from None
         raise NotConnected("", "bad_settings", f"the aiaas settings of the Jupyter server are invalid: {exc}") from None
     requested = (requested or "").strip()
     if requested:
@@ -86,4 +97,9 @@ def resolve(requested: str | None) -> Target:
                            f"no aiaas API key on the Jupyter server for {settings.url}: start Jupyter with "
                            "AIAAS_API_KEY set, or put api_key in the aiaas config file of the user running it "
                            "(a local `aiaas server` writes it; `aiaas keys create --user NAME` makes one)")
-    return Target(settings.url, settings.api_key)
+    try:
+        verify = _tls.ssl_context(settings.ca_bundle)
+    except ValueError as exc:
+        raise NotConnected(settings.url, "bad_settings", f"the aiaas settings of the Jupyter server are invalid: "
+                           f"{exc}") from None
+    return Target(settings.url, settings.api_key, verify)

@@ -6,19 +6,19 @@ from aiaas_sdk import config
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("AIAAS_CONFIG", str(tmp_path / "config.toml"))
-    for var in ("AIAAS_URL", "AIAAS_API_KEY", "AIAAS_TIMEOUT"):
+    for var in ("AIAAS_URL", "AIAAS_API_KEY", "AIAAS_TIMEOUT", "AIAAS_CA_BUNDLE", "AIAAS_ALLOW_INSECURE"):
         monkeypatch.delenv(var, raising=False)
 
 
 def test_argument_beats_environment_beats_file_beats_default(monkeypatch):
     assert config.resolve() == config.Settings(config.DEFAULT_URL, None, config.DEFAULT_TIMEOUT)
-    config.write_config({"url": "http://file:1", "api_key": "file-key"})
-    assert config.resolve() == config.Settings("http://file:1", "file-key", 30.0)
-    monkeypatch.setenv("AIAAS_URL", "http://env:2/")
+    config.write_config({"url": "https://file:1", "api_key": "file-key"})
+    assert config.resolve() == config.Settings("https://file:1", "file-key", 30.0)
+    monkeypatch.setenv("AIAAS_URL", "https://env:2/")
     monkeypatch.setenv("AIAAS_API_KEY", "env-key")
     monkeypatch.setenv("AIAAS_TIMEOUT", "5")
-    assert config.resolve() == config.Settings("http://env:2", "env-key", 5.0)
-    assert config.resolve("http://arg:3", "arg-key", 7) == config.Settings("http://arg:3", "arg-key", 7.0)
+    assert config.resolve() == config.Settings("https://env:2", "env-key", 5.0)
+    assert config.resolve("https://arg:3", "arg-key", 7) == config.Settings("https://arg:3", "arg-key", 7.0)
 
 
 def test_bad_values_name_the_setting(monkeypatch, tmp_path):

@@ -28,7 +28,7 @@ def client(sent):
         sent.append(request)
         return httpx.Response(200, json=RUNNING)
 
-    with aiaas.Client("http://backend.test", "aiaas_key", transport=httpx.MockTransport(handler)) as c:
+    with aiaas.Client("https://backend.test", "aiaas_key", transport=httpx.MockTransport(handler)) as c:
         yield c
 
 

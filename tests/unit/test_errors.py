@@ -7,7 +7,7 @@ import aiaas
 
 
 def _client(handler, **kwargs):
-    return aiaas.Client("http://backend.test", "aiaas_key", transport=httpx.MockTransport(handler), **kwargs)
+    return aiaas.Client("https://backend.test", "aiaas_key", transport=httpx.MockTransport(handler), **kwargs)
 
 
 @pytest.mark.parametrize(

@@ -27,8 +27,10 @@ from aiaas_sdk.wire import (
     RunStatus,
 )
 
-from ..deps import ArtifactsDep, CurrentUser, SessionDep, TokenDep, bearer_token, refuse_scrape_key
+from ..audit import record
+from ..deps import ArtifactsDep, CurrentUser, SessionDep, TokenDep, bearer_token, unusable_key
 from ..errors import ApiError
+from ..keys import KEY_CACHE_S, find_by_secret
 from ..metrics import Metrics
 from ..models import Deployment, DeploymentKey, Run, User, utcnow
 from ..security import hash_secret, new_secret, user_for_key
@@ -130,17 +132,16 @@ def list_deployments(session: SessionDep, user: CurrentUser, request: Request) -
     return DeploymentsPublic(data=[_public(d, request.app.state.serving, session) for d in rows], count=len(rows))
 
 
-def _for_caller(session: SessionDep, token: str, name: str) -> Deployment:
+def _for_caller(request: Request, session: SessionDep, token: str, name: str) -> Deployment:
     """The deployment ``name`` as seen by ``token``: its owner's API key, or a key shared for it."""
     user = user_for_key(session, token)
+    shared = None if user is not None else find_by_secret(session, token)
+    if user is None and (not isinstance(shared, DeploymentKey) or shared.ended()):
+        raise unusable_key(session, token)
+    request.app.state.key_usage.seen(hash_secret(token), request.client.host if request.client else None)
     if user is not None:
         return _owned(session, user, name)
-    shared = session.scalar(select(DeploymentKey).where(DeploymentKey.key_hash == hash_secret(token)))
-    dep = session.get(Deployment, shared.deployment_id) if shared else None
-    if shared is None:
-        refuse_scrape_key(session, token)
-        raise ApiError(401, "unknown API key; create one with `aiaas keys create --user NAME`", "unauthenticated",
-                       {"WWW-Authenticate": "Bearer"})
+    dep = session.get(Deployment, shared.deployment_id)  # type: ignore[union-attr]
     if dep is None or dep.name != name:
         raise _not_found(name)
     return dep
@@ -148,15 +149,18 @@ def _for_caller(session: SessionDep, token: str, name: str) -> Deployment:
 
 @router.get("/v1/deployments/{name}", operation_id="get_deployment")
 def get_deployment(name: str, session: SessionDep, token: TokenDep, request: Request) -> DeploymentPublic:
-    return _public(_for_caller(session, token, name), request.app.state.serving, session)
+    return _public(_for_caller(request, session, token, name), request.app.state.serving, session)
 
 
 @router.post("/v1/deployments/{name}/keys", status_code=status.HTTP_201_CREATED, operation_id="create_deployment_key")
-def create_deployment_key(name: str, session: SessionDep, user: CurrentUser) -> DeploymentKeyPublic:
-    """A key that can call this deployment and read it, and nothing else: for sharing an endpoint."""
+def create_deployment_key(name: str, session: SessionDep, user: CurrentUser, request: Request) -> DeploymentKeyPublic:
+    """A key that can call this deployment and read it, and nothing else: for sharing an endpoint.
+    List and revoke it with the other keys (``GET /v1/keys``, ``DELETE /v1/keys/{id}``)."""
     dep = _owned(session, user, name)
     key = new_secret("aiaasd_")
-    session.add(DeploymentKey(deployment_id=dep.id, key_hash=hash_secret(key), prefix=key[:12]))
+    session.add(row := DeploymentKey(deployment_id=dep.id, key_hash=hash_secret(key), prefix=key[:12]))
+    session.flush()
+    record(session, "create", row, f"user:{user.name}", request.client.host if request.client else None)
     session.commit()
     return DeploymentKeyPublic(key=key, deployment=dep.name)
 
@@ -307,22 +311,24 @@ async def _disconnected(request: Request) -> None:
 
 async def _predict_target(request: Request, name: str, token: str) -> tuple[str, dict | None]:  # type: ignore[type-arg]
     """Deployment id and input signature for (key, name), cached briefly: no DB on most requests."""
-    cache: dict[tuple[str, str], tuple[float, str, dict | None]] = request.app.state.predict_cache  # type: ignore[type-arg]
+    cache: dict[tuple[str, str, str | None], tuple[float, str, dict | None]] = request.app.state.predict_cache  # type: ignore[type-arg]
     now = asyncio.get_running_loop().time()
-    hit = cache.get((token, name))
+    # Keyed by address too, so that a key's use from each address reaches the audit log.
+    where = request.client.host if request.client else None
+    hit = cache.get((token, name, where))
     if hit and hit[0] > now:
         return hit[1], hit[2]
 
     def lookup() -> tuple[str, dict | None]:  # type: ignore[type-arg]
         with request.app.state.sessions() as session:
-            dep = _for_caller(session, token, name)
+            dep = _for_caller(request, session, token, name)
             run = session.get(Run, dep.run_id)
             return dep.id, (run.input_signature if run else None)
 
     dep_id, signature = await run_in_threadpool(lookup)
     if len(cache) > 10_000:
         cache.clear()
-    cache[(token, name)] = (now + 2.0, dep_id, signature)
+    cache[(token, name, where)] = (now + KEY_CACHE_S, dep_id, signature)
     return dep_id, signature
 
 

@@ -20,9 +20,10 @@ from starlette.concurrency import run_in_threadpool
 
 from aiaas_sdk.wire import RunStatus
 
-from ..deps import CurrentUser, SessionDep
+from ..deps import CurrentUser, SessionDep, TokenDep
 from ..errors import ApiError, run_not_found
 from ..models import Event, Run
+from ..security import api_key_for
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 
@@ -46,6 +47,7 @@ def stream_events(
     request: Request,
     session: SessionDep,
     user: CurrentUser,
+    token: TokenDep,
     after: Annotated[int | None, Query(ge=0, description="start after this seq")] = None,
     heartbeat: Annotated[float, Query(gt=0, le=300, description="seconds between keep-alive comments")] = 15.0,
     last_event_id: Annotated[str | None, Header()] = None,
@@ -63,6 +65,10 @@ def stream_events(
     sessions = request.app.state.sessions
     bus = request.app.state.event_bus
 
+    def key_works() -> bool:
+        with sessions() as s:
+            return api_key_for(s, token) is not None
+
     def fetch(after_seq: int) -> tuple[list[Event], bool]:
         with sessions() as s:
             rows = list(s.scalars(
@@ -76,9 +82,15 @@ def stream_events(
     async def body() -> AsyncIterator[bytes]:
         seq = start
         loop = asyncio.get_running_loop()
-        last_sent = loop.time()
+        last_sent = checked = loop.time()
         yield b"retry: 1000\n\n"
         while True:
+            # A stream outlives its first request: it ends within a second of its key's
+            # revocation or expiry, and the client's reconnection gets the 401.
+            if loop.time() - checked >= 1.0:
+                if not await run_in_threadpool(key_works):
+                    return
+                checked = loop.time()
             wake = bus.subscribe(run_id)
             try:
                 rows, done = await run_in_threadpool(fetch, seq)
