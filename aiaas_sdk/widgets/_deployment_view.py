@@ -63,6 +63,10 @@ class DeploymentView:
         self.footer = w.HTML()
         self.widget = w.VBox([self.header, self.figures, w.HBox([self.rate_chart, self.latency_chart]),
                               self.events_box, self.footer])
+        # ipywidgets drops its comm only on a close from Python; a close from the frontend
+        # (comm_close) reaches the comm alone, so the view listens there too.
+        if self.widget.comm is not None and hasattr(self.widget.comm, "on_close"):
+            self.widget.comm.on_close(lambda _msg: self._stop.set())
         context = contextvars.copy_context()
         threading.Thread(target=context.run, args=(self._poll,), name="aiaas-deployment-view", daemon=True).start()
 

@@ -97,3 +97,14 @@ def test_a_transient_error_is_shown_and_polling_goes_on():
     view = DeploymentView(dep, interval=0.01)
     assert view.wait(10)
     assert dep.calls == 4 and view.snapshot()["requests"] == 30
+
+
+def test_a_close_from_the_frontend_stops_polling():
+    dep = FakeDeployment()
+    view = DeploymentView(dep, interval=0.01)
+    assert dep.seen.wait(10)
+    view.widget.comm.handle_close({"content": {"data": {}}})  # what ipykernel does on a frontend comm_close
+    assert view.wait(10)
+    calls = dep.calls
+    threading.Event().wait(0.1)
+    assert dep.calls == calls
