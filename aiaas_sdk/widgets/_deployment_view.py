@@ -21,7 +21,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from .._errors import AiaasError, NotFound
+from .._errors import AiaasError, InvalidInput, NotFound
 from ._deployment_state import DeploymentState, event_text, fmt
 
 if TYPE_CHECKING:
@@ -44,6 +44,9 @@ class DeploymentView:
 
         from ._chart import MetricsChart
 
+        if interval <= 0 or window_s < interval:
+            raise InvalidInput(f"the view needs 0 < interval <= window_s, got interval={interval}, window_s={window_s}: "
+                               "poll every second over five minutes with dep.watch(interval=1.0, window_s=300)")
         self.deployment = deployment
         self.interval = interval
         self.state = DeploymentState.from_public(deployment.data, window_s=window_s,

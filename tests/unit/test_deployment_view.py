@@ -108,3 +108,10 @@ def test_a_close_from_the_frontend_stops_polling():
     calls = dep.calls
     threading.Event().wait(0.1)
     assert dep.calls == calls
+
+
+def test_an_interval_that_cannot_work_is_refused_with_the_fix():
+    from aiaas_sdk import InvalidInput
+
+    with pytest.raises(InvalidInput, match=r"interval=0.*dep.watch\(interval=1.0"):
+        DeploymentView(FakeDeployment(), interval=0)
