@@ -62,6 +62,30 @@ class Deployment(_DeploymentBase):
         self.data = self._client._drive(_ops.get_deployment(self.name))
         return self
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """In a Jupyter kernel with widgets: the live view; elsewhere: one line of text."""
+        from .widgets import DeploymentView, widgets_available
+
+        if widgets_available():
+            return DeploymentView(self)._repr_mimebundle_(include, exclude)
+        return {"text/plain": repr(self)}
+
+    def watch(self, interval: float = 1.0, window_s: float = 300.0) -> Any:
+        """Display the live view (figures polled every ``interval`` s, charts over the last
+        ``window_s`` s) and return it; ``view.close()`` stops it. Outside a kernel with widgets,
+        print the figures once and return them."""
+        from .widgets import DeploymentView, widgets_available
+
+        if widgets_available():
+            from IPython.display import display
+
+            view = DeploymentView(self, interval=interval, window_s=window_s)
+            display(view)
+            return view
+        stats = self.stats()
+        print(f"{self!r}\n{stats.requests} requests · {stats.errors} errors · p99 {stats.p99_ms} ms")
+        return stats
+
     def wait_ready(self, timeout: float | None = 300) -> Deployment:
         """Block until a replica serves the current version."""
         self.data = self._client._drive(_ops.wait_deployment(self.name, timeout, want=self.data.run_id))

@@ -205,6 +205,9 @@ class DeploymentStats(BaseModel):
     p50_ms: float | None
     p99_ms: float | None
     ready_replicas: int
+    # Defaults keep a newer SDK reading an older backend's answer.
+    p95_ms: float | None = None
+    batch_sizes: dict[int, int] = Field(default_factory=dict, description="batches run, by number of rows")
 
 
 class DeploymentKeyPublic(BaseModel):

@@ -38,6 +38,11 @@ export class AiaasApi {
     return this.request(`api/runs/${encodeURIComponent(runId)}/cancel`, { method: 'POST' }) as Promise<RunPublic>;
   }
 
+  /** The deployment's events after `after` (the alerts API); rejects with "404: ..." on a backend without it. */
+  deploymentEvents(name: string, after: number): Promise<unknown> {
+    return this.request(`api/deployments/${encodeURIComponent(name)}/events?after=${after}`);
+  }
+
   logs(runId: string, after: number): Promise<LogsPage> {
     return this.request(`api/runs/${encodeURIComponent(runId)}/logs?after=${after}&limit=5000`) as Promise<LogsPage>;
   }

@@ -36,8 +36,14 @@ export interface RunPublic {
 export interface DeploymentStats {
   requests: number;
   errors: number;
+  rejected: number;
+  queue_depth: number;
   ready_replicas: number;
+  mean_batch_rows?: number | null;
   p50_ms?: number | null;
+  p95_ms?: number | null;
+  p99_ms?: number | null;
+  batch_sizes?: Record<string, number>;
 }
 
 export type DeploymentStatus = 'starting' | 'ready' | 'updating' | 'failed' | 'stopped';
@@ -98,7 +104,10 @@ const PROGRESS_FIELDS: Record<keyof RunProgress, true> = { step: true, total_ste
 const DEPLOYMENT_FIELDS: Record<keyof DeploymentPublic, true> = {
   id: true, name: true, status: true, run_id: true, replicas: true, ready_replicas: true, error: true
 };
-const STATS_FIELDS: Record<keyof DeploymentStats, true> = { requests: true, errors: true, ready_replicas: true, p50_ms: true };
+const STATS_FIELDS: Record<keyof DeploymentStats, true> = {
+  requests: true, errors: true, rejected: true, queue_depth: true, ready_replicas: true, mean_batch_rows: true,
+  p50_ms: true, p95_ms: true, p99_ms: true, batch_sizes: true
+};
 const LOG_LINE_FIELDS: Record<keyof LogLine, true> = { seq: true, time: true, line: true };
 const LOGS_PAGE_FIELDS: Record<keyof LogsPage, true> = { data: true, next_after: true };
 

@@ -3,11 +3,14 @@
  *
  * Rows are keyed by id and updated in place, so a button does not vanish
  * under the pointer when a poll lands; clicks are handled once on the
- * panel (by `data-action`) for the same reason.
+ * panel (by `data-action`) for the same reason. A click on a deployment's
+ * name opens its detail (detail.ts) under the row; a second click closes it.
  */
 
 import { Widget } from '@lumino/widgets';
 
+import { DeploymentEvent, mergeEvents, parseEvents } from './deployment';
+import { deploymentDetail } from './detail';
 import { BackendModel, BackendState } from './poller';
 import {
   DeploymentView,
@@ -63,6 +66,12 @@ export class AiaasPanel extends Widget {
 
   private _onClick = (event: MouseEvent): void => {
     const button = (event.target as HTMLElement).closest<HTMLElement>('[data-action]');
+    if (button?.dataset.action === 'detail') {
+      const name = button.dataset.deployment ?? '';
+      this._selected = this._selected === name ? null : name;
+      this._rerender();
+      return;
+    }
     const run = this._byId.get(button?.closest<HTMLElement>('[data-run-id]')?.dataset.runId ?? '');
     if (!button || !run) {
       return;
@@ -89,6 +98,38 @@ export class AiaasPanel extends Widget {
     this._byId = new Map(runs.map(r => [r.id, r]));
     this._sync(this._runs, runs, r => r.id, r => this._runRow(r, state.atMs), 'No runs yet: client.train(...) in a notebook.');
     this._sync(this._deployments, deployments, d => d.name, d => this._deploymentRow(d), 'No deployments: run.deploy("name").');
+    if (this._selected !== null && deployments.some(d => d.name === this._selected)) {
+      void this._fetchEvents(this._selected);
+    }
+  }
+
+  private _rerender(): void {
+    if (this.model.state.kind === 'connected') {
+      this._render(this.model.state);
+    }
+  }
+
+  /** New events of the open deployment, when the backend has the events API (a 404 says it has not). */
+  private async _fetchEvents(name: string): Promise<void> {
+    if (this._eventsSupported === false || this._fetching) {
+      return;
+    }
+    this._fetching = true;
+    const known = this._events.get(name) ?? [];
+    try {
+      const fresh = parseEvents(await this.model.api.deploymentEvents(name, known.length ? known[known.length - 1].seq : 0));
+      this._eventsSupported = true;
+      if (fresh.length || !this._events.has(name)) {
+        this._events.set(name, mergeEvents(known, fresh));
+        this._rerender();
+      }
+    } catch (error) {
+      if ((error as Error).message.startsWith('404')) {
+        this._eventsSupported = this._eventsSupported ?? false;
+      }
+    } finally {
+      this._fetching = false;
+    }
   }
 
   /** Replace `container`'s rows with `items`, reusing the row element of each key. */
@@ -154,8 +195,10 @@ export class AiaasPanel extends Widget {
   }
 
   private _deploymentRow(dep: DeploymentView): HTMLElement[] {
-    const head = el('div', 'aiaas-Row-head');
+    const head = el('div', 'aiaas-Row-head aiaas-Row-clickable');
     head.dataset.deployment = dep.name;
+    head.dataset.action = 'detail';
+    head.title = this._selected === dep.name ? 'Hide the details' : `Show ${dep.name}'s figures, charts and events`;
     head.append(el('span', 'aiaas-Row-name', dep.name), el('span', `aiaas-Status aiaas-Status-${dep.status}`, dep.status));
     const rate = this.model.rate(dep.name);
     const facts = el('div', 'aiaas-Row-facts');
@@ -164,9 +207,13 @@ export class AiaasPanel extends Widget {
       el('span', 'aiaas-Row-replicas', `${dep.ready_replicas}/${dep.replicas} replicas`),
       el('span', 'aiaas-Row-rate', rate === null ? '– req/s' : `${formatNumber(rate)} req/s`)
     );
-    const parts = [head, facts];
+    const parts: HTMLElement[] = [head, facts];
     if (dep.error) {
       parts.push(el('div', 'aiaas-Row-error', oneLine(dep.error)));
+    }
+    if (this._selected === dep.name) {
+      const events = this._eventsSupported === true ? this._events.get(dep.name) ?? [] : null;
+      parts.push(deploymentDetail(dep, rate, this.model.history, events));
     }
     return parts;
   }
@@ -175,4 +222,8 @@ export class AiaasPanel extends Widget {
   private _runs: HTMLElement;
   private _deployments: HTMLElement;
   private _byId = new Map<string, RunPublic>();
+  private _selected: string | null = null;
+  private _events = new Map<string, DeploymentEvent[]>();
+  private _eventsSupported: boolean | null = null;
+  private _fetching = false;
 }

@@ -12,6 +12,7 @@ import { Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { AiaasApi, NotConnectedError } from './api';
+import { DeploymentHistory } from './deployment';
 import { CounterSample, NotConnected, Overview, requestRate } from './models';
 
 export const HIDDEN_INTERVAL_MS = 15_000;
@@ -47,6 +48,9 @@ export class BackendModel {
     return this._rates.get(deployment) ?? null;
   }
 
+  /** Requests/s and p99 of every listed deployment over the last minutes, for the detail's charts. */
+  readonly history = new DeploymentHistory();
+
   /** The sidebar tells the model when it is shown or hidden. */
   setPanelVisible(visible: boolean): void {
     this._panelVisible = visible;
@@ -81,6 +85,7 @@ export class BackendModel {
       const overview = await this.api.overview();
       const atMs = Date.now();
       this._updateRates(overview, atMs);
+      this.history.add(overview.deployments, atMs);
       this._set({ kind: 'connected', overview, atMs });
     } catch (error) {
       const info: NotConnected =

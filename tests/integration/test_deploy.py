@@ -74,7 +74,8 @@ def test_predictions_equal_the_local_model_sync_and_async(client, trained, deplo
         assert y.shape == (x.shape[0], 1) and torch.allclose(y, _local(local, x), atol=1e-6)
     stats = deployment.stats()
     assert stats.requests >= 304 and stats.errors == 0 and stats.batches < stats.requests  # batching happened
-    assert stats.mean_batch_rows > 1 and stats.p99_ms >= stats.p50_ms > 0
+    assert stats.mean_batch_rows > 1 and stats.p99_ms >= stats.p95_ms >= stats.p50_ms > 0
+    assert sum(stats.batch_sizes.values()) == stats.batches and max(stats.batch_sizes) > 1
     assert [m.run_id for m in client.models()][:2] == [trained[1][0].id, trained[0][0].id]
     again = client.deployment("regressor")  # from anywhere, by name
     assert torch.allclose(again.predict(x), _local(local, x), atol=1e-6)

@@ -250,7 +250,8 @@ def _stats(dep_name: str, serving: ServingRuntime, dep_id: str) -> DeploymentSta
         requests=s.requests, errors=s.errors, rejected=s.rejected, dropped=s.dropped,
         queue_depth=runtime.router.queue.qsize(),
         batches=s.batches, mean_batch_rows=(s.batch_rows / s.batches) if s.batches else None,
-        p50_ms=s.percentile(0.5), p99_ms=s.percentile(0.99), ready_replicas=runtime.router.ready_replicas,
+        p50_ms=s.percentile(0.5), p95_ms=s.percentile(0.95), p99_ms=s.percentile(0.99),
+        ready_replicas=runtime.router.ready_replicas, batch_sizes=dict(s.batch_sizes),
     )
 
 
