@@ -115,6 +115,12 @@ def apply(model: nn.Module, method: str, example: torch.Tensor, folder: Path, th
 
 
 def _export(module: nn.Module, example: torch.Tensor, path: Path) -> None:
+    try:
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise OptimizeError(f"optimize='onnx' needs onnx, onnxscript and onnxruntime on the backend ({exc}): "
+                            "pip install 'aiaas[optimize]' there") from None
     batch = torch.export.Dim("batch", min=1, max=65536)
     try:
         with torch.inference_mode(False), torch.no_grad():
