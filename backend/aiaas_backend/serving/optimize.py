@@ -23,6 +23,7 @@ import os
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -96,9 +97,13 @@ def apply(model: nn.Module, method: str, example: torch.Tensor, folder: Path, th
         if not _has(model, (nn.Linear, nn.LSTM)):
             raise OptimizeError("int8 quantises Linear and LSTM layers and this model has none; "
                                 "deploy it without optimize, or try optimize='compile'")
-        from torch.ao.quantization import quantize_dynamic
+        with warnings.catch_warnings():
+            # torch 2.13 still ships eager dynamic quantisation but announces its move to the
+            # separate torchao package; until that is a dependency here, torch's own API it is.
+            warnings.filterwarnings("ignore", message=".*(torch.ao.quantization|quantized tensor creation)")
+            from torch.ao.quantization import quantize_dynamic
 
-        return Predict(quantize_dynamic(model, {nn.Linear, nn.LSTM}, dtype=torch.qint8)).eval()
+            return Predict(quantize_dynamic(model, {nn.Linear, nn.LSTM}, dtype=torch.qint8)).eval()
     if method == "compile":
         cache = folder / COMPILE_CACHE
         if not export and cache.exists():
