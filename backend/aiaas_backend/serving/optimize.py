@@ -22,6 +22,7 @@ import re
 import os
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -105,6 +106,9 @@ def apply(model: nn.Module, method: str, example: torch.Tensor, folder: Path, th
 
             return Predict(quantize_dynamic(model, {nn.Linear, nn.LSTM}, dtype=torch.qint8)).eval()
     if method == "compile":
+        # Inductor names its default cache folder after the user, and a sandbox's uid has no
+        # name; the sandbox's own /tmp is private and writable.
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"aiaas-inductor-{os.getuid()}"))
         cache = folder / COMPILE_CACHE
         if not export and cache.exists():
             # The kernels the measuring process compiled: a replica starts without compiling again.
