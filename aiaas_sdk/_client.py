@@ -212,13 +212,10 @@ class Client(_keys.KeysMixin, _Base):
         """Every succeeded run is a model version you can deploy, newest first."""
         return self._drive(_ops.models())
 
-    def deploy(self, run_id: str, name: str, *, replicas: int = 1, max_batch_size: int = 64,
-               max_wait_ms: float = 5.0, max_queue: int = 1024, timeout_s: float = 30.0,
-               autoscale: dict[str, Any] | None = None, wait: bool = True) -> Deployment:
-        """Serve ``run_id``'s model at ``name`` (see :meth:`Run.deploy`)."""
-        spec = _ops.deployment_spec(name=name, run_id=run_id, replicas=replicas, max_batch_size=max_batch_size,
-                                    max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout_s,
-                                    autoscale=autoscale)
+    def deploy(self, run_id: str, name: str, *, wait: bool = True, **settings: Any) -> Deployment:
+        """Serve ``run_id``'s model at ``name``; ``settings`` as in :meth:`Run.deploy`
+        (one list of settings, checked by the wire schema, for both clients and Run)."""
+        spec = _ops.deployment_spec(name=name, run_id=run_id, **settings)
         dep = Deployment(self, self._drive(_ops.create_deployment(spec)))
         return dep.wait_ready() if wait else dep
 
@@ -391,12 +388,8 @@ class AsyncClient(_keys.AsyncKeysMixin, _Base):
     async def models(self) -> list[ModelVersion]:
         return await self._drive(_ops.models())
 
-    async def deploy(self, run_id: str, name: str, *, replicas: int = 1, max_batch_size: int = 64,
-                     max_wait_ms: float = 5.0, max_queue: int = 1024, timeout_s: float = 30.0,
-                     autoscale: dict[str, Any] | None = None, wait: bool = True) -> AsyncDeployment:
-        spec = _ops.deployment_spec(name=name, run_id=run_id, replicas=replicas, max_batch_size=max_batch_size,
-                                    max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout_s,
-                                    autoscale=autoscale)
+    async def deploy(self, run_id: str, name: str, *, wait: bool = True, **settings: Any) -> AsyncDeployment:
+        spec = _ops.deployment_spec(name=name, run_id=run_id, **settings)
         dep = AsyncDeployment(self, await self._drive(_ops.create_deployment(spec)))
         return await dep.wait_ready() if wait else dep
 

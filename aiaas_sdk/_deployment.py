@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _ops
 from ._errors import InvalidInput
-from .wire import DeploymentPublic, DeploymentStats
+from .wire import DeploymentPublic, DeploymentStats, OptimizationReport
 
 if TYPE_CHECKING:
     from ._client import AsyncClient, Client
@@ -39,6 +39,12 @@ class _DeploymentBase:
     def run_id(self) -> str:
         """The run (model version) being served."""
         return self.data.run_id
+
+    @property
+    def optimization(self) -> OptimizationReport | None:
+        """With ``deploy(optimize=...)``: the speed-up and largest output deviation measured
+        for the version being served (``None`` for a model served as trained)."""
+        return self.data.optimization
 
     def __repr__(self) -> str:
         d = self.data

@@ -231,8 +231,13 @@ def models() -> Op[list[ModelVersion]]:
     return ModelsPublic.model_validate_json(_response((yield Call("GET", "/v1/models"))).content).data
 
 
+# Deploying with optimize measures the model first (torch.compile alone can take a minute).
+_OPTIMIZE_TIMEOUT_S = 660.0
+
+
 def create_deployment(spec: DeploymentCreate) -> Op[DeploymentPublic]:
-    return _deployment((yield Call("POST", "/v1/deployments", json=spec.model_dump(), idempotent=False)))
+    return _deployment((yield Call("POST", "/v1/deployments", json=spec.model_dump(), idempotent=False,
+                                   timeout=_OPTIMIZE_TIMEOUT_S if spec.optimize else None)))
 
 
 def get_deployment(name: str) -> Op[DeploymentPublic]:
@@ -245,7 +250,9 @@ def list_deployments() -> Op[list[DeploymentPublic]]:
 
 
 def change_deployment(name: str, action: str, body: dict[str, Any] | None = None) -> Op[DeploymentPublic]:
-    return _deployment((yield Call("POST", f"/v1/deployments/{name}/{action}", json=body or {})))
+    # update and rollback measure the new version when the deployment is optimised
+    return _deployment((yield Call("POST", f"/v1/deployments/{name}/{action}", json=body or {},
+                                   timeout=_OPTIMIZE_TIMEOUT_S if action != "scale" else None)))
 
 
 def delete_deployment(name: str) -> Op[None]:

@@ -144,6 +144,24 @@ class Autoscale(BaseModel):
         return self
 
 
+OptimizeMethod = Literal["int8", "compile", "onnx"]
+
+
+class OptimizationReport(BaseModel):
+    """What an optimisation measured at deploy time against the model as trained."""
+
+    method: OptimizeMethod
+    speedup: float = Field(description="time of the model as trained / time optimised, per batch of batch_rows")
+    max_abs_deviation: float = Field(description="largest absolute difference of any output value")
+    tolerance: float = Field(description="the largest deviation the deployment accepts")
+    baseline_ms: float
+    optimized_ms: float
+    batch_rows: int
+    rows: int = Field(description="rows the deviation was measured on")
+    inputs: str = Field(description="where the rows came from: example_input_array, or synthetic (drawn to fit "
+                        "the run's input signature)")
+
+
 class DeploymentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -156,6 +174,12 @@ class DeploymentCreate(BaseModel):
     max_queue: int = Field(default=1024, ge=1, le=1_000_000)
     timeout_s: float = Field(default=30.0, gt=0, le=3600)
     autoscale: Autoscale | None = None
+    optimize: OptimizeMethod | None = Field(
+        default=None, description="serve the model quantised to int8, compiled, or through ONNX Runtime; "
+        "measured at deploy (and at each update) against the model as trained")
+    optimize_tolerance: float | None = Field(
+        default=None, ge=0, description="largest absolute output deviation accepted (default: 0.05 for int8, "
+        "1e-4 for compile and onnx)")
 
 
 class DeploymentUpdate(BaseModel):
@@ -187,6 +211,9 @@ class DeploymentPublic(BaseModel):
     error: str | None = None
     created_at: datetime
     predict_path: str
+    optimize: OptimizeMethod | None = None
+    optimize_tolerance: float | None = None
+    optimization: OptimizationReport | None = None
 
 
 class DeploymentsPublic(BaseModel):
@@ -208,6 +235,7 @@ class DeploymentStats(BaseModel):
     # Defaults keep a newer SDK reading an older backend's answer.
     p95_ms: float | None = None
     batch_sizes: dict[int, int] = Field(default_factory=dict, description="batches run, by number of rows")
+    optimization: OptimizationReport | None = None
 
 
 class DeploymentKeyPublic(BaseModel):

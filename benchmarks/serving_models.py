@@ -73,4 +73,43 @@ class ResNet18(_Servable):
         return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
-MODELS = {"mlp": MLP, "resnet18": ResNet18}
+class _CausalBlock(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        attn = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(attn.transpose(1, 2).reshape(b, t, d))
+        return x + self.mlp(self.norm2(x))
+
+
+class CharTransformer(_Servable):
+    """A tiny character-level language model: 64 token ids in, next-character logits out."""
+
+    input_shape = (64,)
+    vocab = 96
+
+    def __init__(self, dim: int = 128, layers: int = 2, heads: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(self.vocab, dim)
+        self.pos = nn.Parameter(torch.randn(1, self.input_shape[0], dim) * 0.02)
+        self.blocks = nn.Sequential(*[_CausalBlock(dim, heads) for _ in range(layers)])
+        self.head = nn.Linear(dim, self.vocab)
+        self.example_input_array = torch.randint(0, self.vocab, (8, *self.input_shape),
+                                                 generator=torch.Generator().manual_seed(0))
+
+    def forward(self, ids):
+        x = self.blocks(self.embed(ids) + self.pos[:, : ids.shape[1]])
+        return self.head(x[:, -1])
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(torch.zeros(4, *self.input_shape, dtype=torch.long)), batch_size=2)
+
+
+MODELS = {"mlp": MLP, "resnet18": ResNet18, "char-transformer": CharTransformer}

@@ -7,8 +7,11 @@ from fastapi.responses import JSONResponse
 
 
 class ApiError(Exception):
-    def __init__(self, status_code: int, detail: str, code: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(self, status_code: int, detail: str, code: str | None = None, headers: dict[str, str] | None = None,
+                 extra: dict[str, object] | None = None):
         super().__init__(detail)
+        # Figures a client may want without parsing the message (e.g. an optimisation's numbers).
+        self.extra = extra or {}
         self.status_code = status_code
         self.detail = detail
         self.code = code
@@ -17,7 +20,7 @@ class ApiError(Exception):
 
 async def api_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    body = {"detail": exc.detail}
+    body = {**exc.extra, "detail": exc.detail}
     if exc.code:
         body["code"] = exc.code
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)

@@ -120,6 +120,10 @@ class Deployment(Base):
     max_queue: Mapped[int] = mapped_column(Integer)
     timeout_s: Mapped[float] = mapped_column(Float)
     autoscale: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # optimize="int8"|"compile"|"onnx", and what it measured for the version now served.
+    optimize: Mapped[str | None] = mapped_column(String(16))
+    optimize_tolerance: Mapped[float | None] = mapped_column(Float)
+    optimization: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

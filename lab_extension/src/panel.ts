@@ -18,6 +18,7 @@ import {
   elapsedSeconds,
   formatDuration,
   formatNumber,
+  formatOptimization,
   isActive,
   latestLoss,
   oneLine,
@@ -208,6 +209,11 @@ export class AiaasPanel extends Widget {
       el('span', 'aiaas-Row-rate', rate === null ? '– req/s' : `${formatNumber(rate)} req/s`)
     );
     const parts: HTMLElement[] = [head, facts];
+    if (dep.optimization) {
+      const optimized = el('div', 'aiaas-Row-optimization', formatOptimization(dep.optimization));
+      optimized.title = `measured at deploy against the model as trained; tolerance ${dep.optimization.tolerance}`;
+      parts.push(optimized);
+    }
     if (dep.error) {
       parts.push(el('div', 'aiaas-Row-error', oneLine(dep.error)));
     }

@@ -5,6 +5,7 @@ import {
   elapsedSeconds,
   formatDuration,
   formatNumber,
+  formatOptimization,
   latestLoss,
   oneLine,
   parseOverview,
@@ -90,6 +91,10 @@ describe('numbers and text', () => {
   });
   it('shows one line of an error', () => {
     expect(oneLine('ValueError: boom\n  at line 3')).toBe('ValueError: boom');
+    expect(formatOptimization({ method: 'int8', speedup: 2.345, max_abs_deviation: 0.003141, tolerance: 0.05 }))
+      .toBe('int8 · 2.35× faster · max deviation 0.0031');
+    expect(formatOptimization({ method: 'onnx', speedup: 12.3, max_abs_deviation: 0, tolerance: 1e-4 }))
+      .toBe('onnx · 12× faster · max deviation 0.0');
     expect(oneLine('x'.repeat(300), 10)).toHaveLength(10);
     expect(oneLine(null)).toBe('');
   });

@@ -151,3 +151,43 @@ class WarningRegressor(Regressor):
     def training_step(self, batch, batch_idx):
         warnings.warn("learning rate looks high for this data", UserWarning)
         return super().training_step(batch, batch_idx)
+
+
+def digits_data(n: int = 256, seed: int = 0) -> TensorDataset:
+    """Digits-shaped rows (64 pixel values in [0, 1]) with labels, made up: no dataset needed."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 64, generator=g)
+    return TensorDataset(x, (x[:, :10].argmax(1)))
+
+
+class DigitsMLP(L.LightningModule):
+    """The digits-style MLP the serving optimisations are tested on (64 pixels in, 10 logits out)."""
+
+    def __init__(self, hidden: int = 128) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, 10))
+        self.example_input_array = digits_data(32, seed=3).tensors[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+    def train_dataloader(self):
+        return DataLoader(digits_data(), batch_size=64)
+
+
+class BranchyMLP(DigitsMLP):
+    """Data-dependent control flow: ONNX export cannot capture which branch a batch takes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        if out.sum() > 0:
+            return out
+        return -out

@@ -37,6 +37,7 @@ from ..security import hash_secret, new_secret, user_for_key
 from ..serving.inputs import check_inputs, check_json_inputs
 from ..serving.base import DeploymentConfig, ServingRuntime
 from ..serving.router import InputRejected, Overloaded, ReplicaLost
+from .deployment_optimize import optimization, previous_version, version_of
 
 router = APIRouter(tags=["deployments"])
 
@@ -81,14 +82,16 @@ def _public(dep: Deployment, serving: ServingRuntime, session: SessionDep) -> De
         max_batch_size=dep.max_batch_size, max_wait_ms=dep.max_wait_ms, max_queue=dep.max_queue,
         timeout_s=dep.timeout_s, autoscale=dep.autoscale, input_signature=run.input_signature if run else None,
         error=runtime.error if runtime else None, created_at=dep.created_at,
-        predict_path=f"/v1/deployments/{dep.name}/predict",
+        predict_path=f"/v1/deployments/{dep.name}/predict", optimize=dep.optimize,
+        optimize_tolerance=dep.optimize_tolerance, optimization=dep.optimization,
     )
 
 
 def config_of(dep: Deployment) -> DeploymentConfig:
     return DeploymentConfig(id=dep.id, run_id=dep.run_id, replicas=dep.replicas, max_batch_size=dep.max_batch_size,
                             max_wait_ms=dep.max_wait_ms, max_queue=dep.max_queue, timeout_s=dep.timeout_s,
-                            autoscale=dict(dep.autoscale) if dep.autoscale else None)
+                            autoscale=dict(dep.autoscale) if dep.autoscale else None, optimize=dep.optimize,
+                            optimize_tolerance=dep.optimize_tolerance)
 
 
 @router.get("/v1/models", operation_id="list_models")
@@ -107,6 +110,9 @@ async def create_deployment(body: DeploymentCreate, request: Request, user: Curr
                             artifacts: ArtifactsDep) -> DeploymentPublic:
     sessions = request.app.state.sessions
     serving.check(DeploymentConfig(id="", **body.model_dump(exclude={"name"})))
+    report = await optimization(request, serving, lambda session: (
+        _deployable_run(session, user, artifacts, body.run_id).id, body.optimize, body.optimize_tolerance,
+        body.max_batch_size))
 
     def create() -> Deployment:
         with sessions() as session:
@@ -114,7 +120,7 @@ async def create_deployment(body: DeploymentCreate, request: Request, user: Curr
             if session.scalar(select(Deployment).where(Deployment.user_id == user.id, Deployment.name == body.name)):
                 raise ApiError(409, f"a deployment named {body.name!r} exists: update it with dep.update(run_id), "
                                "or pick another name", "deployment_exists")
-            dep = Deployment(id="dep_" + uuid.uuid4().hex[:12], user_id=user.id, history=[],
+            dep = Deployment(id="dep_" + uuid.uuid4().hex[:12], user_id=user.id, history=[], optimization=report,
                              **body.model_dump())
             session.add(dep)
             session.commit()
@@ -201,12 +207,15 @@ async def _change(request: Request, user: User, name: str, change) -> Deployment
 async def update_deployment(name: str, body: DeploymentUpdate, request: Request, user: CurrentUser,
                             serving: ServingDep, artifacts: ArtifactsDep) -> DeploymentPublic:
     """Serve another run: a rolling update, no request dropped."""
+    report = await optimization(request, serving, lambda session: version_of(
+        _owned(session, user, name), _deployable_run(session, user, artifacts, body.run_id).id))
 
     def change(session, dep: Deployment) -> None:  # type: ignore[no-untyped-def]
         _deployable_run(session, user, artifacts, body.run_id)
         if body.run_id != dep.run_id:
             dep.history = [*(dep.history or []), dep.run_id]
             dep.run_id = body.run_id
+            dep.optimization = report
 
     public = await _change(request, user, name, change)
     serving.schedule(serving.update(public.id, public.run_id))
@@ -216,6 +225,7 @@ async def update_deployment(name: str, body: DeploymentUpdate, request: Request,
 @router.post("/v1/deployments/{name}/rollback", operation_id="rollback_deployment")
 async def rollback_deployment(name: str, request: Request, user: CurrentUser, serving: ServingDep) -> DeploymentPublic:
     """Go back to the version served before the last update."""
+    report = await optimization(request, serving, lambda session: previous_version(_owned(session, user, name)))
 
     def change(session, dep: Deployment) -> None:  # type: ignore[no-untyped-def]
         if not dep.history:
@@ -223,6 +233,7 @@ async def rollback_deployment(name: str, request: Request, user: CurrentUser, se
         *rest, previous = dep.history
         dep.history = rest
         dep.run_id = previous
+        dep.optimization = report
 
     public = await _change(request, user, name, change)
     serving.schedule(serving.update(public.id, public.run_id))
@@ -241,7 +252,7 @@ async def scale_deployment(name: str, body: DeploymentScale, request: Request, u
     return public
 
 
-def _stats(dep_name: str, serving: ServingRuntime, dep_id: str) -> DeploymentStats:
+def _stats(dep_name: str, serving: ServingRuntime, dep_id: str, optimization: dict | None = None) -> DeploymentStats:  # type: ignore[type-arg]
     runtime = serving.runtime(dep_id)
     if runtime is None:
         raise ApiError(503, f"deployment {dep_name!r} is not running", "deployment_stopped")
@@ -252,12 +263,14 @@ def _stats(dep_name: str, serving: ServingRuntime, dep_id: str) -> DeploymentSta
         batches=s.batches, mean_batch_rows=(s.batch_rows / s.batches) if s.batches else None,
         p50_ms=s.percentile(0.5), p95_ms=s.percentile(0.95), p99_ms=s.percentile(0.99),
         ready_replicas=runtime.router.ready_replicas, batch_sizes=dict(s.batch_sizes),
+        optimization=optimization,
     )
 
 
 @router.get("/v1/deployments/{name}/stats", operation_id="deployment_stats")
 def deployment_stats(name: str, session: SessionDep, user: CurrentUser, serving: ServingDep) -> DeploymentStats:
-    return _stats(name, serving, _owned(session, user, name).id)
+    dep = _owned(session, user, name)
+    return _stats(name, serving, dep.id, dep.optimization)
 
 
 @router.get("/v1/deployments/{name}/metrics", operation_id="deployment_metrics", response_class=PlainTextResponse)

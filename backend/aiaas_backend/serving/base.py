@@ -27,6 +27,9 @@ class DeploymentConfig:
     timeout_s: float
     # {"min_replicas", "max_replicas", "target_ongoing_requests"}: replicas follow the load.
     autoscale: dict[str, Any] | None = None
+    # "int8" | "compile" | "onnx": replicas serve the model optimised so (measured at deploy).
+    optimize: str | None = None
+    optimize_tolerance: float | None = None
 
 
 class ServingRuntime(ABC):
@@ -38,6 +41,13 @@ class ServingRuntime(ABC):
             raise ApiError(400, "autoscale needs a backend started with `--executor ray` (Ray Serve scales replicas "
                            "with the load); this backend runs a fixed number of replica processes: deploy with "
                            "replicas=N instead", "autoscale_unsupported")
+
+    async def optimize(self, run_id: str, method: str, signature: dict[str, Any] | None,
+                       batch_rows: int) -> dict[str, Any]:
+        """Measure ``run_id`` optimised by ``method`` (speed-up, largest output deviation) in a
+        process that may unpickle user code; a 400 when the optimiser cannot handle the model."""
+        raise ApiError(400, f"optimize needs the local serving runtime; the {self.name} runtime serves models as "
+                       "trained: deploy without optimize", "optimize_unsupported")
 
     @abstractmethod
     async def deploy(self, config: DeploymentConfig) -> Any:

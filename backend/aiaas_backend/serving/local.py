@@ -26,6 +26,7 @@ from typing import IO, Any
 from ..artifacts import Artifacts
 from ..sandbox import LaunchSpec, Launcher, Limits
 from .base import DeploymentConfig, ServingRuntime
+from .optimize_jobs import OptimizeJobs
 from .router import Replica, Router
 
 log = logging.getLogger("aiaas.serving")
@@ -72,6 +73,8 @@ class LocalServing(ServingRuntime):
         self._counter = 0
         self._log: IO[bytes] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._optimized = data_dir / "optimized"
+        self._jobs: OptimizeJobs | None = None
 
     def runtime(self, deployment_id: str) -> Runtime | None:
         return self._runtimes.get(deployment_id)
@@ -81,6 +84,21 @@ class LocalServing(ServingRuntime):
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _threads(self, replicas: int) -> int:
+        return self._replica_threads or max(1, (os.cpu_count() or 1) // max(1, replicas))
+
+    async def optimize(self, run_id: str, method: str, signature: dict[str, Any] | None,
+                       batch_rows: int) -> dict[str, Any]:
+        if self._jobs is None:
+            self._jobs = OptimizeJobs(self._artifacts, self._launcher, self._optimized, self._limits,
+                                      self._open_log(), self._threads(1))
+        return await self._jobs.measure(run_id, method, signature, batch_rows)
+
+    def _open_log(self) -> IO[bytes]:
+        if self._log is None:
+            self._log = open(self._log_path, "ab")
+        return self._log
 
     # -- replicas -------------------------------------------------------------
     async def _start_replica(self, runtime: Runtime, run_id: str) -> Replica | None:
@@ -93,18 +111,21 @@ class LocalServing(ServingRuntime):
         # with the API server and other work, their intra-op threads stall at every op's
         # barrier while one waits to be scheduled; AIAAS_REPLICA_THREADS=1 avoids that at
         # the cost of peak throughput for heavy models (both measured with bench_serving.py).
-        threads = self._replica_threads or max(1, (os.cpu_count() or 1) // max(1, runtime.config.replicas))
-        if self._log is None:
-            self._log = open(self._log_path, "ab")
+        threads = self._threads(runtime.config.replicas)
         # Replicas take the backend's GPUs in turn (shared with training, not reserved);
         # without GPUs they run on the CPU, sharing its cores.
         gpu = self._gpus[self._counter % len(self._gpus)] if self._gpus else ""
         spec = LaunchSpec(owner=runtime.config.id, module="aiaas_backend.serving.replica", args=[],
                           folder=self._artifacts.run_dir(run_id), folder_writable=False, shared_rw={"sock": sock_dir},
                           env={"CUDA_VISIBLE_DEVICES": gpu}, limits=self._limits, stdin=subprocess.DEVNULL,
-                          stdout=self._log, die_with_parent=True)
+                          stdout=self._open_log(), die_with_parent=True)
+        method = runtime.config.optimize
+        if method:  # measured at deploy: the replica only applies it, from the server's cache
+            spec.shared_ro["optimized"] = self._optimized / run_id / method
         spec.args = ["--socket", f"{self._launcher.shared_inside(spec, 'sock')}/replica.sock",
-                     "--run-dir", self._launcher.folder_inside(spec), "--run", run_id, "--threads", str(threads)]
+                     "--run-dir", self._launcher.folder_inside(spec), "--run", run_id, "--threads", str(threads),
+                     *(["--optimize", method, "--optimized", self._launcher.shared_inside(spec, "optimized")]
+                       if method else [])]
         try:
             proc = self._launcher.start(spec)
         except OSError as exc:

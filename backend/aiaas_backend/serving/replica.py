@@ -99,12 +99,20 @@ def main() -> int:
     parser.add_argument("--artifacts", type=Path)
     parser.add_argument("--run", required=True)
     parser.add_argument("--threads", type=int, default=0)
+    # Serve the model optimised so, from the folder where the server cached its measured artifact.
+    parser.add_argument("--optimize", choices=("int8", "compile", "onnx"))
+    parser.add_argument("--optimized", type=Path)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if os.environ.get("CUDA_VISIBLE_DEVICES") and torch.cuda.is_available() else "cpu")
     artifacts = RunFolder(args.run_dir) if args.run_dir else Artifacts(args.artifacts)
     model = load_model(artifacts, args.run, device)
+    if args.optimize:
+        from .optimize import for_serving
+
+        device = torch.device("cpu")  # int8 kernels and our ONNX Runtime session are CPU ones
+        model = for_serving(model, args.optimize, args.optimized, args.threads)
     print(f"replica for {args.run} ready on {device} with {torch.get_num_threads()} threads", flush=True)
     serve(args.socket, model, device)
     return 0

@@ -1,13 +1,13 @@
 """key lifecycle (names, expiry, revocation, last use), admins, and the append-only audit log
 
-Revision ID: 0006_keys_tls
-Revises: 0005 (the lead re-chains it when merging)
+Revision ID: 0006
+Revises: 0005
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_keys_tls"
+revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None

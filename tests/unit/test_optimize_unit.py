@@ -1,0 +1,67 @@
+"""The pieces of optimise-at-deploy that need no server: rows, one-line errors, the tolerance check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from aiaas_backend.errors import ApiError
+from aiaas_backend.serving.optimize import OptimizeError, Predict, apply, measure, one_line, sample_rows
+from aiaas_backend.serving.optimize_jobs import check_tolerance
+
+REPORT = {"speedup": 1.5, "max_abs_deviation": 0.02, "baseline_ms": 3.0, "optimized_ms": 2.0, "batch_rows": 64.0,
+          "rows": 256, "inputs": "synthetic"}
+
+
+def test_rows_fit_the_signature_and_stay_valid_token_ids() -> None:
+    lm = nn.Sequential(nn.Embedding(50, 8), nn.Embedding(30, 8))
+    rows, source = sample_rows(lm, {"dtype": "int64", "shape": [12]}, 100)
+    assert source == "synthetic" and rows.shape == (100, 12) and rows.dtype == torch.int64
+    assert 0 <= int(rows.min()) and int(rows.max()) < 30
+    floats, _ = sample_rows(nn.Linear(4, 2), {"dtype": "bfloat16", "shape": [4]}, 8)
+    assert floats.dtype == torch.float32 and floats.shape == (8, 4)
+    with pytest.raises(OptimizeError, match="example_input_array"):
+        sample_rows(nn.Linear(4, 2), None, 8)
+
+
+def test_example_input_array_is_preferred() -> None:
+    model = nn.Linear(4, 2)
+    model.example_input_array = torch.arange(12.0).view(3, 4)
+    rows, source = sample_rows(model, {"dtype": "float32", "shape": [4]}, 7)
+    assert source == "example_input_array" and torch.equal(rows[3], model.example_input_array[0])
+
+
+def test_one_line_names_the_root_cause_without_colour_codes() -> None:
+    try:
+        try:
+            raise ValueError("\x1b[96mthe real reason\x1b[0m\nand a page of detail")
+        except ValueError as inner:
+            raise RuntimeError("export failed, step 1/3") from inner
+    except RuntimeError as exc:
+        assert one_line(exc) == "ValueError: the real reason"
+
+
+def test_int8_without_linear_layers_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(OptimizeError, match="has none"):
+        apply(nn.Sequential(nn.ReLU()), "int8", torch.zeros(2, 4), tmp_path)
+
+
+def test_int8_deviation_is_measured(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    rows = torch.randn(64, 16)
+    report = measure(Predict(model).eval(), apply(model, "int8", rows[:2], tmp_path), rows, 16, budget_s=0.05)
+    assert 0 < report["max_abs_deviation"] < 0.5 and report["speedup"] > 0 and report["batch_rows"] == 16
+
+
+def test_tolerance_check_keeps_both_numbers() -> None:
+    public = check_tolerance(REPORT, "int8", None)
+    assert public["tolerance"] == 0.05 and public["max_abs_deviation"] == 0.02 and public["speedup"] == 1.5
+    with pytest.raises(ApiError) as info:
+        check_tolerance(REPORT, "int8", 0.01)
+    assert info.value.status_code == 400 and info.value.code == "optimize_tolerance_exceeded"
+    assert info.value.extra == {"speedup": 1.5, "max_abs_deviation": 0.02, "tolerance": 0.01}
+    assert "0.02" in info.value.detail and "1.50x" in info.value.detail
