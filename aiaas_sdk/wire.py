@@ -187,6 +187,7 @@ class DeploymentPublic(BaseModel):
     error: str | None = None
     created_at: datetime
     predict_path: str
+    alerts_firing: list[str] = Field(default_factory=list, description="alert rules breached now (dep.alerts())")
 
 
 class DeploymentsPublic(BaseModel):
@@ -365,6 +366,8 @@ class WorkerStatus(BaseModel):
     traceback: str | None = None
     final_metrics: dict[str, float] = Field(default_factory=dict)
     input_signature: InputSignature | None = None
+    # The training inputs' statistics, for drift (aiaas_backend.monitoring.drift checks the shape).
+    input_stats: dict[str, Any] | None = None
 
 
 class WorkerReply(BaseModel):

@@ -151,3 +151,19 @@ class WarningRegressor(Regressor):
     def training_step(self, batch, batch_idx):
         warnings.warn("learning rate looks high for this data", UserWarning)
         return super().training_step(batch, batch_idx)
+
+
+class MonitoredRegressor(Regressor):
+    """Trains on ``rows`` rows (drift needs a real training sample); serving sleeps
+    ``predict_sleep`` seconds a batch, so load makes its latency climb."""
+
+    def __init__(self, rows: int = 2048, predict_sleep: float = 0.02) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+    def predict_step(self, batch, batch_idx=0):
+        time.sleep(self.hparams.predict_sleep)
+        return self(batch)
+
+    def train_dataloader(self):
+        return DataLoader(regression_data(self.hparams.rows), batch_size=256, shuffle=True)
