@@ -29,7 +29,6 @@ import time
 import timeit
 from pathlib import Path
 
-import lightning.pytorch as L
 import numpy as np
 import torch
 

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -143,7 +144,24 @@ def test_changes_and_restarts_are_an_ordered_log_also_streamed(backend, client, 
     assert bad.status_code == 400 and "Last-Event-ID" in bad.json()["detail"]
 
 
-def test_a_latency_breach_raises_and_resolves_an_alert_and_the_webhook_gets_both_signed(client, runs):
+def _magic_deployments(backend) -> str:
+    """What ``%aiaas deployments`` prints, from an in-process IPython shell."""
+    from IPython.testing.globalipapp import start_ipython
+    from IPython.utils.capture import capture_output
+
+    shell = start_ipython()
+    shell.run_line_magic("load_ext", "aiaas")
+    try:
+        with capture_output() as out:
+            shell.run_line_magic("aiaas", f"connect {backend.url} --key {backend.key}")
+            shell.run_line_magic("aiaas", "deployments")
+        return out.stdout
+    finally:
+        shell.user_ns["client"].close()
+        shell.run_line_magic("unload_ext", "aiaas")
+
+
+def test_a_latency_breach_raises_and_resolves_an_alert_and_the_webhook_gets_both_signed(backend, client, runs):
     receiver = Receiver()
     try:
         hook = client.set_webhook(receiver.url, SECRET)
@@ -162,7 +180,8 @@ def test_a_latency_breach_raises_and_resolves_an_alert_and_the_webhook_gets_both
             wait_until(lambda: "alert_raised" in _kinds(dep), timeout=60, what="alert_raised")
             raised_after = time.monotonic() - started
             assert dep.alerts().firing == ["p99_ms"]
-            assert client.deployment("slo").data.alerts_firing == ["p99_ms"]  # what %aiaas deployments shows
+            assert client.deployment("slo").data.alerts_firing == ["p99_ms"]
+            assert re.search(r"^slo .* FIRING: p99_ms$", _magic_deployments(backend), re.M)
         finally:
             stop.set()
             loader.join()

@@ -39,7 +39,7 @@ def _start(after: int | None, last_event_id: str | None) -> int:
 
 
 @router.get("/v1/deployments/{name}/events", operation_id="deployment_events",
-            responses={200: {"content": {"text/event-stream": {}}}})
+            response_model=list[DeploymentEvent], responses={200: {"content": {"text/event-stream": {}}}})
 def deployment_events(
     name: str, request: Request, session: SessionDep, user: CurrentUser,
     after: Annotated[int | None, Query(ge=0, description="only events after this seq")] = None,
@@ -54,7 +54,7 @@ def deployment_events(
     dep_id = _owned(session, user, name).id
     start = _start(after, last_event_id)
     if "text/event-stream" not in (accept or ""):
-        return [e.model_dump() for e in events.after(session, dep_id, start)]
+        return events.after(session, dep_id, start)
     return StreamingResponse(_stream(request, dep_id, start, heartbeat), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
