@@ -129,3 +129,24 @@ def test_a_full_sender_drops_instead_of_blocking(monkeypatch):
         return pending
 
     assert asyncio.run(go()) == 2
+
+
+def test_training_inputs_it_cannot_use_give_no_statistics_rather_than_wrong_ones():
+    sample = drift.TrainingSample()
+    sample.add(np.array([[1.0, np.nan], [2.0, 3.0]]))
+    assert sample.stats() is None
+    sample = drift.TrainingSample()
+    sample.add(np.ones((4, 2)))
+    sample.give_up()
+    assert sample.full and sample.stats() is None
+    sample = drift.TrainingSample()
+    sample.add(np.ones((drift.TRAIN_ROWS + 5, 2), dtype=np.int64))  # more than it keeps
+    assert sample.full and sample.stats()["rows"] == drift.TRAIN_ROWS
+
+
+def test_recent_sample_keeps_only_the_latest_rows():
+    sample = drift.RecentSample(every=1)
+    for start in range(0, 3000, 100):
+        sample.add(np.arange(start, start + 100, dtype=np.float64)[:, None])
+    kept, _ = sample.rows()
+    assert sorted(kept[:, 0].tolist()) == list(range(3000 - drift.RECENT_ROWS, 3000))

@@ -112,8 +112,11 @@ def make_callback(pl: ModuleType, reporter: Reporter, last_ckpt: Path | None, ev
                 self.input_signature = _signature(getattr(pl_module, "example_input_array", None), batch)
             if not self.inputs.full and trainer.current_epoch == 0:
                 x = _first_tensor(batch)
-                if hasattr(x, "detach") and x.dim() >= 1:
-                    self.inputs.add(x.detach().cpu().numpy())
+                try:  # float() reads half and bfloat16 too, which numpy cannot hold
+                    if hasattr(x, "detach") and x.dim() >= 1 and not x.is_complex():
+                        self.inputs.add(x.detach().float().cpu().numpy())
+                except Exception:  # noqa: BLE001 - drift statistics must never fail a run
+                    self.inputs.give_up()
 
         def on_train_start(self, trainer: Any, pl_module: Any) -> None:
             total = trainer.estimated_stepping_batches
