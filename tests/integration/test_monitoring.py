@@ -4,8 +4,10 @@ a real HTTP receiver on loopback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
+import io
 import json
 import os
 import re
@@ -144,21 +146,16 @@ def test_changes_and_restarts_are_an_ordered_log_also_streamed(backend, client, 
     assert bad.status_code == 400 and "Last-Event-ID" in bad.json()["detail"]
 
 
-def _magic_deployments(backend) -> str:
-    """What ``%aiaas deployments`` prints, from an in-process IPython shell."""
-    from IPython.testing.globalipapp import start_ipython
-    from IPython.utils.capture import capture_output
+def _magic_deployments(client) -> str:
+    """What ``%aiaas deployments`` prints (the magic's own object, so no global IPython shell is made)."""
+    from aiaas_sdk.magics import AiaasMagics
 
-    shell = start_ipython()
-    shell.run_line_magic("load_ext", "aiaas")
-    try:
-        with capture_output() as out:
-            shell.run_line_magic("aiaas", f"connect {backend.url} --key {backend.key}")
-            shell.run_line_magic("aiaas", "deployments")
-        return out.stdout
-    finally:
-        shell.user_ns["client"].close()
-        shell.run_line_magic("unload_ext", "aiaas")
+    magics = AiaasMagics(None)
+    magics.client = client
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        magics.aiaas("deployments")
+    return out.getvalue()
 
 
 def test_a_latency_breach_raises_and_resolves_an_alert_and_the_webhook_gets_both_signed(backend, client, runs):
@@ -181,7 +178,7 @@ def test_a_latency_breach_raises_and_resolves_an_alert_and_the_webhook_gets_both
             raised_after = time.monotonic() - started
             assert dep.alerts().firing == ["p99_ms"]
             assert client.deployment("slo").data.alerts_firing == ["p99_ms"]
-            assert re.search(r"^slo .* FIRING: p99_ms$", _magic_deployments(backend), re.M)
+            assert re.search(r"^slo .* FIRING: p99_ms$", _magic_deployments(client), re.M)
         finally:
             stop.set()
             loader.join()
