@@ -23,9 +23,11 @@ from ._errors import (
 from ._deployment import AsyncDeployment, Deployment
 from ._run import AsyncRun, Run
 from .wire import DeploymentStats, MetricPoint, ModelVersion, RunEvent, RunStatus
+from .wire_monitoring import AlertsPublic, DeploymentEvent, DriftReport
 
 __all__ = [
     "AiaasError",
+    "AlertsPublic",
     "AsyncClient",
     "AsyncDataset",
     "AsyncDeployment",
@@ -37,8 +39,10 @@ __all__ = [
     "ConfigError",
     "Dataset",
     "Deployment",
+    "DeploymentEvent",
     "DeploymentOverloaded",
     "DeploymentStats",
+    "DriftReport",
     "IncompatibleEnvironment",
     "InvalidInput",
     "MetricPoint",

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-from . import _datasets, _keys, _ops, _sse, _tls, config
+from . import _datasets, _keys, _monitoring, _ops, _sse, _tls, config
 from ._dataset import AsyncDataset, Dataset, DatasetList, refs
 from ._errors import AuthenticationError, error_from_response, error_from_transport
 from ._loop_bound import close_with_loop
@@ -75,7 +75,7 @@ class _Base:
         return f"<{type(self).__name__} {self.url}>"
 
 
-class Client(_keys.KeysMixin, _Base):
+class Client(_keys.KeysMixin, _monitoring.ClientWebhooks, _Base):
     """A connection to an aiaas backend. Make one with :func:`aiaas.connect`."""
 
     def __init__(
@@ -256,7 +256,7 @@ class Client(_keys.KeysMixin, _Base):
         self.close()
 
 
-class AsyncClient(_keys.AsyncKeysMixin, _Base):
+class AsyncClient(_keys.AsyncKeysMixin, _monitoring.AsyncClientWebhooks, _Base):
     """The async twin of :class:`Client`; make one with :func:`aiaas.connect_async`."""
 
     def __init__(

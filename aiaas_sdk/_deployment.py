@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _ops
 from ._errors import InvalidInput
+from ._monitoring import AsyncDeploymentMonitoring, DeploymentMonitoring
 from .wire import DeploymentPublic, DeploymentStats, OptimizationReport
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ class _DeploymentBase:
         return f"<{type(self).__name__} {d.name!r} {d.status} run={d.run_id} replicas={d.ready_replicas}/{d.replicas}>"
 
 
-class Deployment(_DeploymentBase):
+class Deployment(DeploymentMonitoring, _DeploymentBase):
     """An endpoint serving one run's model. ``run.deploy(...)`` makes one;
     ``client.deployment(name)`` finds it from any notebook or process.
 
@@ -151,7 +152,7 @@ class Deployment(_DeploymentBase):
             self._async = None
 
 
-class AsyncDeployment(_DeploymentBase):
+class AsyncDeployment(AsyncDeploymentMonitoring, _DeploymentBase):
     """The async twin of :class:`Deployment` (from ``await aclient.deployment(name)``)."""
 
     def __init__(self, client: AsyncClient, data: DeploymentPublic) -> None:

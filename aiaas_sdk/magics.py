@@ -23,7 +23,7 @@ USAGE = """\
 %aiaas watch RUN                      the live dashboard of a run
 %aiaas logs RUN [--follow]            a run's output (--follow: until it ends)
 %aiaas cancel RUN                     cancel a run
-%aiaas deployments                    your deployments: name, model version, replicas, status
+%aiaas deployments                    your deployments: name, model version, replicas, status, alerts firing
 """
 
 
@@ -153,10 +153,10 @@ __all__ = ["AiaasMagics", "USAGE", "load", "unload"]
 
 
 def _deployments_table(deployments: list[Any]) -> str:
-    rows = [("name", "status", "run", "replicas", "batch", "wait ms")]
+    rows = [("name", "status", "run", "replicas", "batch", "wait ms", "alerts")]
     for d in deployments:
         x = d.data
         rows.append((x.name, x.status, x.run_id, f"{x.ready_replicas}/{x.replicas}", str(x.max_batch_size),
-                     f"{x.max_wait_ms:g}"))
+                     f"{x.max_wait_ms:g}", ("FIRING: " + ", ".join(x.alerts_firing)) if x.alerts_firing else "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)

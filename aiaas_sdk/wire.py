@@ -214,6 +214,7 @@ class DeploymentPublic(BaseModel):
     optimize: OptimizeMethod | None = None
     optimize_tolerance: float | None = None
     optimization: OptimizationReport | None = None
+    alerts_firing: list[str] = Field(default_factory=list, description="alert rules breached now (dep.alerts())")
 
 
 class DeploymentsPublic(BaseModel):
@@ -396,6 +397,8 @@ class WorkerStatus(BaseModel):
     traceback: str | None = None
     final_metrics: dict[str, float] = Field(default_factory=dict)
     input_signature: InputSignature | None = None
+    # The training inputs' statistics, for drift (aiaas_backend.monitoring.drift checks the shape).
+    input_stats: dict[str, Any] | None = None
 
 
 class WorkerReply(BaseModel):

@@ -80,6 +80,15 @@ class Settings(BaseSettings):
     # TLS by uvicorn itself: a PEM certificate (chain) and its private key, both or neither.
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+
+    # -- deployment monitoring (docs/monitoring.md) ------------------------------
+    # Drift samples one predict input row in this many (0: no sampling, no drift scores).
+    drift_sample_every: int = Field(default=8, ge=0, le=1_000_000)
+    # Seconds between two evaluations of the alert rules.
+    alert_interval_s: float = Field(default=1.0, ge=0.1, le=60)
+    # Webhook deliveries: tries per event, and the first pause between them (doubling each time).
+    webhook_attempts: int = Field(default=5, ge=1, le=20)
+    webhook_backoff_s: float = Field(default=0.5, gt=0, le=60)
     # How user code (workers, replicas) is confined; docs/security.md. "bwrap": bubblewrap, and
     # refuse to start without it (the default: a server runs other people's code); "auto":
     # bubblewrap if it works here, else unconfined with a warning (the embedded single-user

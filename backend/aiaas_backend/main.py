@@ -27,7 +27,9 @@ from .metrics import HttpMetrics, Metrics
 from .metrics import router as metrics_router
 from .models import Deployment
 from .ray_cluster import RayCluster
-from .routes import datasets, deployments, events, keys, meta, runs, worker, worker_datasets
+from .monitoring.monitor import Monitor
+from .monitoring.webhook import WebhookSender
+from .routes import datasets, deployments, events, keys, meta, monitoring, runs, worker, worker_datasets
 from .sandbox import make_launcher
 from .serving.base import ServingRuntime
 from .serving.local import LocalServing
@@ -77,9 +79,15 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
         serving = LocalServing(artifacts, settings.data_dir, launcher, settings.gpus, settings.replica_threads,
                                settings.sandbox_limits)
 
+    monitor = Monitor(sessions, bus, serving, sample_every=settings.drift_sample_every,
+                      interval_s=settings.alert_interval_s,
+                      webhooks=WebhookSender(settings.webhook_attempts, settings.webhook_backoff_s))
+    serving.on_event = monitor.emit_soon
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         bus.bind(asyncio.get_running_loop())
+        monitor.start()
         if cluster is not None:
             cluster.connect()
         executor.start()
@@ -90,6 +98,7 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
         try:
             yield
         finally:
+            await monitor.stop()
             await serving.stop()
             executor.stop()
             if cluster is not None:
@@ -109,6 +118,7 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     app.state.executor = executor
     app.state.event_bus = bus
     app.state.serving = serving
+    app.state.monitor = monitor
     app.state.predict_cache = {}
     app.state.key_usage = KeyUsage(sessions, settings.key_touch_every_s, settings.key_audit_every_s)
     app.state.metrics = metrics = Metrics(enabled=settings.metrics)
@@ -119,6 +129,7 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     app.include_router(runs.router)
     app.include_router(events.router)
     app.include_router(deployments.router)
+    app.include_router(monitoring.router)
     app.include_router(worker.router)
     app.include_router(keys.router)
     app.include_router(metrics_router)

@@ -86,6 +86,8 @@ class Run(Base):
     input_signature: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # The dataset versions the run reads: [{"name", "version", "version_id"}], fixed at submit.
     datasets: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    # Per feature mean, std and histogram of the training inputs (monitoring/drift.py).
+    input_stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Event(Base):
@@ -124,10 +126,43 @@ class Deployment(Base):
     optimize: Mapped[str | None] = mapped_column(String(16))
     optimize_tolerance: Mapped[float | None] = mapped_column(Float)
     optimization: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # SLO rules (wire_monitoring.AlertRules) and the ones firing now: {rule: {"since", "value"}},
+    # kept here so that a restart resolves what was raised before it.
+    alert_rules: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    alerts_firing: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    last_event_seq: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (UniqueConstraint("user_id", "name", name="uq_deployments_user_name"),)
+
+
+class DeploymentEvent(Base):
+    """One entry of a deployment's ordered log (alerts, restarts, updates, scaling)."""
+
+    __tablename__ = "deployment_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    time: Mapped[float] = mapped_column(Float)
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    __table_args__ = (UniqueConstraint("deployment_id", "seq", name="uq_deployment_events_seq"),)
+
+
+class Webhook(Base):
+    """Where a user's alert events are POSTed, signed with ``secret`` (HMAC-SHA256).
+
+    The secret is kept as given: the server needs it to sign, unlike API keys, which it only checks.
+    """
+
+    __tablename__ = "webhooks"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class DeploymentKey(KeyLifecycle, Base):

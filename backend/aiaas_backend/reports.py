@@ -11,6 +11,7 @@ from aiaas_sdk.wire import RunStatus, WorkerEvent, WorkerStatus
 
 from .artifacts import read_regular
 from .lifecycle import append_events, set_status
+from .monitoring.drift import check_stats
 from .models import Run
 
 
@@ -30,6 +31,8 @@ def apply_status(session: Session, run: Run, report: WorkerStatus) -> None:
         run.device = report.device
     if report.input_signature is not None:
         run.input_signature = report.input_signature.model_dump()
+    if report.input_stats is not None:
+        run.input_stats = check_stats(report.input_stats)  # from user code's process: checked, not trusted
     if report.status is RunStatus.running:
         return
     set_status(

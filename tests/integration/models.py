@@ -191,3 +191,19 @@ class BranchyMLP(DigitsMLP):
         if out.sum() > 0:
             return out
         return -out
+
+
+class MonitoredRegressor(Regressor):
+    """Trains on ``rows`` rows (drift needs a real training sample); serving sleeps
+    ``predict_sleep`` seconds a batch, so load makes its latency climb."""
+
+    def __init__(self, rows: int = 2048, predict_sleep: float = 0.02) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+    def predict_step(self, batch, batch_idx=0):
+        time.sleep(self.hparams.predict_sleep)
+        return self(batch)
+
+    def train_dataloader(self):
+        return DataLoader(regression_data(self.hparams.rows), batch_size=256, shuffle=True)

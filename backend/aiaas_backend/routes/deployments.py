@@ -32,6 +32,7 @@ from ..deps import ArtifactsDep, CurrentUser, SessionDep, TokenDep, bearer_token
 from ..errors import ApiError
 from ..keys import KEY_CACHE_S, find_by_secret
 from ..metrics import Metrics
+from ..monitoring import events
 from ..models import Deployment, DeploymentKey, Run, User, utcnow
 from ..security import hash_secret, new_secret, user_for_key
 from ..serving.inputs import check_inputs, check_json_inputs
@@ -84,6 +85,7 @@ def _public(dep: Deployment, serving: ServingRuntime, session: SessionDep) -> De
         error=runtime.error if runtime else None, created_at=dep.created_at,
         predict_path=f"/v1/deployments/{dep.name}/predict", optimize=dep.optimize,
         optimize_tolerance=dep.optimize_tolerance, optimization=dep.optimization,
+        alerts_firing=sorted(dep.alerts_firing or {}),
     )
 
 
@@ -182,23 +184,28 @@ async def delete_deployment(name: str, request: Request, user: CurrentUser, serv
             session.commit()
             return dep.id
 
-    await serving.delete(await run_in_threadpool(delete))
+    dep_id = await run_in_threadpool(delete)
+    request.app.state.monitor.forget(dep_id)
+    await serving.delete(dep_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-async def _change(request: Request, user: User, name: str, change) -> DeploymentPublic:  # type: ignore[no-untyped-def]
+async def _change(request: Request, user: User, name: str, change, kind: str) -> DeploymentPublic:  # type: ignore[no-untyped-def]
     sessions = request.app.state.sessions
     serving: ServingRuntime = request.app.state.serving
 
     def apply() -> Deployment:
         with sessions() as session:
             dep = _owned(session, user, name)
+            before = (dep.run_id, dep.replicas)
             change(session, dep)
             dep.updated_at = utcnow()
+            events.record_change(session, dep, kind, *before)  # in the same transaction as the change
             session.commit()
             return dep
 
     dep = await run_in_threadpool(apply)
+    request.app.state.event_bus.publish(dep.id)
     with sessions() as session:
         return _public(dep, serving, session)
 
@@ -217,7 +224,7 @@ async def update_deployment(name: str, body: DeploymentUpdate, request: Request,
             dep.run_id = body.run_id
             dep.optimization = report
 
-    public = await _change(request, user, name, change)
+    public = await _change(request, user, name, change, "updated")
     serving.schedule(serving.update(public.id, public.run_id))
     return public
 
@@ -235,7 +242,7 @@ async def rollback_deployment(name: str, request: Request, user: CurrentUser, se
         dep.run_id = previous
         dep.optimization = report
 
-    public = await _change(request, user, name, change)
+    public = await _change(request, user, name, change, "rolled_back")
     serving.schedule(serving.update(public.id, public.run_id))
     return public
 
@@ -247,7 +254,7 @@ async def scale_deployment(name: str, body: DeploymentScale, request: Request, u
         dep.replicas = body.replicas
         dep.autoscale = None  # a fixed count replaces autoscaling
 
-    public = await _change(request, user, name, change)
+    public = await _change(request, user, name, change, "scaled")
     serving.schedule(serving.scale(public.id, body.replicas))
     return public
 
@@ -385,6 +392,7 @@ async def _answer(request: Request, name: str, dep_id: str, signature: dict | No
             array = check_json_inputs(tensor_codec.from_json(inputs), signature)
     except tensor_codec.CodecError as exc:
         raise ApiError(400, str(exc), "bad_inputs") from None
+    request.app.state.monitor.sample(dep_id, array)  # drift: one row in N, a counter for most requests
     work = asyncio.ensure_future(runtime.router.predict(array, observe))
     gone = asyncio.ensure_future(_disconnected(request))
     await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)

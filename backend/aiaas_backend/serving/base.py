@@ -9,7 +9,7 @@ does the slow part in the background (``schedule``).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,8 @@ class DeploymentConfig:
 
 class ServingRuntime(ABC):
     name: str
+    # Set by the app: (deployment id, kind, message, data) for the deployment's event log.
+    on_event: Callable[[str, str, str, dict[str, Any]], None] | None = None
 
     def check(self, config: DeploymentConfig) -> None:
         """Refuse (400, naming the fix) what this runtime cannot do, before it is stored."""

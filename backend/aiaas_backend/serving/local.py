@@ -190,6 +190,9 @@ class LocalServing(ServingRuntime):
             lost.stop()
             if runtime.config.id in self._runtimes:
                 self.schedule(self._add_replicas(runtime, runtime.config.run_id, 1))
+                if self.on_event is not None:
+                    self.on_event(runtime.config.id, "replica_restarted", f"replica {lost.name} stopped; a new "
+                                  "one replaces it", {"replica": lost.name, "run_id": runtime.config.run_id})
 
         router.on_replica_lost = replace
         self._runtimes[config.id] = runtime

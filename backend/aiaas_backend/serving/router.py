@@ -76,6 +76,8 @@ class Stats:
     batches: int = 0
     batch_rows: int = 0
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    # When each of those requests finished (perf_counter): the alerts' sliding window.
+    finished: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
     batch_sizes: dict[int, int] = field(default_factory=dict)
 
     def percentile(self, q: float) -> float | None:
@@ -83,6 +85,16 @@ class Stats:
             return None
         ordered = sorted(self.latencies_ms)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def recent_latencies(self, seconds: float) -> list[float]:
+        """Latencies (ms) of the requests that finished in the last ``seconds`` (newest 10,000 at most)."""
+        since = time.perf_counter() - seconds
+        out = []
+        for done, ms in zip(reversed(self.finished), reversed(self.latencies_ms)):
+            if done < since:
+                break
+            out.append(ms)
+        return out
 
 
 class Router:
@@ -143,8 +155,10 @@ class Router:
         except Exception:
             self.stats.errors += 1
             raise
-        elapsed = time.perf_counter() - start
+        done = time.perf_counter()
+        elapsed = done - start
         self.stats.latencies_ms.append(1000 * elapsed)
+        self.stats.finished.append(done)
         if observe is not None:  # the same figure as dep.stats() percentiles, as a Prometheus histogram
             observe(elapsed)
         return result

@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import Any
 
 from ..artifacts import atomic
+from ..monitoring.drift import TrainingSample
 from .reporter import Reporter
 
 
@@ -38,6 +39,12 @@ def _signature(example: Any, batch: Any) -> dict[str, Any] | None:
         if isinstance(candidate, torch.Tensor) and candidate.dim() >= 1:
             return {"dtype": str(candidate.dtype).removeprefix("torch."), "shape": list(candidate.shape[1:])}
     return None
+
+
+def _first_tensor(batch: Any) -> Any:
+    while isinstance(batch, list | tuple) and batch:
+        batch = batch[0]
+    return batch
 
 
 def save_full_checkpoint(trainer: Any, path: str | Path) -> None:
@@ -86,6 +93,7 @@ def make_callback(pl: ModuleType, reporter: Reporter, last_ckpt: Path | None, ev
             self._last_progress = float("-inf")
             self._total: int | None = None
             self.input_signature: dict[str, Any] | None = None
+            self.inputs = TrainingSample()  # the training inputs' statistics, for drift (bounded)
 
         def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
             self.device = _device_name(trainer)
@@ -102,6 +110,13 @@ def make_callback(pl: ModuleType, reporter: Reporter, last_ckpt: Path | None, ev
         def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
             if self.input_signature is None:
                 self.input_signature = _signature(getattr(pl_module, "example_input_array", None), batch)
+            if not self.inputs.full and trainer.current_epoch == 0:
+                x = _first_tensor(batch)
+                try:  # float() reads half and bfloat16 too, which numpy cannot hold
+                    if hasattr(x, "detach") and x.dim() >= 1 and not x.is_complex():
+                        self.inputs.add(x.detach().float().cpu().numpy())
+                except Exception:  # noqa: BLE001 - drift statistics must never fail a run
+                    self.inputs.give_up()
 
         def on_train_start(self, trainer: Any, pl_module: Any) -> None:
             total = trainer.estimated_stepping_batches

@@ -178,8 +178,13 @@ def _train(assignment: dict[str, Any], artifacts: Artifacts, reporter: Reporter 
     else:
         # Saving is collective (a barrier inside); only rank 0 writes the file.
         save_full_checkpoint(trainer, artifacts.final(run_id, "lightning").with_suffix(".other-ranks"))
+    try:
+        stats = ours.inputs.stats() if ours is not None else None
+    except Exception:  # noqa: BLE001 - drift statistics must never fail a trained run
+        traceback.print_exc()
+        stats = None
     return WorkerStatus(attempt=attempt, status=RunStatus.succeeded, final_metrics=final_metrics,
-                        device=device, input_signature=getattr(ours, "input_signature", None))
+                        device=device, input_signature=getattr(ours, "input_signature", None), input_stats=stats)
 
 
 def run(assignment: dict[str, Any]) -> int:
