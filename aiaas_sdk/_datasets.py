@@ -1,17 +1,16 @@
 """Datasets from the notebook: ``client.upload``, ``client.datasets()``, ``aiaas.data_path``.
 
-An upload hashes each file in 4 MiB chunks (SHA-256), tells the backend the
-manifest, and sends only the chunks the backend does not have from this user,
-several at once, each read from disk when it is sent: memory stays bounded
-(``parallel`` chunks) whatever the dataset's size, and an interrupted upload
-resumes where it stopped. The backend checks every chunk's hash and commits the
+An upload hashes each file in 4 MiB chunks (SHA-256, :mod:`._hashing`), tells the
+backend the manifest, and sends only the chunks the backend does not have from this
+user, several requests at once (small chunks batched into one), each read from disk
+into its sending thread's buffer when it is sent: memory stays bounded (``parallel``
+buffers) whatever the dataset's size, and an interrupted upload resumes where it stopped. The backend checks every chunk's hash and commits the
 manifest as a new immutable version (or hands back the newest version if nothing
 changed).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ._errors import BadRequest, NotFound
+from ._hashing import CHUNK_BYTES, HashCache, Piece, hash_files, read_into
 from .config import default_data_dir
 from .wire import (
     ChunkPublic,
@@ -33,7 +33,6 @@ from .wire import (
     DatasetsPublic,
     DatasetUploadCreate,
     DatasetUploadPublic,
-    ManifestFile,
     check_dataset_path,
 )
 
@@ -41,8 +40,6 @@ if TYPE_CHECKING:
     from ._client import Client
     from ._ops import Call, Op
 
-CHUNK_BYTES = 4 * 1024 * 1024
-_READ = 1024 * 1024
 # What aiaas.data_path reads on a worker (set by the backend before the run's code starts).
 ENV = "AIAAS_DATASETS"
 
@@ -50,18 +47,11 @@ ENV = "AIAAS_DATASETS"
 # -- what to send ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Piece:
-    path: Path
-    offset: int
-    size: int
-
-
 def _inside(path: Path, root: Path) -> bool:
     return path == root or path.is_relative_to(root)
 
 
-def collect(source: Any, name: str) -> tuple[dict[str, Path], Path | None]:
+def collect(source: Any, name: str) -> tuple[dict[str, str], Path | None]:
     """``{path in the dataset: local file}`` for ``source``, and the folder data_path may point at.
 
     ``source`` is a folder, a file, a mapping ``{dataset path: local file}``, or an in-memory
@@ -69,50 +59,57 @@ def collect(source: Any, name: str) -> tuple[dict[str, Path], Path | None]:
     Paths with ``..``, absolute paths and symlinks that lead out of the folder are refused
     here, before anything is sent."""
     if isinstance(source, Mapping):
-        out: dict[str, Path] = {}
+        out: dict[str, str] = {}
         for key, local in source.items():
             try:
                 check_dataset_path(str(key))
             except ValueError as exc:
                 raise BadRequest(f"refused before sending: {exc}") from None
-            out[str(key)] = Path(local)
+            out[str(key)] = os.fspath(local)
         return out, None
     if isinstance(source, str | os.PathLike):
         root = Path(source).expanduser()
         if not root.exists():
             raise FileNotFoundError(f"nothing to upload at {root}: pass a folder or a file")
         if root.is_file():
-            return {root.name: root}, root.parent
+            return {root.name: str(root)}, root.parent
         return _walk(root.resolve()), root.resolve()
     folder = _write_object(source, name)
     return _walk(folder), folder
 
 
-def _walk(root: Path) -> dict[str, Path]:
-    out: dict[str, Path] = {}
+def _walk(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (resolved), by its path inside it. Only symlinks are resolved
+    (one scandir per folder, no stat per plain file): a folder of thousands of files lists fast."""
+    out: dict[str, str] = {}
     seen_dirs: set[Path] = set()
-    for dirpath, dirs, files in os.walk(root, followlinks=True):
-        here = Path(dirpath)
-        real = here.resolve()
+    todo: list[tuple[Path, str]] = [(root, "")]
+    while todo:
+        here, prefix = todo.pop()
+        real = here.resolve() if prefix else root
         if not _inside(real, root):
             raise BadRequest(f"refused before sending: {here} is a symlink to {real}, outside {root}; "
                              "copy the data into the folder instead")
         if real in seen_dirs:
-            dirs[:] = []  # a symlink loop
-            continue
+            continue  # a symlink loop, or a second link to a folder already listed
         seen_dirs.add(real)
-        dirs.sort()
-        for fname in sorted(files):
-            file = here / fname
-            target = file.resolve()
-            if file.is_symlink() and not _inside(target, root):
-                raise BadRequest(f"refused before sending: {file} is a symlink to {target}, outside {root}; "
-                                 "copy the file into the folder instead")
-            if not target.is_file():
-                continue  # sockets, fifos, broken links
-            rel = file.relative_to(root).as_posix()
-            check_dataset_path(rel)
-            out[rel] = file
+        with os.scandir(here) as entries:
+            for entry in entries:
+                rel = prefix + entry.name
+                if entry.is_symlink():
+                    target = Path(entry.path).resolve()
+                    if not _inside(target, root):
+                        raise BadRequest(f"refused before sending: {entry.path} is a symlink to {target}, outside "
+                                         f"{root}; copy the file into the folder instead")
+                    if target.is_dir():
+                        todo.append((Path(entry.path), rel + "/"))
+                    elif target.is_file():
+                        out[check_dataset_path(rel)] = entry.path
+                elif entry.is_dir(follow_symlinks=False):
+                    todo.append((Path(entry.path), rel + "/"))
+                elif entry.is_file(follow_symlinks=False):
+                    out[check_dataset_path(rel)] = entry.path
+                # sockets, fifos: not data
     return out
 
 
@@ -142,80 +139,6 @@ def _write_object(obj: Any, name: str) -> Path:
     return folder
 
 
-class HashCache:
-    """Chunk digests of files already hashed, keyed by path, size, mtime and inode (as git's
-    index does): re-uploading a large folder re-reads only the files that changed."""
-
-    def __init__(self, path: Path | None = None) -> None:
-        import sqlite3
-
-        self.path = path or default_data_dir() / "hash-cache.sqlite"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-        self._db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, stamp TEXT, chunks TEXT)")
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def stamp(st: os.stat_result) -> str:
-        return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{CHUNK_BYTES}"
-
-    def get(self, path: Path, stamp: str) -> list[str] | None:
-        with self._lock:
-            row = self._db.execute("SELECT stamp, chunks FROM files WHERE path = ?", (str(path),)).fetchone()
-        return json.loads(row[1]) if row and row[0] == stamp else None
-
-    def put(self, path: Path, stamp: str, chunks: list[str]) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?)", (str(path), stamp, json.dumps(chunks)))
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.commit()
-            self._db.close()
-
-
-def hash_files(files: dict[str, Path], parallel: int, cache: HashCache | None = None
-               ) -> tuple[DatasetManifest, dict[str, _Piece]]:
-    """The manifest of ``files`` and, for each chunk digest, where its bytes are."""
-    def one(item: tuple[str, Path]) -> tuple[ManifestFile, list[tuple[str, _Piece]]]:
-        rel, path = item
-        if cache is not None:
-            real = path.resolve()
-            st = real.stat()
-            stamp = HashCache.stamp(st)
-            known = cache.get(real, stamp)
-            if known is not None:
-                pieces = [(d, _Piece(path, i * CHUNK_BYTES, min(CHUNK_BYTES, st.st_size - i * CHUNK_BYTES)))
-                          for i, d in enumerate(known)]
-                return ManifestFile(path=rel, size=st.st_size, chunks=known), pieces
-        digests: list[tuple[str, _Piece]] = []
-        size = 0
-        with path.open("rb") as f:
-            while True:
-                hasher = hashlib.sha256()
-                start, got = size, 0
-                while got < CHUNK_BYTES and (block := f.read(min(_READ, CHUNK_BYTES - got))):
-                    hasher.update(block)
-                    got += len(block)
-                if not got:
-                    break
-                size += got
-                digests.append((hasher.hexdigest(), _Piece(path, start, got)))
-        if cache is not None and size == st.st_size:
-            cache.put(real, stamp, [d for d, _ in digests])
-        return ManifestFile(path=rel, size=size, chunks=[d for d, _ in digests]), digests
-
-    pieces: dict[str, _Piece] = {}
-    entries = []
-    with ThreadPoolExecutor(max(1, parallel)) as pool:
-        for entry, digests in pool.map(one, sorted(files.items())):
-            entries.append(entry)
-            for digest, piece in digests:
-                pieces.setdefault(digest, piece)
-    manifest = DatasetManifest(files=entries, chunk_sizes={d: p.size for d, p in pieces.items()})
-    return manifest, pieces
-
-
 # -- the HTTP calls (I/O-free generators, as in _ops) ------------------------------------------
 
 
@@ -241,29 +164,30 @@ def commit_upload(name: str, upload_id: str) -> Op[DatasetPublic]:
     return DatasetPublic.model_validate_json(_json(resp))
 
 
-def put_chunk(digest: str, data: bytes) -> Call:
-    return _call("PUT", f"/v1/datasets/chunks/{digest}", content=data,
-                 headers={"Content-Type": "application/octet-stream"}, timeout=300)
+def put_chunk(digest: str, data: memoryview) -> Call:
+    # A one-part list: httpx sends the view as it is (no copy), and a retry can send it again.
+    return _call("PUT", f"/v1/datasets/chunks/{digest}", content=[data],
+                 headers={"Content-Type": "application/octet-stream", "Content-Length": str(len(data))}, timeout=300)
 
 
-def put_chunks(framed: list[bytes]) -> Call:
-    """Many small chunks in one request (framing: hex digest, 8-byte size, bytes; see the API).
-    The parts go as they are (a list, so a retry can send them again), never joined: no copy."""
-    return _call("POST", "/v1/datasets/chunks", content=framed,
-                 headers={"Content-Type": "application/octet-stream",
-                          "Content-Length": str(sum(len(p) for p in framed))}, timeout=300)
+def put_chunks(framed: memoryview) -> Call:
+    """Many small chunks in one request (framing: hex digest, 8-byte size, bytes; see the API)."""
+    return _call("POST", "/v1/datasets/chunks", content=[framed],
+                 headers={"Content-Type": "application/octet-stream", "Content-Length": str(len(framed))},
+                 timeout=300)
 
 
 # Chunks under this size travel in batches of up to BATCH_BYTES: small files cost one request per batch.
 SMALL = 1024 * 1024
 BATCH_BYTES = 4 * 1024 * 1024
 BATCH_COUNT = 512
+_FRAME = 72  # a batched chunk's header: 64 hex digits and an 8-byte size
 
 
-def plan(todo: list[tuple[str, _Piece]]) -> list[list[tuple[str, _Piece]]]:
+def plan(todo: list[tuple[str, Piece]]) -> list[list[tuple[str, Piece]]]:
     """Group the chunks to send into requests: one per large chunk, batches of small ones."""
-    groups: list[list[tuple[str, _Piece]]] = []
-    batch: list[tuple[str, _Piece]] = []
+    groups: list[list[tuple[str, Piece]]] = []
+    batch: list[tuple[str, Piece]] = []
     size = 0
     for item in todo:
         if item[1].size >= SMALL:
@@ -279,10 +203,31 @@ def plan(todo: list[tuple[str, _Piece]]) -> list[list[tuple[str, _Piece]]]:
     return groups
 
 
-def _read(piece: _Piece) -> bytes:
-    with piece.path.open("rb") as f:
-        f.seek(piece.offset)
-        return f.read(piece.size)
+_send_buffers = threading.local()
+
+
+def _send_buffer() -> bytearray:
+    """This sending thread's buffer, reused for every request it sends: a bounded, steady
+    footprint (``parallel`` buffers), where a fresh 4 MiB bytes per chunk left the
+    allocator holding far more than was in use."""
+    buf = getattr(_send_buffers, "buf", None)
+    if buf is None:
+        buf = _send_buffers.buf = bytearray(max(CHUNK_BYTES, BATCH_BYTES + BATCH_COUNT * _FRAME))
+    return buf
+
+
+def _request(group: list[tuple[str, Piece]]) -> tuple[Call, int]:
+    """The request that sends ``group``, its bytes read into this thread's buffer."""
+    buf = _send_buffer()
+    if len(group) == 1 and group[0][1].size >= SMALL:
+        digest, piece = group[0]
+        return put_chunk(digest, read_into(piece, buf)), piece.size
+    at = 0
+    for digest, piece in group:
+        buf[at:at + _FRAME] = digest.encode() + piece.size.to_bytes(8, "big")
+        read_into(piece, buf, at + _FRAME)
+        at += _FRAME + piece.size
+    return put_chunks(memoryview(buf)[:at]), sum(p.size for _, p in group)
 
 
 def list_datasets() -> Op[DatasetsPublic]:
@@ -330,24 +275,11 @@ def upload(client: Client, name: str, source: Any, *, parallel: int = 8, progres
     sent = [0, 0]
 
     with _progress(session.missing_bytes, progress and bool(todo), f"upload {name}") as bar:
-        def send(group: list[tuple[str, _Piece]]) -> None:
-            # Read when sent: at most `parallel` requests' bytes are in memory at once.
-            if len(group) == 1 and group[0][1].size >= SMALL:
-                digest, piece = group[0]
-                data = _read(piece)
-                resp = client._send(put_chunk(digest, data))
-                assert resp is not None
-                ChunkPublic.model_validate_json(resp.content)
-                size = len(data)
-            else:
-                parts = []
-                for digest, piece in group:
-                    data = _read(piece)
-                    parts += [digest.encode(), len(data).to_bytes(8, "big"), data]
-                resp = client._send(put_chunks(parts))
-                assert resp is not None
-                ChunksPublic.model_validate_json(resp.content)
-                size = sum(p.size for _, p in group)
+        def send(group: list[tuple[str, Piece]]) -> None:
+            call, size = _request(group)
+            resp = client._send(call)
+            assert resp is not None
+            (ChunkPublic if call.method == "PUT" else ChunksPublic).model_validate_json(resp.content)
             with lock:
                 sent[0] += len(group)
                 sent[1] += size

@@ -220,14 +220,15 @@ class AsyncRun(_RunBase):
 class RunList(list):  # type: ignore[type-arg]
     """``client.runs()``: a list of runs that displays as a table in notebooks."""
 
-    _COLUMNS = ("id", "name", "status", "created", "metrics")
+    _COLUMNS = ("id", "name", "status", "created", "datasets", "metrics")
 
     def _rows(self) -> list[tuple[str, ...]]:
         rows = []
         for run in self:
             d = run.data
             metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(d.final_metrics.items())[:4])
-            rows.append((d.id, d.name, d.status.value, d.created_at.strftime("%Y-%m-%d %H:%M:%S"), metrics))
+            rows.append((d.id, d.name, d.status.value, d.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                         ", ".join(d.datasets), metrics))
         return rows
 
     def _repr_html_(self) -> str:

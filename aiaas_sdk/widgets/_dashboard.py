@@ -50,7 +50,7 @@ class RunDashboard:
         self.run = run
         # Start from what the handle knows, so the text fallback is right before any event.
         self.state = RunState(run.id, run.name, cap=cap, status=run.data.status.value, device=run.data.device,
-                              error=run.data.error)
+                              datasets=list(run.data.datasets), error=run.data.error)
         # The text fallback is fixed at display time: the reader replays history from
         # the start, so the live state passes through older statuses first.
         self._text = self.state.summary()
@@ -172,6 +172,8 @@ class RunDashboard:
             parts.append(f"{elapsed:.1f} s")
         if s.device:
             parts.append(html.escape(s.device))
+        if s.datasets:
+            parts.append("data: " + ", ".join(f"<code>{html.escape(d)}</code>" for d in s.datasets))
         return " · ".join(parts)
 
     @staticmethod

@@ -57,6 +57,8 @@ class RunState:
     log_lines: int = 12
     status: str = "queued"
     device: str | None = None
+    # The dataset versions the run reads (NAME:VERSION), pinned at submit.
+    datasets: list[str] = field(default_factory=list)
     error: str | None = None
     reason: str | None = None
     step: int = 0
@@ -122,6 +124,8 @@ class RunState:
         lines = [f"Run {self.run_id} · {self.name} · {self.status}"
                  + (f" · {elapsed:.1f}s" if elapsed is not None else "")
                  + (f" · {self.device}" if self.device else "")]
+        if self.datasets:
+            lines.append("datasets: " + ", ".join(self.datasets))
         lines.append(self.progress_text())
         latest = self.latest()
         if latest:

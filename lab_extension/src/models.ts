@@ -30,6 +30,8 @@ export interface RunPublic {
   final_metrics?: Record<string, number>;
   progress?: RunProgress | null;
   latest_metrics?: Record<string, number>;
+  /** The dataset versions the run reads, as NAME:VERSION. */
+  datasets?: string[];
 }
 
 /** DeploymentStats in the OpenAPI schema (the fields the panel uses). */
@@ -107,7 +109,8 @@ export interface NotConnected {
 // the schema test covers all of them.
 const RUN_FIELDS: Record<keyof RunPublic, true> = {
   id: true, name: true, status: true, created_at: true, started_at: true, finished_at: true,
-  cancel_requested: true, error: true, traceback: true, final_metrics: true, progress: true, latest_metrics: true
+  cancel_requested: true, error: true, traceback: true, final_metrics: true, progress: true, latest_metrics: true,
+  datasets: true
 };
 const PROGRESS_FIELDS: Record<keyof RunProgress, true> = { step: true, total_steps: true, epoch: true, max_epochs: true };
 const DEPLOYMENT_FIELDS: Record<keyof DeploymentPublic, true> = {

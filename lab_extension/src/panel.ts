@@ -186,6 +186,11 @@ export class AiaasPanel extends Widget {
       buttons.append(cancel);
     }
     const parts = [head, bar, facts];
+    if (run.datasets?.length) {
+      const data = el('div', 'aiaas-Row-datasets', `data: ${run.datasets.join(', ')}`);
+      data.title = 'The dataset versions this run reads (pinned when it was submitted)';
+      parts.push(data);
+    }
     if (run.status === 'failed' && run.error) {
       const error = el('div', 'aiaas-Row-error', oneLine(run.error));
       error.title = run.error;

@@ -45,10 +45,12 @@ def _row(run_id: str, status: str) -> str:
     return f'.aiaas-Row-head[data-run-id="{run_id}"][data-status="{status}"]'
 
 
-def test_sidebar_follows_runs_cancels_one_and_shows_a_failure(lab, backend):
+def test_sidebar_follows_runs_cancels_one_and_shows_a_failure(lab, backend, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     client = backend.client()
+    (tmp_path / "notes.txt").write_text("the sidebar shows which data a run read")
+    notes = client.upload("sidebar-notes", tmp_path / "notes.txt", progress=False)
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
@@ -63,13 +65,14 @@ def test_sidebar_follows_runs_cancels_one_and_shows_a_failure(lab, backend):
         expect(panel).to_contain_text("No runs yet", timeout=WAIT_MS)
 
         # 8 steps an epoch, 0.1 s a step: ~8 s, long enough to be seen running.
-        quick = client.train(Regressor(step_sleep=0.1), max_epochs=10, name="sidebar-quick")
+        quick = client.train(Regressor(step_sleep=0.1), max_epochs=10, name="sidebar-quick", datasets=[notes])
         slow = client.train(Regressor(step_sleep=0.1), max_epochs=1000, name="sidebar-slow")
 
         page.wait_for_selector(_row(quick.id, "running"), timeout=WAIT_MS)
         quick_row = panel.locator(".aiaas-Row", has=page.locator(f'[data-run-id="{quick.id}"]'))
         # Progress and loss arrive with the run's first steps.
         expect(quick_row.locator(".aiaas-Row-loss")).to_contain_text("train_loss", timeout=WAIT_MS)
+        expect(quick_row.locator(".aiaas-Row-datasets")).to_have_text("data: sidebar-notes:1")
         expect(quick_row.locator(".aiaas-Row-progress")).to_have_text(re.compile(r"^\d+%$"), timeout=WAIT_MS)
         expect(status_item).to_have_text(re.compile(r"^aiaas: connected · [12] active runs?$"), timeout=WAIT_MS)
         page.screenshot(path=str(ARTIFACTS / "lab-sidebar-running.png"))
@@ -94,6 +97,8 @@ def test_sidebar_follows_runs_cancels_one_and_shows_a_failure(lab, backend):
             stop.set()
             load.join(timeout=60)
 
+        slow_row = panel.locator(".aiaas-Row", has=page.locator(f'[data-run-id="{slow.id}"]'))
+        expect(slow_row.locator(".aiaas-Row-datasets")).to_have_count(0)  # no datasets: no line
         page.wait_for_selector(_row(slow.id, "running"), timeout=WAIT_MS)
         panel.locator(f'.aiaas-Row-actions[data-run-id="{slow.id}"] button[data-action="cancel"]').click()
         page.locator(".jp-Dialog button.jp-mod-accept").click()

@@ -163,11 +163,15 @@ def test_two_users_are_isolated(backend, pets, tmp_path):
             action()
     with pytest.raises(aiaas.NotFound, match="pets"):
         bob.train(Regressor(), datasets=["pets"], max_epochs=1)
-    # Bob sending the same bytes stores his own reference: he must send them (no leak of what Alice has).
+    # Bob sending the same bytes stores his own reference: he must send them (no leak of what Alice has),
+    # while the store keeps each blob once.
+    blobs = sorted((backend.data_dir / "store" / "blobs").rglob("*"))
     mine = bob.upload("pets", pets[0], progress=False)
     assert mine.version == 1 and mine.sent_chunks == 7
+    assert sorted((backend.data_dir / "store" / "blobs").rglob("*")) == blobs
     mine.delete()
     assert backend.client().dataset("pets", version=1).files == 5
+    assert sorted((backend.data_dir / "store" / "blobs").rglob("*")) == blobs  # Alice's bytes stay
 
 
 def test_quota_refuses_an_upload_naming_quota_and_size(make_backend, tmp_path):
@@ -341,6 +345,17 @@ def test_datasets_on_postgres(make_backend, tmp_path):
         assert run.datasets == ["pets:2"] and _run_digests(run)["files"] == _digests(folder)
         first.delete()
         assert [d.ref for d in client.datasets()] == ["pets:2"]
+        from .test_dataset_chunks import check_chunk_intake
+
+        check_chunk_intake(backend.url, backend.key)
+        with pytest.raises(aiaas.BadRequest, match="in use by run") as info:
+            run = client.train(Regressor(step_sleep=0.05), datasets=["pets:2"], max_epochs=100)
+            second.delete()
+        assert info.value.status_code == 409
+        run.cancel()
+        bob = backend.client(backend.new_key("bob-pg"))
+        with pytest.raises(aiaas.NotFound, match="no dataset 'pets"):
+            bob.dataset("pets")
     finally:
         backend.close()
         with _admin() as admin:

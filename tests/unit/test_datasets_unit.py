@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 import aiaas
 from aiaas_backend.worker.node_cache import NodeCache
-from aiaas_sdk import _datasets
+from aiaas_sdk import _datasets, _hashing
 from aiaas_sdk.wire import DatasetManifest, ManifestFile, check_dataset_path
 
 
@@ -32,12 +32,12 @@ def test_manifest_refuses_duplicates_and_non_digests():
 
 
 def test_hashing_splits_files_into_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr(_datasets, "CHUNK_BYTES", 10)
+    monkeypatch.setattr(_hashing, "CHUNK_BYTES", 10)
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "f").write_bytes(b"0123456789" * 2 + b"x")
     (tmp_path / "e").write_bytes(b"")
     files, _ = _datasets.collect(tmp_path, "t")
-    manifest, pieces = _datasets.hash_files(files, parallel=2)
+    manifest, pieces = _hashing.hash_files(files, parallel=2)
     by_path = {f.path: f for f in manifest.files}
     assert by_path["e"].chunks == [] and by_path["d/f"].size == 21
     assert by_path["d/f"].chunks == [hashlib.sha256(b"0123456789").hexdigest()] * 2 + [

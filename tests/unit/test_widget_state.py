@@ -64,3 +64,20 @@ def test_sse_parser_reads_events_comments_and_the_end():
     events = [o for o in out if o is not None]
     assert events[0].seq == 7 and events[0].data == {"name": "x", "value": 1}
     assert events[1] == END
+
+
+def test_the_dashboard_and_the_runs_table_name_a_runs_datasets():
+    from datetime import UTC, datetime
+
+    from aiaas_sdk._run import RunList, _RunBase
+    from aiaas_sdk.widgets._dashboard import RunDashboard
+    from aiaas_sdk.wire import RunPublic
+
+    state = RunState("run_1", "pets", datasets=["pets:2", "labels:1"])
+    assert "datasets: pets:2, labels:1" in state.summary()
+    assert "data: <code>pets:2</code>, <code>labels:1</code>" in RunDashboard._header_html(state)
+    assert "data:" not in RunDashboard._header_html(RunState("run_2", "none"))
+    data = RunPublic.model_validate({"id": "run_1", "name": "pets", "status": "succeeded", "datasets": ["pets:2"],
+                                     "created_at": datetime(2026, 1, 1, tzinfo=UTC)})
+    table = RunList([_RunBase(data)])
+    assert "<th>datasets</th>" in table._repr_html_() and "<td>pets:2</td>" in table._repr_html_()

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, status
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from aiaas_sdk.wire import (
@@ -21,11 +19,12 @@ from aiaas_sdk.wire import (
     DatasetUploadPublic,
 )
 
+from .. import chunk_intake
 from .. import datasets as ds
 from ..deps import CurrentUser, SessionDep, SettingsDep, StoreDep
 from ..errors import ApiError
-from ..models import Dataset, DatasetChunk, DatasetUpload, DatasetVersion, User
-from ..store import Store, blob_key, is_digest
+from ..models import Dataset, DatasetUpload, DatasetVersion
+from ..store import is_digest
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -41,7 +40,7 @@ async def put_chunk(digest: str, request: Request, session: SessionDep, user: Cu
         raise ApiError(400, f"{digest!r} is not a SHA-256 hex digest (64 lowercase hex digits)", "bad_digest")
     data = await _body(request, settings.max_chunk_bytes)
     # Hashing, the store and the database block: off the event loop.
-    stored = await run_in_threadpool(_store_chunks, session, user, store, settings.user_quota_bytes,
+    stored = await run_in_threadpool(chunk_intake.take, session, user, store, settings.user_quota_bytes,
                                      [(digest, data)])
     return ChunkPublic(digest=digest, size=len(data), stored=bool(stored))
 
@@ -53,7 +52,8 @@ async def put_chunks(request: Request, session: SessionDep, user: CurrentUser, s
     size as 8 bytes big-endian, then its bytes: small files cost one request per batch, not
     one each. Every chunk is checked before any is stored."""
     body = await _body(request, settings.max_chunk_bytes)
-    chunks: list[tuple[str, bytes]] = []
+    view = memoryview(body)  # slices of the body, not copies
+    chunks: list[tuple[str, memoryview]] = []
     at = 0
     while at < len(body):
         head = body[at:at + 72]
@@ -64,9 +64,9 @@ async def put_chunks(request: Request, session: SessionDep, user: CurrentUser, s
         size = int.from_bytes(head[64:], "big")
         if at + 72 + size > len(body):
             raise ApiError(400, f"chunk {digest} claims {size} bytes but the batch ends first", "bad_batch")
-        chunks.append((digest, body[at + 72:at + 72 + size]))
+        chunks.append((digest, view[at + 72:at + 72 + size]))
         at += 72 + size
-    stored = await run_in_threadpool(_store_chunks, session, user, store, settings.user_quota_bytes, chunks)
+    stored = await run_in_threadpool(chunk_intake.take, session, user, store, settings.user_quota_bytes, chunks)
     return ChunksPublic(received=len(chunks), stored=stored)
 
 
@@ -80,35 +80,6 @@ async def _body(request: Request, limit: int) -> bytes:
                            "(AIAAS_MAX_CHUNK_BYTES); send smaller ones", "chunk_too_large")
         parts.append(part)
     return b"".join(parts)
-
-
-def _store_chunks(session: Session, user: User, store: Store, quota: int | None,
-                  chunks: list[tuple[str, bytes]]) -> int:
-    """Verify every chunk, then store those this user has not sent before; returns how many."""
-    for digest, data in chunks:
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != digest:
-            raise ApiError(400, f"chunk {digest}: its bytes hash to {actual}: it was corrupted on the way or the "
-                           "file changed while uploading; upload again", "chunk_hash_mismatch")
-    fresh = {d: data for d, data in chunks}
-    for have in ds.owned_chunks(session, user, set(fresh)):
-        del fresh[have]
-    if not fresh:
-        return 0
-    ds.check_quota(session, user, quota, sum(len(b) for b in fresh.values()))
-    try:
-        for digest, data in fresh.items():
-            key = blob_key(digest)
-            if not store.exists(key):  # another user's identical chunk: stored once
-                store.put_bytes(key, data)
-    except Exception as exc:  # noqa: BLE001 - S3 and disk failures alike: the SDK retries a 503
-        raise ApiError(503, f"the dataset store ({store.url}) failed: {type(exc).__name__}: {exc}; "
-                       "the upload resumes where it stopped when you call it again", "store_unavailable",
-                       {"Retry-After": "1"}) from exc
-    for digest, data in fresh.items():
-        session.merge(DatasetChunk(user_id=user.id, digest=digest, size=len(data)))
-    session.commit()
-    return len(fresh)
 
 
 @router.post("/{name}/uploads", status_code=status.HTTP_201_CREATED, operation_id="create_dataset_upload")
