@@ -26,7 +26,7 @@ from .metrics import HttpMetrics, Metrics
 from .metrics import router as metrics_router
 from .models import Deployment
 from .ray_cluster import RayCluster
-from .routes import datasets, deployments, events, meta, runs, worker, worker_datasets
+from .routes import datasets, deployments, events, meta, openai_compat, predict, runs, streaming, worker, worker_datasets
 from .sandbox import make_launcher
 from .serving.base import ServingRuntime
 from .serving.local import LocalServing
@@ -117,6 +117,9 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     app.include_router(runs.router)
     app.include_router(events.router)
     app.include_router(deployments.router)
+    app.include_router(predict.router)
+    app.include_router(streaming.router)
+    app.include_router(openai_compat.router)
     app.include_router(worker.router)
     app.include_router(metrics_router)
     app.include_router(datasets.router)

@@ -31,6 +31,8 @@ class DeploymentConfig:
 
 class ServingRuntime(ABC):
     name: str
+    # Whether it can lend a replica to one caller for a streamed generation (serving/stream.py).
+    streams: bool = True
 
     def check(self, config: DeploymentConfig) -> None:
         """Refuse (400, naming the fix) what this runtime cannot do, before it is stored."""
