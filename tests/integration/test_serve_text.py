@@ -176,11 +176,23 @@ def test_streams_count_in_the_queue(lm, backend):
                     "POST", "/v1/deployments/tiny-lm/stream", json={"prompt": "slow:q", "max_tokens": 30}),
                     stream=True)
 
+            async def stats():
+                return (await http.get("/v1/deployments/tiny-lm/stats")).json()
+
             first = await open_stream()  # holds the only replica
             assert first.status_code == 200
-            # One waits in the batcher for the replica, two fill the queue.
-            waiting = [asyncio.ensure_future(open_stream()) for _ in range(3)]
-            await asyncio.sleep(0.5)
+            # One waits in the batcher for the replica, two fill the queue: sent one at a time,
+            # each once the one before is counted, so the batcher has taken the first off the queue.
+            waiting = []
+            for _ in range(3):
+                before = (await stats())["requests"]
+                waiting.append(asyncio.ensure_future(open_stream()))
+                for _ in range(300):
+                    if (await stats())["requests"] > before:
+                        break
+                    await asyncio.sleep(0.02)
+            assert (await stats())["queue_depth"] == 2
+            assert not any(t.done() for t in waiting)
             refused = await http.post("/v1/deployments/tiny-lm/stream", json={"prompt": "def", "max_tokens": 3})
             assert refused.status_code == 429 and refused.json()["code"] == "overloaded"
             await first.aclose()
