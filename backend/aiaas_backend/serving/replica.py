@@ -3,7 +3,7 @@
 ``python -m aiaas_backend.serving.replica --socket PATH --run-dir DIR --run RUN_ID``
 
 Like the worker, it is a process that unpickles user code; the API server
-only moves bytes. It serves one connection (its router) one batch at a time.
+only moves bytes. It serves one connection (its router) one batch, or one stream, at a time.
 """
 
 from __future__ import annotations
