@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import _ops
+from . import _ops, _streaming
 from ._errors import InvalidInput
 from ._monitoring import AsyncDeploymentMonitoring, DeploymentMonitoring
 from .wire import DeploymentPublic, DeploymentStats, OptimizationReport
@@ -57,7 +57,10 @@ class Deployment(DeploymentMonitoring, _DeploymentBase):
     ``client.deployment(name)`` finds it from any notebook or process.
 
     ``predict(x)`` takes a batch (first dimension = batch) as a tensor, ndarray or
-    nested list and returns the model's output for it in the same kind.
+    nested list and returns the model's output for it in the same kind. JSON values
+    (dicts, strings, lists of them) go through the module's ``decode_request`` and
+    ``encode_response`` and come back as JSON values. ``stream(prompt)`` yields the
+    text pieces of the module's ``generate(prompt, max_tokens=...)``.
     """
 
     def __init__(self, client: Client, data: DeploymentPublic) -> None:
@@ -120,8 +123,18 @@ class Deployment(DeploymentMonitoring, _DeploymentBase):
         client = self._aclient(concurrency)
         return await _many(lambda x: client._drive(_ops.predict(self.name, x)), xs, concurrency)
 
+    def stream(self, prompt: str, max_tokens: int = 64) -> Iterator[str]:
+        """The text pieces the model's ``generate`` yields for ``prompt``, as they come.
+        Breaking out of the loop stops the generation on the server."""
+        return _streaming.sync_stream(self._client, self.name, prompt, max_tokens)
+
+    def astream(self, prompt: str, max_tokens: int = 64) -> AsyncIterator[str]:
+        """``async for piece in dep.astream(prompt): ...``, the async :meth:`stream`."""
+        return _streaming.async_stream(self._aclient(), self.name, prompt, max_tokens)
+
     def stats(self) -> DeploymentStats:
-        """Requests, errors, queue depth, batches and p50/p99 latency (also at ``/metrics``)."""
+        """Requests, errors, queue depth, batches, p50/p99 latency, and for streams the time to
+        first piece and pieces/s (also at ``/metrics``)."""
         return self._client._drive(_ops.deployment_stats(self.name))
 
     def update(self, run_id: str, wait: bool = True) -> Deployment:
@@ -172,6 +185,10 @@ class AsyncDeployment(AsyncDeploymentMonitoring, _DeploymentBase):
 
     async def apredict_many(self, xs: Iterable[Any], concurrency: int = 128) -> list[Any]:
         return await _many(self.apredict, xs, concurrency)
+
+    def astream(self, prompt: str, max_tokens: int = 64) -> AsyncIterator[str]:
+        """``async for piece in dep.astream(prompt): ...`` (see :meth:`Deployment.stream`)."""
+        return _streaming.async_stream(self._client, self.name, prompt, max_tokens)
 
     async def stats(self) -> DeploymentStats:
         return await self._client._drive(_ops.deployment_stats(self.name))

@@ -289,8 +289,38 @@ def wait_deployment(name: str, timeout: float | None, want: str | None = None) -
 _PREDICT_RETRY = frozenset({429, 503})
 
 
+def _json_items(x: Any) -> bool:
+    """JSON values for the module's hooks, not numbers: dicts, strings, lists of them, ragged lists."""
+    if isinstance(x, (dict, str)):
+        return True
+    if not isinstance(x, (list, tuple)):
+        return False
+    try:
+        tensor_codec.from_json(x)
+    except tensor_codec.CodecError:
+        return True
+    return False
+
+
+def predict_items(name: str, x: Any) -> Op[Any]:
+    """JSON values through the module's ``decode_request``/``encode_response``: a list in, a list
+    of answers out; one value (a dict, a string) in, its one answer out."""
+    single = not isinstance(x, (list, tuple))
+    try:
+        body = json.dumps({"items": [x] if single else list(x)}).encode()
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"predict inputs must be tensors, numbers or JSON values; these are not: {exc}") from None
+    resp = yield Call("POST", f"/v1/deployments/{name}/predict", content=body,
+                      headers={"Content-Type": "application/json"}, retry_on=_PREDICT_RETRY, attempts=8)
+    outputs = _response(resp).json()["outputs"]
+    return outputs[0] if single else outputs
+
+
 def predict(name: str, x: Any) -> Op[Any]:
-    """One batch in, the model's output for it back, in the kind it came (tensor, ndarray, list)."""
+    """One batch in, the model's output for it back, in the kind it came (tensor, ndarray, list);
+    JSON values (see :func:`predict_items`) go through the module's hooks."""
+    if _json_items(x):
+        return (yield from predict_items(name, x))
     array, kind = tensor_codec.split_input(x)
     resp = yield Call(
         "POST", f"/v1/deployments/{name}/predict", content=tensor_codec.encode(array),

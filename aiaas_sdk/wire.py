@@ -239,6 +239,21 @@ class DeploymentStats(BaseModel):
     p95_ms: float | None = None
     batch_sizes: dict[int, int] = Field(default_factory=dict, description="batches run, by number of rows")
     optimization: OptimizationReport | None = None
+    streams: int = Field(default=0, description="streams that sent their first piece")
+    streams_cancelled: int = Field(default=0, description="streams stopped because their caller left")
+    first_piece_p50_ms: float | None = Field(default=None, description="time to first piece, queue included")
+    first_piece_p99_ms: float | None = None
+    pieces_per_s: float | None = Field(default=None, description="median pieces per second after the first piece")
+
+
+class StreamRequest(BaseModel):
+    """A streamed generation: the text pieces of the model's ``generate(prompt, max_tokens=...)``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(max_length=1_000_000)
+    max_tokens: int = Field(default=64, ge=1, le=65536,
+                            description="the most pieces to generate (the model may set a lower max_new_tokens)")
 
 
 class DeploymentKeyPublic(BaseModel):

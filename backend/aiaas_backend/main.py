@@ -29,7 +29,10 @@ from .models import Deployment
 from .ray_cluster import RayCluster
 from .monitoring.monitor import Monitor
 from .monitoring.webhook import WebhookSender
-from .routes import datasets, deployments, events, keys, meta, monitoring, runs, worker, worker_datasets
+from .routes import (
+    datasets, deployments, events, keys, meta, monitoring, openai_compat, predict, runs, streaming, worker,
+    worker_datasets,
+)
 from .sandbox import make_launcher
 from .serving.base import ServingRuntime
 from .serving.local import LocalServing
@@ -130,6 +133,9 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     app.include_router(events.router)
     app.include_router(deployments.router)
     app.include_router(monitoring.router)
+    app.include_router(predict.router)
+    app.include_router(streaming.router)
+    app.include_router(openai_compat.router)
     app.include_router(worker.router)
     app.include_router(keys.router)
     app.include_router(metrics_router)

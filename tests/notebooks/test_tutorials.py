@@ -94,12 +94,20 @@ def check_your_own_data(nb: nbformat.NotebookNode, text: str) -> None:
     assert float(accs["digits-from-files"]) > 0.8 and float(accs["digits-v2"]) > 0.8, text[-3000:]
 
 
+def check_language_model(nb: nbformat.NotebookNode, text: str) -> None:
+    assert number_after("final train_loss:", text) < 3.5, text[-3000:]
+    assert "streamed 60 pieces" in text and "refused: generate raised ValueError: the prompt is 100 characters" in text
+    assert "models: ['tiny-lm']" in text and "same completion as dep.stream: True" in text, text[-3000:]
+    assert re.search(r"^2 streams; first piece p50 [0-9.]+ ms; \d+ pieces/s", text, re.M), text[-3000:]
+
+
 CHECKS = {
     "01-quickstart": check_quickstart,
     "02-async-inference": check_async_inference,
     "03-versions-and-rollback": check_versions,
     "05-bring-your-own-module": check_bring_your_own,
     "06-your-own-data": check_your_own_data,
+    "07-serve-a-language-model": check_language_model,
 }
 
 

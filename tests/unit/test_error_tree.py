@@ -36,9 +36,10 @@ def _deployment(client: aiaas.Client) -> aiaas.Deployment:
     return aiaas.Deployment(client, DeploymentPublic.model_construct(name="digits", run_id="run_x"))
 
 
-def test_predict_inputs_that_are_not_numbers(client, sent):
-    with pytest.raises(aiaas.InvalidInput, match="numbers") as raised:
-        _deployment(client).predict([["a", "b"]])
+def test_predict_inputs_that_are_neither_numbers_nor_json(client, sent):
+    # Strings and dicts are JSON values for a module's decode_request; a Python object is not.
+    with pytest.raises(aiaas.InvalidInput, match="tensors, numbers or JSON values") as raised:
+        _deployment(client).predict([[object()]])
     assert isinstance(raised.value, ValueError) and sent == []
 
 

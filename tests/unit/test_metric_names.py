@@ -21,6 +21,8 @@ EXPECTED = {
     "aiaas_predict_rejected": "counter",
     "aiaas_http_request_duration_seconds": "histogram",
     "aiaas_event_streams_open": "gauge",
+    "aiaas_stream_first_piece_seconds": "histogram",
+    "aiaas_stream_pieces": "counter",
     "aiaas_deployment_queue_depth": "gauge",
     "aiaas_deployment_replicas_ready": "gauge",
     "aiaas_deployment_replicas_desired": "gauge",
@@ -45,6 +47,8 @@ def rendered(tmp_path: Path) -> str:
         metrics.predict_done("regressor", "dep_1", 200)
     metrics.predict_done("regressor", "dep_1", 429)
     metrics.predict_done("regressor", "dep_1", 504)
+    metrics.stream_started("tiny-lm", "dep_2", 0.012)
+    metrics.stream_done("tiny-lm", "dep_2", 40)
     metrics.http_latency.labels("GET", "/v1/runs/{run_id}", "200").observe(0.01)
     metrics.serving.update([DeploymentFigures("regressor", "dep_1", queue_depth=3, replicas_ready=2,
                                               replicas_desired=2, batch_sizes={1: 4, 3: 2, 16: 1}, batch_rows=26)])
@@ -69,6 +73,9 @@ def test_every_metric_is_there_with_its_type(rendered: str) -> None:
     assert value("aiaas_deployment_batch_rows_bucket", le="16.0") == 7
     assert value("aiaas_deployment_batch_rows_sum") == 26
     assert value("aiaas_deployment_queue_depth") == 3
+    lm = frozenset({"deployment": "tiny-lm", "deployment_id": "dep_2"}.items())
+    assert samples[("aiaas_stream_pieces_total", lm)] == 40
+    assert samples[("aiaas_stream_first_piece_seconds_count", lm)] == 1
     assert samples[("aiaas_runs", frozenset({("status", "queued")}))] == 0
     assert samples[("aiaas_worker_slots", frozenset())] == 2
     assert not any(name.endswith("_created") for name, _ in samples)

@@ -50,6 +50,12 @@ class Metrics:
         self.predict_rejected = Counter(
             "aiaas_predict_rejected", "predict requests refused because the deployment's queue was full (429)",
             DEPLOYMENT_LABELS, registry=r)
+        self.stream_first_piece = Histogram(
+            "aiaas_stream_first_piece_seconds", "time from a stream request entering the deployment's queue to "
+            "its first text piece", DEPLOYMENT_LABELS, buckets=LATENCY_BUCKETS, registry=r)
+        self.stream_pieces = Counter(
+            "aiaas_stream_pieces", "text pieces sent to callers of streamed generation", DEPLOYMENT_LABELS,
+            registry=r)
         self.http_latency = Histogram(
             "aiaas_http_request_duration_seconds", "API request latency by route template (event streams excluded)",
             ("method", "route", "code"), registry=r)
@@ -69,6 +75,16 @@ class Metrics:
         if not self.enabled:
             return None
         return self.predict_latency.labels(deployment, deployment_id).observe
+
+    def stream_started(self, deployment: str, deployment_id: str, seconds: float) -> None:
+        """A stream sent its first piece ``seconds`` after it was queued."""
+        if self.enabled:
+            self.predict_requests.labels(deployment, deployment_id, "200").inc()
+            self.stream_first_piece.labels(deployment, deployment_id).observe(seconds)
+
+    def stream_done(self, deployment: str, deployment_id: str, pieces: int) -> None:
+        if self.enabled:
+            self.stream_pieces.labels(deployment, deployment_id).inc(pieces)
 
     def predict_done(self, deployment: str, deployment_id: str, code: int) -> None:
         """Count one answered predict request by its HTTP status code."""

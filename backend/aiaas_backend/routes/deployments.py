@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import uuid
-from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
@@ -13,7 +10,6 @@ from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from aiaas_sdk import tensor_codec
 from aiaas_sdk.wire import (
     DeploymentCreate,
     DeploymentKeyPublic,
@@ -28,16 +24,13 @@ from aiaas_sdk.wire import (
 )
 
 from ..audit import record
-from ..deps import ArtifactsDep, CurrentUser, SessionDep, TokenDep, bearer_token, unusable_key
+from ..deps import ArtifactsDep, CurrentUser, SessionDep, TokenDep, unusable_key
 from ..errors import ApiError
-from ..keys import KEY_CACHE_S, find_by_secret
-from ..metrics import Metrics
+from ..keys import find_by_secret
 from ..monitoring import events
 from ..models import Deployment, DeploymentKey, Run, User, utcnow
 from ..security import hash_secret, new_secret, user_for_key
-from ..serving.inputs import check_inputs, check_json_inputs
 from ..serving.base import DeploymentConfig, ServingRuntime
-from ..serving.router import InputRejected, Overloaded, ReplicaLost
 from .deployment_optimize import optimization, previous_version, version_of
 
 router = APIRouter(tags=["deployments"])
@@ -271,6 +264,8 @@ def _stats(dep_name: str, serving: ServingRuntime, dep_id: str, optimization: di
         p50_ms=s.percentile(0.5), p95_ms=s.percentile(0.95), p99_ms=s.percentile(0.99),
         ready_replicas=runtime.router.ready_replicas, batch_sizes=dict(s.batch_sizes),
         optimization=optimization,
+        streams=s.streams, streams_cancelled=s.streams_cancelled, first_piece_p50_ms=s.percentile(0.5, s.first_piece_ms),
+        first_piece_p99_ms=s.percentile(0.99, s.first_piece_ms), pieces_per_s=s.percentile(0.5, s.pieces_per_s),
     )
 
 
@@ -321,99 +316,6 @@ def deployment_ready(name: str, session: SessionDep, user: CurrentUser, serving:
                        (f": {runtime.error}" if runtime and runtime.error else ""), "not_ready",
                        {"Retry-After": "1"})
     return {"ready": True, "ready_replicas": ready}
-
-
-# -- the hot path -------------------------------------------------------------
-async def _disconnected(request: Request) -> None:
-    """Returns when the client disconnects (the body has been read, so nothing else arrives)."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-async def _predict_target(request: Request, name: str, token: str) -> tuple[str, dict | None]:  # type: ignore[type-arg]
-    """Deployment id and input signature for (key, name), cached briefly: no DB on most requests."""
-    cache: dict[tuple[str, str, str | None], tuple[float, str, dict | None]] = request.app.state.predict_cache  # type: ignore[type-arg]
-    now = asyncio.get_running_loop().time()
-    # Keyed by address too, so that a key's use from each address reaches the audit log.
-    where = request.client.host if request.client else None
-    hit = cache.get((token, name, where))
-    if hit and hit[0] > now:
-        return hit[1], hit[2]
-
-    def lookup() -> tuple[str, dict | None]:  # type: ignore[type-arg]
-        with request.app.state.sessions() as session:
-            dep = _for_caller(request, session, token, name)
-            run = session.get(Run, dep.run_id)
-            return dep.id, (run.input_signature if run else None)
-
-    dep_id, signature = await run_in_threadpool(lookup)
-    if len(cache) > 10_000:
-        cache.clear()
-    cache[(token, name, where)] = (now + KEY_CACHE_S, dep_id, signature)
-    return dep_id, signature
-
-
-@router.post("/v1/deployments/{name}/predict", operation_id="predict")
-async def predict(name: str, request: Request, token: Annotated[str, Depends(bearer_token)]) -> Response:
-    """Run the model on a batch. Binary tensor frames (``application/x-aiaas-tensor``) or
-    JSON ``{"inputs": [[...], ...]}``; the answer comes in the same encoding."""
-    dep_id, signature = await _predict_target(request, name, token)
-    # Counted only once the deployment is known: unknown names never become label values.
-    metrics: Metrics = request.app.state.metrics
-    try:
-        response = await _answer(request, name, dep_id, signature, metrics.latency_observer(name, dep_id))
-    except ApiError as exc:
-        metrics.predict_done(name, dep_id, exc.status_code)
-        raise
-    except Exception:  # the model failed (not the inputs): the client gets a 500
-        metrics.predict_done(name, dep_id, 500)
-        raise
-    metrics.predict_done(name, dep_id, response.status_code)
-    return response
-
-
-async def _answer(request: Request, name: str, dep_id: str, signature: dict | None,  # type: ignore[type-arg]
-                  observe: Callable[[float], None] | None) -> Response:
-    serving: ServingRuntime = request.app.state.serving
-    runtime = serving.runtime(dep_id)
-    if runtime is None or runtime.router.ready_replicas == 0:
-        raise ApiError(503, f"deployment {name!r} has no ready replica yet; retry shortly", "not_ready",
-                       {"Retry-After": "1"})
-    body = await request.body()
-    binary = request.headers.get("content-type", "").startswith(tensor_codec.CONTENT_TYPE)
-    try:
-        if binary:
-            array = check_inputs(tensor_codec.decode(body), signature)
-        else:
-            try:
-                inputs = json.loads(body)["inputs"]
-            except (ValueError, KeyError, TypeError):
-                raise ApiError(400, 'send JSON {"inputs": [[...], ...]} or a binary tensor frame', "bad_body") from None
-            array = check_json_inputs(tensor_codec.from_json(inputs), signature)
-    except tensor_codec.CodecError as exc:
-        raise ApiError(400, str(exc), "bad_inputs") from None
-    request.app.state.monitor.sample(dep_id, array)  # drift: one row in N, a counter for most requests
-    work = asyncio.ensure_future(runtime.router.predict(array, observe))
-    gone = asyncio.ensure_future(_disconnected(request))
-    await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-    if not work.done():
-        work.cancel()  # the client left: its queued work is dropped, not computed
-        return Response(status_code=499)
-    gone.cancel()
-    try:
-        output = work.result()
-    except Overloaded as exc:
-        raise ApiError(429, str(exc), "overloaded", {"Retry-After": "1"}) from None
-    except TimeoutError:
-        raise ApiError(504, f"the prediction took longer than the deployment's timeout ({runtime.config.timeout_s} s)",
-                       "timeout") from None
-    except ReplicaLost as exc:
-        raise ApiError(503, str(exc), "replica_lost", {"Retry-After": "0"}) from None
-    except InputRejected as exc:
-        raise ApiError(400, str(exc), "bad_inputs") from None
-    if binary:
-        return Response(tensor_codec.encode(output), media_type=tensor_codec.CONTENT_TYPE)
-    return Response(json.dumps({"outputs": output.tolist()}), media_type="application/json")
 
 
 __all__ = ["config_of", "router"]

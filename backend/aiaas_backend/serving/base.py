@@ -36,6 +36,8 @@ class ServingRuntime(ABC):
     name: str
     # Set by the app: (deployment id, kind, message, data) for the deployment's event log.
     on_event: Callable[[str, str, str, dict[str, Any]], None] | None = None
+    # Whether it can lend a replica to one caller for a streamed generation (serving/stream.py).
+    streams: bool = True
 
     def check(self, config: DeploymentConfig) -> None:
         """Refuse (400, naming the fix) what this runtime cannot do, before it is stored."""

@@ -30,9 +30,12 @@ class ModelReplica:
     def __call__(self, frame: bytes) -> bytes:
         from aiaas_sdk import tensor_codec
 
-        from .frames import error_reply
+        from .frames import ITEMS, error_reply
+        from .hooks import answer_frame
         from .replica import predict
 
+        if frame.startswith(ITEMS):
+            return answer_frame(self._model, frame, self._device)
         try:
             array = tensor_codec.decode(frame)
         except tensor_codec.CodecError as exc:

@@ -81,6 +81,8 @@ class RayRuntime:
 
 class RayServing(ServingRuntime):
     name = "ray"
+    # A Serve handle answers one call with one reply: JSON items work, streams are refused (400).
+    streams = False
 
     def __init__(self, artifacts: Artifacts, cluster: RayCluster, cpus_per_replica: float) -> None:
         self._artifacts = artifacts

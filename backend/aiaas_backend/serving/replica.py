@@ -3,7 +3,7 @@
 ``python -m aiaas_backend.serving.replica --socket PATH --run-dir DIR --run RUN_ID``
 
 Like the worker, it is a process that unpickles user code; the API server
-only moves bytes. It serves one connection (its router) one batch at a time.
+only moves bytes. It serves one connection (its router) one batch, or one stream, at a time.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ import torch
 from aiaas_sdk import packaging, tensor_codec
 
 from ..artifacts import Artifacts, RunFolder
-from .frames import LEN, OK, error_reply
+from .frames import CANCEL, ITEMS, LEN, OK, STREAM, error_reply
+from .generate import run_stream
+from .hooks import answer_frame
 
 
 def load_model(artifacts: Artifacts, run_id: str, device: torch.device) -> torch.nn.Module:
@@ -84,11 +86,28 @@ def serve(sock_path: Path, model: torch.nn.Module, device: torch.device) -> None
         body = _read_exact(conn, n)
         if body is None:
             return
-        try:
-            reply = predict(model, tensor_codec.decode(body), device)
-        except tensor_codec.CodecError as exc:
-            reply = error_reply(str(exc), "input")
+        kind = body[:4]
+        if kind == CANCEL:
+            continue  # the stream it meant to stop had already ended
+        if kind == STREAM:
+            try:
+                run_stream(conn, model, body[4:], lambda: _read_frame(conn))
+            except OSError:
+                return  # the router went away mid-stream
+            continue
+        if kind == ITEMS:
+            reply = answer_frame(model, body, device)
+        else:
+            try:
+                reply = predict(model, tensor_codec.decode(body), device)
+            except tensor_codec.CodecError as exc:
+                reply = error_reply(str(exc), "input")
         conn.sendall(LEN.pack(len(reply)) + reply)
+
+
+def _read_frame(conn: socket.socket) -> bytes | None:
+    head = _read_exact(conn, LEN.size)
+    return None if head is None else _read_exact(conn, LEN.unpack(head)[0])
 
 
 def main() -> int:

@@ -16,12 +16,13 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from aiaas_sdk import tensor_codec
 
-from .frames import LEN, OK
+from .frames import LEN, OK, items_request
 
 log = logging.getLogger("aiaas.serving")
 
@@ -38,15 +39,35 @@ class InputRejected(ValueError):
     """The model refused these inputs (400)."""
 
 
+class ItemsRejected(InputRejected):
+    """Some JSON items failed in the module's hooks or model (400); ``errors`` holds (index, message)."""
+
+    def __init__(self, errors: list[tuple[int, str]], total: int) -> None:
+        shown = "; ".join(f"item {i}: {message}" for i, message in errors[:3])
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        super().__init__(f"{len(errors)} of {total} items failed: {shown}{more}")
+        self.errors = errors
+
+
 @dataclass
 class _Item:
-    array: np.ndarray
-    future: asyncio.Future[np.ndarray]
+    """One request's work: tensor rows, JSON values (``values``), or a stream (``stream``, alone on a replica)."""
+
+    array: np.ndarray | None
+    future: asyncio.Future[Any]
     enqueued: float
+    values: list[Any] | None = None
+    stream: bytes | None = None
 
     @property
     def rows(self) -> int:
-        return int(self.array.shape[0])
+        if self.values is not None:
+            return len(self.values)
+        return 1 if self.array is None else int(self.array.shape[0])
+
+    @property
+    def kind(self) -> str:
+        return "stream" if self.stream is not None else "items" if self.values is not None else "tensor"
 
 
 @dataclass
@@ -79,11 +100,17 @@ class Stats:
     # When each of those requests finished (perf_counter): the alerts' sliding window.
     finished: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
     batch_sizes: dict[int, int] = field(default_factory=dict)
+    streams: int = 0
+    stream_pieces: int = 0
+    streams_cancelled: int = 0
+    first_piece_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    pieces_per_s: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
 
-    def percentile(self, q: float) -> float | None:
-        if not self.latencies_ms:
+    def percentile(self, q: float, values: deque[float] | None = None) -> float | None:
+        values = self.latencies_ms if values is None else values
+        if not values:
             return None
-        ordered = sorted(self.latencies_ms)
+        ordered = sorted(values)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
     def recent_latencies(self, seconds: float) -> list[float]:
@@ -133,15 +160,26 @@ class Router:
         return sum(1 for r in self.replicas if r.alive)
 
     # -- requests -------------------------------------------------------------
-    async def predict(self, array: np.ndarray, observe: Callable[[float], None] | None = None) -> np.ndarray:
-        """The model's answer for ``array``; ``observe`` gets the latency in seconds (for metrics)."""
+    def enqueue(self, array: np.ndarray | None, values: list[Any] | None = None,
+                stream: bytes | None = None) -> asyncio.Future[Any]:
+        """Queue one request's work (429 when the queue is full); streams queue like requests."""
         if self.queue.qsize() >= self.max_queue:
             self.stats.rejected += 1
             raise Overloaded(f"the deployment's queue is full ({self.max_queue} requests); retry shortly")
-        start = time.perf_counter()
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait(_Item(array, future, start))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait(_Item(array, future, time.perf_counter(), values, stream))
         self.stats.requests += 1
+        return future
+
+    async def predict_items(self, values: list[Any], observe: Callable[[float], None] | None = None) -> list[Any]:
+        """The module's JSON answers for JSON ``values``, through its hooks (:mod:`.hooks`)."""
+        return await self.predict(None, observe, values)  # type: ignore[no-any-return]
+
+    async def predict(self, array: np.ndarray | None, observe: Callable[[float], None] | None = None,
+                      values: list[Any] | None = None) -> Any:
+        """The model's answer for ``array``; ``observe`` gets the latency in seconds (for metrics)."""
+        start = time.perf_counter()
+        future = self.enqueue(array, values)
         try:
             result = await asyncio.wait_for(asyncio.shield(future), timeout=self.timeout_s)
         except TimeoutError:
@@ -179,7 +217,7 @@ class Router:
             first = await self._next_item(None)
             if first is None or first.future.done():
                 continue
-            batch, rows = [first], first.rows
+            batch, rows = [first], first.rows if first.kind != "stream" else self.max_batch_size
             # Wait for company only under load: alone, with a replica idle, go at once.
             idle_now = self.idle.qsize() > 0 and not any(r.busy for r in self.replicas)
             wait = 0.0 if idle_now and self.queue.empty() and self._held is None else self.max_wait
@@ -190,7 +228,7 @@ class Router:
                     break
                 if item.future.done():
                     continue
-                if rows + item.rows > self.max_batch_size:
+                if item.kind != first.kind or first.kind == "stream" or rows + item.rows > self.max_batch_size:
                     self._held = item  # starts the next batch
                     break
                 batch.append(item)
@@ -206,31 +244,44 @@ class Router:
         batch = [item for item in batch if not item.future.done()]
         replica.busy = True
         try:
-            if batch:
+            if batch and batch[0].stream is not None:
+                from .stream import lend
+
+                await lend(self, replica, batch[0])  # the replica is the stream's until it ends
+            elif batch:
                 await self._run_batch(replica, batch)
         finally:
             replica.busy = False
             if replica.alive:
                 self.idle.put_nowait(replica)
 
+    async def lost(self, replica: Replica, exc: BaseException, batch: list[_Item]) -> None:
+        replica.alive = False
+        log.warning("replica %s was lost: %s", replica.name, exc)
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(ReplicaLost("the replica serving this request stopped; retry"))
+        if self.on_replica_lost is not None:
+            await self.on_replica_lost(replica)
+
     async def _run_batch(self, replica: Replica, batch: list[_Item]) -> None:
-        arrays = [item.array for item in batch]
+        arrays = [item.array for item in batch if item.array is not None]
         try:
-            joined = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
-            reply = await replica.call(tensor_codec.encode(joined))
+            if batch[0].values is not None:
+                reply = await replica.call(items_request([v for item in batch for v in item.values or ()]))
+            else:
+                joined = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+                reply = await replica.call(tensor_codec.encode(joined))
         except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
-            replica.alive = False
-            log.warning("replica %s was lost: %s", replica.name, exc)
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(ReplicaLost("the replica serving this request stopped; retry"))
-            if self.on_replica_lost is not None:
-                await self.on_replica_lost(replica)
+            await self.lost(replica, exc, batch)
             return
         self.stats.batches += 1
-        self.stats.batch_rows += int(joined.shape[0])
-        size = int(joined.shape[0])
+        size = sum(item.rows for item in batch)
+        self.stats.batch_rows += size
         self.stats.batch_sizes[size] = self.stats.batch_sizes.get(size, 0) + 1
+        if reply[:1] == OK and batch[0].values is not None:
+            _answer_items(batch, json.loads(reply[1:]))
+            return
         if reply[:1] == OK:
             output = tensor_codec.decode(reply[1:])
             edges = np.cumsum([a.shape[0] for a in arrays])[:-1]
@@ -250,6 +301,7 @@ class Router:
                 item.future.set_exception(exc_type(error["error"]))
 
     async def close(self) -> None:
+        """Stop batching, retire every replica and fail what is still queued."""
         if self._batcher is not None:
             self._batcher.cancel()
         for task in list(self._inflight):
@@ -262,4 +314,18 @@ class Router:
                 item.future.set_exception(ReplicaLost("the deployment was stopped"))
 
 
-__all__ = ["InputRejected", "Overloaded", "Replica", "ReplicaLost", "Router", "Stats"]
+def _answer_items(batch: list[_Item], results: list[dict[str, Any]]) -> None:
+    """Each request gets its own items' answers, or a 400 naming its failed items by index."""
+    start = 0
+    for item in batch:
+        part, start = results[start:start + item.rows], start + item.rows
+        if item.future.done():
+            continue
+        errors = [(i, r["error"]) for i, r in enumerate(part) if "error" in r]
+        if errors:
+            item.future.set_exception(ItemsRejected(errors, len(part)))
+        else:
+            item.future.set_result([r["ok"] for r in part])
+
+
+__all__ = ["InputRejected", "ItemsRejected", "Overloaded", "Replica", "ReplicaLost", "Router", "Stats"]

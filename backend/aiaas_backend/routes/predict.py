@@ -1,0 +1,148 @@
+"""The hot path: predict requests (tensor frames, JSON numbers, or JSON values for the module's hooks)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from aiaas_sdk import tensor_codec
+
+from ..deps import bearer_token
+from ..errors import ApiError
+from ..keys import KEY_CACHE_S
+from ..metrics import Metrics
+from ..models import Run
+from ..serving.inputs import check_inputs, check_json_inputs
+from ..serving.router import InputRejected, ItemsRejected, Overloaded, ReplicaLost
+from .deployments import _for_caller
+
+router = APIRouter(tags=["deployments"])
+
+
+async def disconnected(request: Request) -> None:
+    """Returns when the client disconnects (the body has been read, so nothing else arrives)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def predict_target(request: Request, name: str, token: str) -> tuple[str, dict | None]:  # type: ignore[type-arg]
+    """Deployment id and input signature for (key, name), cached briefly: no DB on most requests."""
+    cache: dict[tuple[str, str, str | None], tuple[float, str, dict | None]] = request.app.state.predict_cache  # type: ignore[type-arg]
+    now = asyncio.get_running_loop().time()
+    # Keyed by address too, so that a key's use from each address reaches the audit log.
+    where = request.client.host if request.client else None
+    hit = cache.get((token, name, where))
+    if hit and hit[0] > now:
+        return hit[1], hit[2]
+
+    def lookup() -> tuple[str, dict | None]:  # type: ignore[type-arg]
+        with request.app.state.sessions() as session:
+            dep = _for_caller(request, session, token, name)
+            run = session.get(Run, dep.run_id)
+            return dep.id, (run.input_signature if run else None)
+
+    dep_id, signature = await run_in_threadpool(lookup)
+    if len(cache) > 10_000:
+        cache.clear()
+    cache[(token, name, where)] = (now + KEY_CACHE_S, dep_id, signature)
+    return dep_id, signature
+
+
+def runtime_or_503(request: Request, name: str, dep_id: str) -> Any:
+    runtime = request.app.state.serving.runtime(dep_id)
+    if runtime is None or runtime.router.ready_replicas == 0:
+        raise ApiError(503, f"deployment {name!r} has no ready replica yet; retry shortly", "not_ready",
+                       {"Retry-After": "1"})
+    return runtime
+
+
+@contextmanager
+def serving_errors(timeout_s: float) -> Iterator[None]:
+    """The router's refusals as HTTP answers that name the problem."""
+    try:
+        yield
+    except Overloaded as exc:
+        raise ApiError(429, str(exc), "overloaded", {"Retry-After": "1"}) from None
+    except TimeoutError:
+        raise ApiError(504, f"the request took longer than the deployment's timeout ({timeout_s} s)",
+                       "timeout") from None
+    except ReplicaLost as exc:
+        raise ApiError(503, str(exc), "replica_lost", {"Retry-After": "0"}) from None
+    except ItemsRejected as exc:
+        raise ApiError(400, str(exc), "bad_items") from None
+    except InputRejected as exc:
+        raise ApiError(400, str(exc), "bad_inputs") from None
+
+
+@router.post("/v1/deployments/{name}/predict", operation_id="predict")
+async def predict(name: str, request: Request, token: Annotated[str, Depends(bearer_token)]) -> Response:
+    """Run the model on a batch. Binary tensor frames (``application/x-aiaas-tensor``),
+    JSON numbers ``{"inputs": [[...], ...]}``, or JSON values ``{"items": [...]}`` for a
+    module with ``decode_request``/``encode_response``; the answer comes in the same encoding."""
+    dep_id, signature = await predict_target(request, name, token)
+    # Counted only once the deployment is known: unknown names never become label values.
+    metrics: Metrics = request.app.state.metrics
+    try:
+        response = await _answer(request, name, dep_id, signature, metrics.latency_observer(name, dep_id))
+    except ApiError as exc:
+        metrics.predict_done(name, dep_id, exc.status_code)
+        raise
+    except Exception:  # the model failed (not the inputs): the client gets a 500
+        metrics.predict_done(name, dep_id, 500)
+        raise
+    metrics.predict_done(name, dep_id, response.status_code)
+    return response
+
+
+_BAD_BODY = ('send JSON {"inputs": [[...], ...]} (numbers), {"items": [...]} (JSON values for the module\'s '
+             'decode_request) or a binary tensor frame')
+
+
+async def _answer(request: Request, name: str, dep_id: str, signature: dict | None,  # type: ignore[type-arg]
+                  observe: Callable[[float], None] | None) -> Response:
+    runtime = runtime_or_503(request, name, dep_id)
+    body = await request.body()
+    binary = request.headers.get("content-type", "").startswith(tensor_codec.CONTENT_TYPE)
+    items = None
+    try:
+        if binary:
+            array = check_inputs(tensor_codec.decode(body), signature)
+        else:
+            try:
+                parsed = json.loads(body)
+                items = parsed.get("items")
+                inputs = parsed["inputs"] if items is None else None
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise ApiError(400, _BAD_BODY, "bad_body") from None
+            if items is not None and (not isinstance(items, list) or not items):
+                raise ApiError(400, '"items" must be a non-empty JSON list, one value per item', "bad_body")
+            array = None if items is not None else check_json_inputs(tensor_codec.from_json(inputs), signature)
+    except tensor_codec.CodecError as exc:
+        raise ApiError(400, str(exc), "bad_inputs") from None
+    if array is not None:
+        request.app.state.monitor.sample(dep_id, array)  # drift: one row in N, a counter for most requests
+    router = runtime.router
+    work = asyncio.ensure_future(router.predict_items(items, observe) if items is not None
+                                 else router.predict(array, observe))
+    gone = asyncio.ensure_future(disconnected(request))
+    await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    if not work.done():
+        work.cancel()  # the client left: its queued work is dropped, not computed
+        return Response(status_code=499)
+    gone.cancel()
+    with serving_errors(runtime.config.timeout_s):
+        output = work.result()
+    if binary:
+        return Response(tensor_codec.encode(output), media_type=tensor_codec.CONTENT_TYPE)
+    if items is not None:
+        return Response(json.dumps({"outputs": output}), media_type="application/json")
+    return Response(json.dumps({"outputs": output.tolist()}), media_type="application/json")
+
+
+__all__ = ["disconnected", "predict_target", "router", "runtime_or_503", "serving_errors"]
