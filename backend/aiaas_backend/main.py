@@ -26,6 +26,7 @@ from .metrics import HttpMetrics, Metrics
 from .metrics import router as metrics_router
 from .models import Deployment
 from .ray_cluster import RayCluster
+from .ratelimit import RateLimit, TokenBuckets
 from .routes import datasets, deployments, events, meta, runs, worker, worker_datasets
 from .sandbox import make_launcher
 from .serving.base import ServingRuntime
@@ -122,6 +123,9 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(worker_datasets.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    if settings.rate_requests_per_s:
+        burst = settings.rate_burst or max(1, round(2 * settings.rate_requests_per_s))
+        app.add_middleware(RateLimit, buckets=TokenBuckets(settings.rate_requests_per_s, burst))
     if settings.metrics:
         app.add_middleware(HttpMetrics, metrics=metrics)
     return app

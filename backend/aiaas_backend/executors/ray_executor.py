@@ -1,6 +1,6 @@
 """The Ray executor: each run is a Ray Train job on an existing Ray cluster.
 
-It keeps the local executor's bookkeeping -- a FIFO queue, one driver process
+It keeps the local executor's bookkeeping -- a queue fair across users, one driver process
 per run started from a warm one, adoption after a server restart, cancels that
 become kills after a grace period -- and changes where the work goes: the
 process it starts is a Ray driver (:mod:`aiaas_backend.worker.ray_driver`) that
@@ -25,6 +25,7 @@ from ..models import Run
 from ..ray_cluster import RayCluster
 from ..resources import ray_workers
 from ..sandbox.off import OffLauncher
+from .fair import fair_order
 from .local import LocalExecutor
 
 
@@ -62,10 +63,7 @@ class RayExecutor(LocalExecutor):
         return len(self._workers) < self._settings.slots
 
     def _dispatch(self, session: Session) -> None:
-        queued = session.scalars(
-            select(Run).where(Run.status == RunStatus.queued.value).order_by(Run.created_at, Run.id)
-        ).all()
-        for run in queued:
+        for run in fair_order(session):
             if not self._has_room():
                 return
             self._launch(session, run, [])
