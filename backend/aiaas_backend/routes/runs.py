@@ -73,7 +73,7 @@ def create_run(
     artifacts: ArtifactsDep,
     executor: ExecutorDep,
     environment: EnvironmentDep,
-    spec: Annotated[str, Form(description="RunSpec as JSON")],
+    spec: Annotated[str, Form(description="RunSpec as JSON", min_length=2)],
     payload: Annotated[UploadFile, File(description="the code payload made by aiaas_sdk.packaging.pack")],
 ) -> RunPublic:
     """Submit a run: the pickled module travels as ``payload``, its settings as ``spec``."""
