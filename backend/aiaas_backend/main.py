@@ -17,7 +17,7 @@ from aiaas_sdk import config as sdk_config
 from .artifacts import Artifacts
 from .config import Settings
 from .db import make_engine, migrate, session_factory
-from .errors import ApiError, api_error_handler
+from .errors import ERROR_RESPONSES, ApiError, api_error_handler
 from .event_bus import EventBus
 from .executors import Executor
 from .executors.local import LocalExecutor
@@ -101,6 +101,7 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
         summary="Train PyTorch Lightning modules from a notebook; deploy them.",
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
+        responses=ERROR_RESPONSES,
     )
     app.state.settings = settings
     app.state.sessions = sessions
