@@ -8,6 +8,9 @@
     │   └── IncompatibleEnvironment   the backend cannot unpickle code from this environment
     ├── PayloadTooLarge           413: an upload over the backend's size limit
     ├── DeploymentOverloaded      429: a deployment's queue stayed full through the retries
+    ├── QuotaExceeded             429: a per-user quota (runs queued, deployments, replicas);
+    │   │                         names the limit (.limit, .value) and when to retry (.retry_after)
+    │   └── RateLimited           429: this API key sent more requests per second than allowed
     ├── ServerError               5xx from the backend
     ├── RunFailed                 a run ended `failed`; carries the remote traceback
     ├── RunCancelled              wait() on a run that ended `cancelled`
@@ -41,6 +44,8 @@ __all__ = [
     "InvalidInput",
     "NotFound",
     "PayloadTooLarge",
+    "QuotaExceeded",
+    "RateLimited",
     "RunFailed",
     "RunCancelled",
     "ServerError",
@@ -84,6 +89,24 @@ class PayloadTooLarge(AiaasError):
 
 class DeploymentOverloaded(AiaasError):
     """A deployment kept refusing work (its queue was full) after the SDK's retries."""
+
+
+class QuotaExceeded(AiaasError):
+    """The backend refused the request because it would pass one of this user's quotas.
+
+    ``limit`` is the backend setting's name (``quota_runs_queued``, ...; the environment
+    variable is ``AIAAS_`` + its upper case), ``value`` its value, ``retry_after`` the seconds
+    the backend suggested waiting.
+    """
+
+    limit: str | None = None
+    value: float | None = None
+    retry_after: float | None = None
+
+
+class RateLimited(QuotaExceeded):
+    """This API key sent more requests per second than the backend allows
+    (``AIAAS_RATE_REQUESTS_PER_S``); retry after ``retry_after`` seconds."""
 
 
 class ServerError(AiaasError):
@@ -148,6 +171,8 @@ _BY_STATUS: dict[int, type[AiaasError]] = {
 
 _BY_CODE: dict[str, type[AiaasError]] = {
     "incompatible_environment": IncompatibleEnvironment,
+    "quota_exceeded": QuotaExceeded,
+    "rate_limited": RateLimited,
 }
 
 _HINTS: dict[type[AiaasError], str] = {
@@ -158,10 +183,16 @@ _HINTS: dict[type[AiaasError], str] = {
 }
 
 
-def _detail(response: httpx.Response) -> tuple[str, str | None]:
+def _body(response: httpx.Response) -> Any:
     try:
-        body: Any = response.json()
+        return response.json()
     except ValueError:
+        return None
+
+
+def _detail(response: httpx.Response) -> tuple[str, str | None]:
+    body = _body(response)
+    if body is None:
         text = response.text.strip()
         return (text[:500] or response.reason_phrase), None
     if isinstance(body, dict):
@@ -185,7 +216,16 @@ def error_from_response(response: httpx.Response) -> AiaasError:
     if cls is None:
         cls = ServerError if status >= 500 else AiaasError
     message = f"{detail} (HTTP {status})" + _HINTS.get(cls, "")
-    return cls(message, status_code=status, code=code)
+    error = cls(message, status_code=status, code=code)
+    if isinstance(error, QuotaExceeded):
+        body = _body(response)
+        if isinstance(body, dict):
+            error.limit, error.value = body.get("limit"), body.get("value")
+        try:
+            error.retry_after = float(response.headers.get("retry-after", ""))
+        except ValueError:
+            pass
+    return error
 
 
 def error_from_transport(exc: httpx.TransportError, url: str) -> BackendUnavailable:

@@ -7,14 +7,22 @@ from the SDK, so the two sides cannot disagree about a field.
 from __future__ import annotations
 
 import re
-
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 JSONScalar = str | int | float | bool | None
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite gives stored times back without their offset (they are UTC): sent like that, they
+    # are no RFC 3339 date-time (the schema's "format") and a client cannot tell them from local.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 
 
 class RunStatus(str, Enum):
@@ -56,9 +64,9 @@ class RunPublic(BaseModel):
     id: str
     name: str
     status: RunStatus
-    created_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None = None
+    finished_at: UtcDatetime | None = None
     trainer_kwargs: dict[str, Any] = Field(default_factory=dict)
     gpus: int = 0
     device: str | None = None
@@ -211,7 +219,7 @@ class DeploymentPublic(BaseModel):
     autoscale: Autoscale | None = None
     input_signature: InputSignature | None = None
     error: str | None = None
-    created_at: datetime
+    created_at: UtcDatetime
     predict_path: str
     optimize: OptimizeMethod | None = None
     optimize_tolerance: float | None = None
@@ -266,7 +274,7 @@ class ModelVersion(BaseModel):
 
     run_id: str
     name: str
-    created_at: datetime
+    created_at: UtcDatetime
     final_metrics: dict[str, float] = Field(default_factory=dict)
     input_signature: InputSignature | None = None
 
@@ -368,7 +376,7 @@ class DatasetPublic(BaseModel):
     files: int
     bytes: int
     digest: str
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class DatasetsPublic(BaseModel):

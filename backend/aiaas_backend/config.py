@@ -118,6 +118,16 @@ class Settings(BaseSettings):
     # Each node's read-only cache of materialised dataset versions (LRU above dataset_cache_bytes).
     dataset_cache_dir: Path | None = None
     dataset_cache_bytes: int = Field(default=50 * 1024**3, ge=0)
+    # -- per-user quotas and per-key rate limits (docs/security.md#quotas-and-rate-limits) --
+    # Over one: 429 with Retry-After, naming the limit. 0: no limit.
+    quota_runs_queued: int = Field(default=1000, ge=0)
+    quota_deployments: int = Field(default=100, ge=0)
+    # Replicas over all of a user's deployments (an autoscaled one counts its max_replicas).
+    quota_replicas: int = Field(default=64, ge=0)
+    # Requests per second per API key (token bucket, in this server process's memory), and
+    # how many may come at once after a quiet spell (default: two seconds' worth).
+    rate_requests_per_s: float = Field(default=10_000.0, ge=0)
+    rate_burst: int | None = Field(default=None, ge=1)
 
     @field_validator("data_dir")
     @classmethod

@@ -18,7 +18,7 @@ from .artifacts import Artifacts
 from .audit import KeyUsage
 from .config import Settings
 from .db import make_engine, migrate, session_factory
-from .errors import ApiError, api_error_handler
+from .errors import ERROR_RESPONSES, ApiError, api_error_handler
 from .event_bus import EventBus
 from .executors import Executor
 from .executors.local import LocalExecutor
@@ -29,6 +29,7 @@ from .models import Deployment
 from .ray_cluster import RayCluster
 from .monitoring.monitor import Monitor
 from .monitoring.webhook import WebhookSender
+from .ratelimit import RateLimit, TokenBuckets
 from .routes import (
     datasets, deployments, events, keys, meta, monitoring, openai_compat, predict, runs, streaming, worker,
     worker_datasets,
@@ -113,6 +114,7 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
         summary="Train PyTorch Lightning modules from a notebook; deploy them.",
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
+        responses=ERROR_RESPONSES,
     )
     app.state.settings = settings
     app.state.sessions = sessions
@@ -142,6 +144,9 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(worker_datasets.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    if settings.rate_requests_per_s:
+        burst = settings.rate_burst or max(1, round(2 * settings.rate_requests_per_s))
+        app.add_middleware(RateLimit, buckets=TokenBuckets(settings.rate_requests_per_s, burst))
     if settings.metrics:
         app.add_middleware(HttpMetrics, metrics=metrics)
     return app

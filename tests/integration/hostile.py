@@ -199,3 +199,82 @@ class PeekingModel(_Tiny):
         except OSError:
             return self.net(x)
         raise RuntimeError(f"LEAKED {leaked!r}")
+
+
+# -- served: the same doors, tried from a serving replica's load path and forward ------------
+SERVED_PROBES = ("read_database", "read_other_checkpoint", "list_other_runs", "read_config", "read_ssh_key",
+                 "list_home", "write_data_dir", "write_root", "write_own_folder", "walk_up", "signal_server",
+                 "signal_other_replica", "connect_postgres", "connect_api_tcp", "environment")
+
+
+def _served_folder() -> str:
+    """The run folder a replica serves from, as it sees it (its ``--run-dir``)."""
+    return sys.argv[sys.argv.index("--run-dir") + 1] if "--run-dir" in sys.argv else os.getcwd()
+
+
+def _served_probes(t: dict) -> list[bool]:
+    """Every door from inside a replica; True where it held. A replica's own folder (the run's
+    checkpoint) is read-only, so writing there is a door too."""
+    attempts = {
+        "read_database": lambda: _read(t["database"]),
+        "read_other_checkpoint": lambda: _read(t["other_checkpoint"]),
+        "list_other_runs": lambda: os.listdir(t["runs"]),
+        "read_config": lambda: _read(t["config"]),
+        "read_ssh_key": lambda: _read(t["ssh_key"]),
+        "list_home": lambda: os.listdir(t["home"]),
+        "write_data_dir": lambda: _write(os.path.join(t["data_dir"], "pwned")),
+        "write_root": lambda: _write("/pwned"),
+        "write_own_folder": lambda: _write(os.path.join(_served_folder(), "pwned")),
+        "walk_up": _walk_up,
+        "signal_server": lambda: os.kill(t["server_pid"], signal.SIGTERM),
+        "signal_other_replica": lambda: os.kill(t["other_replica_pid"], signal.SIGKILL),
+        "connect_postgres": lambda: _connect(5432),
+        "connect_api_tcp": lambda: _connect(t["api_port"]),
+        "environment": _server_environment,
+    }
+    held = []
+    for name in SERVED_PROBES:
+        try:
+            got = attempts[name]()
+        except Exception as exc:  # noqa: BLE001 - any refusal is the point
+            print(f"PROBE {name}: blocked ({type(exc).__name__}: {exc})", flush=True)
+            held.append(True)
+        else:
+            print(f"PROBE {name}: LEAKED {str(got)[:200]!r}", flush=True)
+            held.append(False)
+    return held
+
+
+class ServedProber(_Tiny):
+    """Served: tries every door while its weights load (verdicts in the replica's output) and
+    in every forward, answering one column per door: 1 where it held, 0 where it leaked."""
+
+    def __init__(self, targets: dict) -> None:
+        super().__init__()
+        self.targets = targets
+
+    def load_state_dict(self, *args, **kwargs):
+        print("PROBES at load", flush=True)
+        _served_probes(self.targets)
+        return super().load_state_dict(*args, **kwargs)
+
+    def forward(self, x):
+        held = torch.tensor(_served_probes(self.targets), dtype=torch.float32)
+        return held.repeat(x.shape[0], 1)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch  # trains its layer without the probes: they are for serving
+        return F.mse_loss(self.net(x), y)
+
+
+class LoadEscaper(_Tiny):
+    """Served: refuses to load unless it can read the database, as a model that needs the
+    escape to work would; the replica must fail, with a message saying where to look."""
+
+    def __init__(self, database: str) -> None:
+        super().__init__()
+        self.database = database
+
+    def load_state_dict(self, *args, **kwargs):
+        _read(self.database)  # raises inside the sandbox
+        return super().load_state_dict(*args, **kwargs)

@@ -1,7 +1,7 @@
 """The default executor: one worker process per run on this machine.
 
-Runs wait in a FIFO queue until their resources are free: GPUs (handed out
-through ``CUDA_VISIBLE_DEVICES``) or one of ``slots`` CPU places. A warm worker
+Runs wait in a queue, taken fairly across users (:mod:`.fair`), until their resources
+are free: GPUs (handed out through ``CUDA_VISIBLE_DEVICES``) or one of ``slots`` CPU places. A warm worker
 -- a process that has already imported torch and Lightning -- waits for the
 next run whenever a place is free, so a run starts at once instead of after
 several seconds of imports.
@@ -49,6 +49,7 @@ from ..reports import apply_leftovers
 from ..sandbox import LaunchSpec, Launcher, Watch
 from ..security import new_worker_token
 from .base import Executor
+from .fair import fair_order
 from .run_data import RunData
 
 log = logging.getLogger("aiaas.executor")
@@ -264,14 +265,11 @@ class LocalExecutor(Executor):
         return bool(self._free_gpus()) or self._cpu_runs() < self._settings.slots
 
     def _dispatch(self, session: Session) -> None:
-        queued = session.scalars(
-            select(Run).where(Run.status == RunStatus.queued.value).order_by(Run.created_at, Run.id)
-        ).all()
-        for run in queued:
+        for run in fair_order(session):
             free = self._free_gpus()
             if run.gpus > 0:
                 if len(free) < run.gpus:
-                    return  # strict FIFO: the head of the queue waits for its GPUs
+                    return  # no overtaking: the next run in fair order waits for its GPUs
                 gpu_ids = free[: run.gpus]
             elif self._cpu_runs() < self._settings.slots:
                 gpu_ids = []

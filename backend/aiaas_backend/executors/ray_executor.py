@@ -1,6 +1,6 @@
 """The Ray executor: each run is a Ray Train job on an existing Ray cluster.
 
-It keeps the local executor's bookkeeping -- a FIFO queue, one driver process
+It keeps the local executor's bookkeeping -- a queue fair across users, one driver process
 per run started from a warm one, adoption after a server restart, cancels that
 become kills after a grace period -- and changes where the work goes: the
 process it starts is a Ray driver (:mod:`aiaas_backend.worker.ray_driver`) that
@@ -13,10 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from aiaas_sdk.wire import RunStatus
 
 from ..artifacts import Artifacts
 from ..config import Settings
@@ -25,6 +23,7 @@ from ..models import Run
 from ..ray_cluster import RayCluster
 from ..resources import ray_workers
 from ..sandbox.off import OffLauncher
+from .fair import fair_order
 from .local import LocalExecutor
 
 
@@ -62,10 +61,7 @@ class RayExecutor(LocalExecutor):
         return len(self._workers) < self._settings.slots
 
     def _dispatch(self, session: Session) -> None:
-        queued = session.scalars(
-            select(Run).where(Run.status == RunStatus.queued.value).order_by(Run.created_at, Run.id)
-        ).all()
-        for run in queued:
+        for run in fair_order(session):
             if not self._has_room():
                 return
             self._launch(session, run, [])

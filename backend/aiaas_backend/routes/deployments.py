@@ -23,6 +23,7 @@ from aiaas_sdk.wire import (
     RunStatus,
 )
 
+from .. import quotas
 from ..audit import record
 from ..deps import ArtifactsDep, CurrentUser, SessionDep, TokenDep, unusable_key
 from ..errors import ApiError
@@ -112,6 +113,8 @@ async def create_deployment(body: DeploymentCreate, request: Request, user: Curr
     def create() -> Deployment:
         with sessions() as session:
             _deployable_run(session, user, artifacts, body.run_id)
+            quotas.check_new_deployment(session, user, request.app.state.settings,
+                                        quotas.replicas_of(body.autoscale, body.replicas))
             if session.scalar(select(Deployment).where(Deployment.user_id == user.id, Deployment.name == body.name)):
                 raise ApiError(409, f"a deployment named {body.name!r} exists: update it with dep.update(run_id), "
                                "or pick another name", "deployment_exists")
@@ -244,6 +247,7 @@ async def rollback_deployment(name: str, request: Request, user: CurrentUser, se
 async def scale_deployment(name: str, body: DeploymentScale, request: Request, user: CurrentUser,
                            serving: ServingDep) -> DeploymentPublic:
     def change(session, dep: Deployment) -> None:  # type: ignore[no-untyped-def]
+        quotas.check_replicas(session, user, request.app.state.settings, body.replicas, leaving_out=dep.id)
         dep.replicas = body.replicas
         dep.autoscale = None  # a fixed count replaces autoscaling
 

@@ -7,7 +7,7 @@ import time
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile, status
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from sqlalchemy import func, select
@@ -25,7 +25,7 @@ from aiaas_sdk.wire import (
     RunStatus,
 )
 
-from .. import datasets
+from .. import datasets, quotas
 from ..artifacts import FINAL_FILES, open_regular
 from ..deps import ArtifactsDep, CurrentUser, EnvironmentDep, ExecutorDep, SessionDep
 from ..errors import ApiError, run_not_found
@@ -65,14 +65,15 @@ def _with_live(session: SessionDep, public: RunPublic) -> RunPublic:
     return public
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, operation_id="create_run")
+@router.post("", status_code=status.HTTP_201_CREATED, operation_id="create_run",
+             dependencies=[Depends(quotas.runs_queued)])
 def create_run(
     session: SessionDep,
     user: CurrentUser,
     artifacts: ArtifactsDep,
     executor: ExecutorDep,
     environment: EnvironmentDep,
-    spec: Annotated[str, Form(description="RunSpec as JSON")],
+    spec: Annotated[str, Form(description="RunSpec as JSON", min_length=2)],
     payload: Annotated[UploadFile, File(description="the code payload made by aiaas_sdk.packaging.pack")],
 ) -> RunPublic:
     """Submit a run: the pickled module travels as ``payload``, its settings as ``spec``."""
