@@ -53,7 +53,7 @@ def gpus_needed(trainer_kwargs: dict[str, Any], available: int) -> int:
     return needed
 
 
-def ray_workers(trainer_kwargs: dict[str, Any], lightning_package: str, *, cpus: float, gpus: int,
+def ray_workers(trainer_kwargs: dict[str, Any], *, cpus: float, gpus: int,
                 cpus_per_worker: float, check: bool = True) -> tuple[int, bool]:
     """Ray Train workers (one DDP process each) and whether they use GPUs, from Lightning's
     ``devices`` (per node) times ``num_nodes``; refuses what the cluster can never hold."""
@@ -80,8 +80,4 @@ def ray_workers(trainer_kwargs: dict[str, Any], lightning_package: str, *, cpus:
         raise ApiError(400, f"the run asks for {workers} Ray workers (devices={per_node} x num_nodes={nodes}) but the "
                        f"Ray cluster has room for {capacity} by its {unit}; ask for fewer or add nodes",
                        "too_many_workers")
-    if workers > 1 and lightning_package != "lightning":
-        raise ApiError(400, "multi-worker runs on Ray use Ray Train's Lightning integration, which is built on "
-                       "`lightning.pytorch`; this module uses `pytorch_lightning`: import lightning.pytorch as L in "
-                       "your notebook, or train with devices=1", "needs_lightning")
     return workers, use_gpu

@@ -10,6 +10,7 @@ import time
 import warnings
 
 import lightning.pytorch as L
+import pytorch_lightning
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -23,8 +24,8 @@ def regression_data(n: int = 128, seed: int = 0) -> TensorDataset:
     return TensorDataset(x, y)
 
 
-class Regressor(L.LightningModule):
-    """Defines its own dataloaders; optional per-step sleep makes it slow on purpose."""
+class _RegressorSteps:
+    """A linear regressor's steps, for either Lightning package (see Regressor, PLRegressor)."""
 
     def __init__(self, lr: float = 0.05, step_sleep: float = 0.0, fail_at_step: int | None = None) -> None:
         super().__init__()
@@ -56,6 +57,14 @@ class Regressor(L.LightningModule):
 
     def val_dataloader(self):
         return DataLoader(regression_data(64, seed=1), batch_size=32)
+
+
+class Regressor(_RegressorSteps, L.LightningModule):
+    """Defines its own dataloaders; optional per-step sleep makes it slow on purpose."""
+
+
+class PLRegressor(_RegressorSteps, pytorch_lightning.LightningModule):
+    """The same module written for ``pytorch_lightning``, the package most notebooks import."""
 
 
 class RegressionData(L.LightningDataModule):

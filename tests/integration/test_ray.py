@@ -15,13 +15,14 @@ import torch
 import aiaas
 
 from ..conftest import Backend, wait_until
-from .models import Regressor
+from .models import PLRegressor, Regressor
 
 
 @pytest.fixture(scope="module")
 def backend(ray_cluster, tmp_path_factory):
     b = Backend(tmp_path_factory.mktemp("ray-backend"), slots=1, ray_address=ray_cluster.address,
-                env={"AIAAS_RAY_CPUS_PER_REPLICA": "0.5"})
+                # Ray Train checkpoints at the first epoch end after this interval: here, every epoch.
+                env={"AIAAS_RAY_CPUS_PER_REPLICA": "0.5", "AIAAS_CHECKPOINT_EVERY_S": "0.5"})
     b.start(timeout=120)
     yield b
     b.close()
@@ -84,13 +85,17 @@ def test_cancel_stops_the_ray_job_and_frees_its_resources(client, ray_cluster):
                timeout=120, interval=1.0, what="the run's Ray workers to give their CPUs back")
 
 
-def test_a_killed_worker_is_retried_from_the_last_checkpoint(client, backend):
-    run = client.train(Regressor(step_sleep=0.4), max_epochs=5, accelerator="cpu", devices=2, name="killed")
+@pytest.mark.parametrize("module", [Regressor, PLRegressor], ids=["lightning.pytorch", "pytorch_lightning"])
+def test_a_killed_worker_is_retried_from_the_last_checkpoint(client, backend, module):
+    """Both Lightning packages train with DDP on Ray Train and resume from its checkpoint."""
+    run = client.train(module(step_sleep=0.4), max_epochs=5, accelerator="cpu", devices=2, name="killed")
     workers = wait_until(lambda: len(found := _train_workers(backend, run.id)) == 2 and found, timeout=240,
                          interval=0.5, what="the run's two Ray workers")
-    # Ray Train checkpoints at each epoch's end: once the second epoch runs, kill a worker.
-    wait_until(lambda: any(p.epoch == 1 for p in run.metrics("train_loss")), timeout=240, interval=0.2,
-               what="the second epoch")
+    # Checkpointed at each epoch's end (the backend's interval). Ray Train's controller takes a
+    # reported checkpoint in on its next poll of the group: kill a worker once the third epoch runs,
+    # when at least the first epoch's checkpoint is surely registered.
+    wait_until(lambda: any(p.epoch == 2 for p in run.metrics("train_loss")), timeout=240, interval=0.2,
+               what="the third epoch")
     workers[-1].send_signal(signal.SIGKILL)
     workers[-1].wait(timeout=10)  # it really died (psutil raises if it did not)
     assert client.run(run.id).status is aiaas.RunStatus.running
@@ -101,3 +106,5 @@ def test_a_killed_worker_is_retried_from_the_last_checkpoint(client, backend):
     # The new group started from the checkpoint, not from step 0, and finished every step.
     assert steps.count(0) == 1 and set(steps) == set(range(20)), steps
     assert run.data.attempt == 1  # Ray Train retried inside the run; aiaas did not requeue it
+    assert "training on 2 Ray Train workers with Lightning's DDP" in logs
+    assert run.data.environment["lightning_package"] == ("pytorch_lightning" if module is PLRegressor else "lightning")

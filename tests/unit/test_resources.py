@@ -40,30 +40,29 @@ def test_what_the_backend_cannot_give_is_refused(kwargs, available, message):
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "package", "expected"),
+    ("kwargs", "expected"),
     [
-        ({}, "lightning", (1, False)),
-        ({"accelerator": "cpu", "devices": 2}, "lightning", (2, False)),
-        ({"accelerator": "cpu", "devices": 2, "num_nodes": 2}, "lightning", (4, False)),
-        ({"accelerator": "gpu", "devices": 2, "num_nodes": 2}, "lightning", (4, True)),
-        ({"devices": 1}, "pytorch_lightning", (1, False)),
+        ({}, (1, False)),
+        ({"accelerator": "cpu", "devices": 2}, (2, False)),
+        ({"accelerator": "cpu", "devices": 2, "num_nodes": 2}, (4, False)),
+        ({"accelerator": "gpu", "devices": 2, "num_nodes": 2}, (4, True)),
+        ({"devices": 1}, (1, False)),
     ],
 )
-def test_ray_workers_are_devices_times_nodes(kwargs, package, expected):
+def test_ray_workers_are_devices_times_nodes(kwargs, expected):
     gpus = 4 if kwargs.get("accelerator") == "gpu" else 0
-    assert ray_workers(kwargs, package, cpus=4, gpus=gpus, cpus_per_worker=1) == expected
+    assert ray_workers(kwargs, cpus=4, gpus=gpus, cpus_per_worker=1) == expected
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "package", "message"),
+    ("kwargs", "message"),
     [
-        ({"accelerator": "cpu", "devices": 4}, "lightning", "asks for 4 Ray workers .* room for 2"),
-        ({"accelerator": "gpu"}, "lightning", "no GPU"),
-        ({"accelerator": "cpu", "devices": 2}, "pytorch_lightning", "import lightning.pytorch"),
-        ({"num_nodes": 0}, "lightning", "not a node count"),
+        ({"accelerator": "cpu", "devices": 4}, "asks for 4 Ray workers .* room for 2"),
+        ({"accelerator": "gpu"}, "no GPU"),
+        ({"num_nodes": 0}, "not a node count"),
     ],
 )
-def test_what_the_ray_cluster_cannot_hold_is_refused(kwargs, package, message):
+def test_what_the_ray_cluster_cannot_hold_is_refused(kwargs, message):
     with pytest.raises(ApiError, match=message) as raised:
-        ray_workers(kwargs, package, cpus=2, gpus=0, cpus_per_worker=1)
+        ray_workers(kwargs, cpus=2, gpus=0, cpus_per_worker=1)
     assert raised.value.status_code == 400

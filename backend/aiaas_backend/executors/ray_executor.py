@@ -52,7 +52,7 @@ class RayExecutor(LocalExecutor):
     def admit(self, trainer_kwargs: dict[str, Any], lightning_package: str) -> int:
         resources = self._cluster.resources()
         workers, use_gpu = ray_workers(
-            trainer_kwargs, lightning_package, cpus=resources.get("CPU", 0), gpus=int(resources.get("GPU", 0)),
+            trainer_kwargs, cpus=resources.get("CPU", 0), gpus=int(resources.get("GPU", 0)),
             cpus_per_worker=self._settings.ray_cpus_per_worker,
         )
         return workers if use_gpu else 0
@@ -74,7 +74,7 @@ class RayExecutor(LocalExecutor):
         package = (run.environment or {}).get("lightning_package", "lightning")
         resources = self._cluster.resources()
         workers, use_gpu = ray_workers(
-            run.trainer_kwargs or {}, package, cpus=resources.get("CPU", 0),
+            run.trainer_kwargs or {}, cpus=resources.get("CPU", 0),
             gpus=max(int(resources.get("GPU", 0)), run.gpus), cpus_per_worker=self._settings.ray_cpus_per_worker,
             check=False,
         )

@@ -1,12 +1,13 @@
 """One rank of a Ray Train worker group: the function ``TorchTrainer`` runs on every worker.
 
 Every rank builds the same Lightning Trainer as a local worker would, with Ray
-Train's Lightning integration in place of Lightning's own launcher: the
-``RayDDPStrategy``, the ``RayLightningEnvironment`` (ranks and world size come
-from Ray), and the ``RayTrainReportCallback``, which reports a checkpoint to Ray
-Train at the end of every epoch, into the run's directory in the artifact
-store. If a worker dies, Ray Train (``FailureConfig``) restarts the group and
-``ray.train.get_checkpoint()`` hands it that checkpoint to resume from.
+Train's Lightning integration in place of Lightning's own launcher
+(``ray_lightning``): Ray's DDP strategy, its cluster environment (ranks and
+world size come from Ray), and a report callback that hands Ray Train a
+checkpoint at an epoch's end, at most every ``checkpoint_every_s``, into the
+run's directory in the artifact store. If a worker dies, Ray Train
+(``FailureConfig``) restarts the group and ``ray.train.get_checkpoint()`` hands
+it that checkpoint to resume from.
 
 Rank 0 is the run's voice: it alone reports metrics, logs, progress and the
 result to the API, with the same reporter as a local worker, so a dashboard
@@ -24,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import ray.train
-from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, RayTrainReportCallback, prepare_trainer
 
 from aiaas_sdk.wire import RunStatus, WorkerStatus
 
 from ..artifacts import Artifacts
 from .capture import OutputCapture
 from .lightning_hooks import make_stop_in_step
+from .ray_lightning import CHECKPOINT_NAME, for_package
 from .reporter import Reporter
 from .train import _train, describe
 
@@ -41,44 +42,46 @@ class RayRank:
     Several workers train with Lightning's DDP through Ray's strategy. One worker
     trains as a local worker does -- Lightning's DDP would shard and shuffle the
     training set through a ``DistributedSampler`` for no gain -- so a 1-worker run
-    gives the same numbers as ``Trainer.fit`` in the notebook. Either way Ray's
-    report callback checkpoints each epoch for Ray Train's retries. Modules written
-    for ``pytorch_lightning`` cannot take Ray's callbacks (they are built on
-    ``lightning.pytorch``): they train on one worker (the API refuses more) and
-    checkpoint themselves, as a local worker does.
+    gives the same numbers as ``Trainer.fit`` in the notebook. Either way the
+    report callback checkpoints for Ray Train's retries. Modules written for
+    ``lightning.pytorch`` and for ``pytorch_lightning`` both get the integration,
+    each built on its own package (``ray_lightning``).
     """
 
     solo = False
 
-    def __init__(self, integrated: bool, resume_dir: str | None) -> None:
+    def __init__(self, resume_dir: str | None, checkpoint_every_s: float) -> None:
         context = ray.train.get_context()
         self.rank = context.get_world_rank()
         self.world_size = context.get_world_size()
-        self.integrated = integrated
-        self.ddp = integrated and self.world_size > 1
+        self.ddp = self.world_size > 1
         self._resume_dir = resume_dir
+        self._every_s = checkpoint_every_s
+        self._prepare: Any = None
 
     def configure(self, pl: Any, kwargs: dict[str, Any], callbacks: list[Any]) -> tuple[dict[str, Any], list[Any]]:
+        ray_pl = for_package(pl)
         kwargs.pop("num_nodes", None)
         if not self.ddp:
             kwargs["devices"] = 1
-            return kwargs, [*callbacks, RayTrainReportCallback()] if self.integrated else callbacks
+            return kwargs, [*callbacks, ray_pl.report_callback(self._every_s)]
+        self._prepare = ray_pl.prepare_trainer
         kwargs.pop("strategy", None)
         plugins = kwargs.pop("plugins", None) or []
         plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins]
-        kwargs.update(devices="auto", strategy=RayDDPStrategy(), plugins=[*plugins, RayLightningEnvironment()])
-        return kwargs, [*callbacks, make_stop_in_step(pl), RayTrainReportCallback()]
+        kwargs.update(devices="auto", strategy=ray_pl.strategy(), plugins=[*plugins, ray_pl.environment()])
+        return kwargs, [*callbacks, make_stop_in_step(pl), ray_pl.report_callback(self._every_s)]
 
     def prepare(self, trainer: Any) -> Any:
-        return prepare_trainer(trainer) if self.ddp else trainer
+        return self._prepare(trainer) if self._prepare is not None else trainer
 
     def resume_from(self, assignment: dict[str, Any]) -> str | None:
         if self._resume_dir is not None:
-            return str(Path(self._resume_dir) / RayTrainReportCallback.CHECKPOINT_NAME)
+            return str(Path(self._resume_dir) / CHECKPOINT_NAME)
         return assignment["resume_from"]
 
     def checkpoint_path(self, artifacts: Artifacts, run_id: str) -> Path | None:
-        return None if self.integrated else artifacts.last_checkpoint(run_id)
+        return None  # Ray Train's report callback checkpoints, into Ray's storage
 
 
 def _record_failure(artifacts: Artifacts, run_id: str, attempt: int, exc: BaseException) -> None:
@@ -100,7 +103,7 @@ def train_loop(assignment: dict[str, Any]) -> None:
     with ExitStack() as stack:
         checkpoint = ray.train.get_checkpoint()
         resume_dir = stack.enter_context(checkpoint.as_directory()) if checkpoint is not None else None
-        place = RayRank(assignment["lightning_package"] == "lightning", resume_dir)
+        place = RayRank(resume_dir, assignment["checkpoint_every_s"])
         if place.rank != 0:
             try:
                 _train(assignment, artifacts, None, place)
