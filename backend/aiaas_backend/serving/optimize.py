@@ -56,6 +56,30 @@ class Predict(nn.Module):
         return self.model(x)
 
 
+class Served(nn.Module):
+    """An optimised model as a replica serves it: tensor batches take the optimised path, and
+    the module's own methods (``decode_request``, ``encode_response``, ``collate``,
+    ``generate``) are the module's. For int8 the module is the quantised copy, so its
+    ``generate`` runs quantised too; compile and onnx speed up the tensor path only."""
+
+    def __init__(self, module: nn.Module, fast: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.fast = fast
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fast(x)
+
+    def predict_step(self, x: torch.Tensor, batch_idx: int = 0) -> torch.Tensor:
+        return self.fast(x)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("module"), name)
+
+
 class OnnxPredict(nn.Module):
     """An ONNX Runtime session behind the module interface the replica calls."""
 
@@ -98,6 +122,10 @@ def apply(model: nn.Module, method: str, example: torch.Tensor, folder: Path, th
         if not _has(model, (nn.Linear, nn.LSTM)):
             raise OptimizeError("int8 quantises Linear and LSTM layers and this model has none; "
                                 "deploy it without optimize, or try optimize='compile'")
+        if _has(model, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
+            # Their inference fast path reads each Linear's .weight as a tensor, which a quantised
+            # Linear keeps behind a method: this process serves one model, so switch it off here.
+            torch.backends.mha.set_fastpath_enabled(False)
         with warnings.catch_warnings():
             # torch 2.13 still ships eager dynamic quantisation but announces its move to the
             # separate torchao package; until that is a dependency here, torch's own API it is.
@@ -217,7 +245,8 @@ def for_serving(model: nn.Module, method: str, folder: Path, threads: int = 0) -
     optimised = apply(model.cpu().eval(), method, rows, folder, threads)
     _run(optimised, rows[:1])
     _run(optimised, rows)
-    return optimised
+    module = optimised.model if isinstance(optimised, Predict) else model
+    return Served(module, optimised)
 
 
 def main() -> int:
