@@ -212,7 +212,10 @@ def error_from_response(response: httpx.Response) -> AiaasError:
     """Translate an HTTP error response into the matching SDK exception."""
     detail, code = _detail(response)
     status = response.status_code
-    cls = _BY_CODE.get(code or "") or _BY_STATUS.get(status)
+    cls = _BY_CODE.get(code or "")
+    if cls is not None and issubclass(cls, QuotaExceeded) and status != 429:
+        cls = None  # the dataset storage quota answers 413: the upload is what is too large
+    cls = cls or _BY_STATUS.get(status)
     if cls is None:
         cls = ServerError if status >= 500 else AiaasError
     message = f"{detail} (HTTP {status})" + _HINTS.get(cls, "")
