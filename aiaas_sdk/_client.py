@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-from . import _datasets, _keys, _monitoring, _ops, _sse, _tls, config
-from ._dataset import AsyncDataset, Dataset, DatasetList, refs
+from . import _dataset_methods, _keys, _monitoring, _ops, _sse, _tls, config
+from ._dataset import refs
 from ._errors import AuthenticationError, error_from_response, error_from_transport
 from ._loop_bound import close_with_loop
 from ._deployment import AsyncDeployment, Deployment
@@ -75,7 +75,7 @@ class _Base:
         return f"<{type(self).__name__} {self.url}>"
 
 
-class Client(_keys.KeysMixin, _monitoring.ClientWebhooks, _Base):
+class Client(_keys.KeysMixin, _monitoring.ClientWebhooks, _dataset_methods.ClientDatasets, _Base):
     """A connection to an aiaas backend. Make one with :func:`aiaas.connect`."""
 
     def __init__(
@@ -226,26 +226,6 @@ class Client(_keys.KeysMixin, _monitoring.ClientWebhooks, _Base):
     def deployments(self) -> list[Deployment]:
         return [Deployment(self, d) for d in self._drive(_ops.list_deployments())]
 
-    # -- datasets ----------------------------------------------------------------
-    def upload(self, name: str, source: Any, *, parallel: int = 8, progress: bool = True) -> Dataset:
-        """Upload ``source`` as a new version of dataset ``name`` and return the :class:`Dataset`.
-
-        ``source``: a folder, a file, a ``{path in the dataset: local file}`` mapping, a torch
-        tensor, a numpy array or a pandas DataFrame. Only chunks the backend lacks travel,
-        ``parallel`` at a time, read from disk as they go; calling again after an interruption
-        resumes, and an unchanged source gives back the same version. ``progress`` shows a bar.
-        """
-        result = _datasets.upload(self, name, source, parallel=parallel, progress=progress)
-        return Dataset(self, result.data, result)
-
-    def datasets(self) -> list[Dataset]:
-        """Every version of this user's datasets, by name, newest version first."""
-        return DatasetList(Dataset(self, d) for d in self._drive(_datasets.list_datasets()).data)
-
-    def dataset(self, name: str, version: int | None = None) -> Dataset:
-        """Dataset ``name`` at ``version`` (the newest when None)."""
-        return Dataset(self, self._drive(_datasets.get_dataset(name, version)))
-
     def close(self) -> None:
         self._closer()
 
@@ -256,7 +236,8 @@ class Client(_keys.KeysMixin, _monitoring.ClientWebhooks, _Base):
         self.close()
 
 
-class AsyncClient(_keys.AsyncKeysMixin, _monitoring.AsyncClientWebhooks, _Base):
+class AsyncClient(_keys.AsyncKeysMixin, _monitoring.AsyncClientWebhooks, _dataset_methods.AsyncClientDatasets,
+                  _Base):
     """The async twin of :class:`Client`; make one with :func:`aiaas.connect_async`."""
 
     def __init__(
@@ -398,22 +379,6 @@ class AsyncClient(_keys.AsyncKeysMixin, _monitoring.AsyncClientWebhooks, _Base):
 
     async def deployments(self) -> list[AsyncDeployment]:
         return [AsyncDeployment(self, d) for d in await self._drive(_ops.list_deployments())]
-
-    async def upload(self, name: str, source: Any, *, parallel: int = 8, progress: bool = True) -> AsyncDataset:
-        """Async :meth:`Client.upload`. The upload's reads and hashing are blocking file work,
-        so it runs in a thread, on its own connection pool, leaving the event loop free."""
-        def work() -> _datasets.UploadResult:
-            with Client(self.url, self._api_key, timeout=self._timeout, **self._tls_args) as sync:
-                return _datasets.upload(sync, name, source, parallel=parallel, progress=progress)
-
-        result = await asyncio.to_thread(work)
-        return AsyncDataset(self, result.data, result)
-
-    async def datasets(self) -> list[AsyncDataset]:
-        return [AsyncDataset(self, d) for d in (await self._drive(_datasets.list_datasets())).data]
-
-    async def dataset(self, name: str, version: int | None = None) -> AsyncDataset:
-        return AsyncDataset(self, await self._drive(_datasets.get_dataset(name, version)))
 
     async def aclose(self) -> None:
         """Close the connection pool now (otherwise it closes with its event loop)."""

@@ -60,7 +60,10 @@ class SeaweedS3:
                  "-master.volumeSizeLimitMB=32", f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
                  "-volume.max=300", "-filer", f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
                  f"-filer.localSocket={self.root}/filer.sock",
-                 "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", f"-s3.config={config}"],
+                 "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", f"-s3.config={config}",
+                 # Its Iceberg and Lance listeners take fixed ports (8181, 9101) a second server would
+                 # fight over; the tests use neither.
+                 "-s3.port.iceberg=0", "-s3.port.lance=0"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         self.endpoint = f"http://127.0.0.1:{s3}"

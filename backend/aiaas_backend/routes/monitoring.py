@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -14,11 +13,13 @@ from starlette.concurrency import run_in_threadpool
 
 from aiaas_sdk.wire_monitoring import AlertRules, AlertsPublic, DeploymentEvent, DriftReport, WebhookPublic, WebhookSet
 
-from ..deps import CurrentUser, SessionDep
+from ..deps import CurrentUser, SessionDep, TokenDep
 from ..errors import ApiError
 from ..models import Deployment, Webhook
 from ..monitoring import events
 from ..monitoring.monitor import Monitor
+from ..security import api_key_for
+from ..sse import HEADERS, follow, start_after
 from .deployments import _owned
 
 router = APIRouter(tags=["monitoring"])
@@ -28,20 +29,10 @@ def _monitor(request: Request) -> Monitor:
     return request.app.state.monitor
 
 
-def _start(after: int | None, last_event_id: str | None) -> int:
-    start = after or 0
-    if last_event_id is not None:
-        if not last_event_id.strip().isdigit():
-            raise ApiError(400, f"Last-Event-ID must be an event sequence number, got {last_event_id!r}",
-                           "bad_last_event_id")
-        start = max(start, int(last_event_id))
-    return start
-
-
 @router.get("/v1/deployments/{name}/events", operation_id="deployment_events",
             response_model=list[DeploymentEvent], responses={200: {"content": {"text/event-stream": {}}}})
 def deployment_events(
-    name: str, request: Request, session: SessionDep, user: CurrentUser,
+    name: str, request: Request, session: SessionDep, user: CurrentUser, token: TokenDep,
     after: Annotated[int | None, Query(ge=0, description="only events after this seq")] = None,
     heartbeat: Annotated[float, Query(gt=0, le=300, description="seconds between SSE keep-alive comments")] = 15.0,
     accept: Annotated[str | None, Header()] = None,
@@ -52,47 +43,25 @@ def deployment_events(
     A JSON list; with ``Accept: text/event-stream``, a live Server-Sent Event stream that
     resumes after ``Last-Event-ID`` and ends when the deployment is deleted."""
     dep_id = _owned(session, user, name).id
-    start = _start(after, last_event_id)
+    start = start_after(after, last_event_id)
     if "text/event-stream" not in (accept or ""):
         return events.after(session, dep_id, start)
-    return StreamingResponse(_stream(request, dep_id, start, heartbeat), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(_stream(request, dep_id, start, heartbeat, token), media_type="text/event-stream",
+                             headers=HEADERS)
 
 
-async def _stream(request: Request, dep_id: str, seq: int, heartbeat: float) -> AsyncIterator[bytes]:
-    sessions, bus = request.app.state.sessions, request.app.state.event_bus
+def _stream(request: Request, dep_id: str, seq: int, heartbeat: float, token: str) -> AsyncIterator[bytes]:
+    sessions = request.app.state.sessions
 
     def fetch(after_seq: int) -> tuple[list[DeploymentEvent], bool]:
         with sessions() as s:
             return events.after(s, dep_id, after_seq), s.get(Deployment, dep_id) is None
 
-    loop = asyncio.get_running_loop()
-    last_sent = loop.time()
-    yield b"retry: 1000\n\n"
-    while True:
-        wake = bus.subscribe(dep_id)  # before the query: a publish in between is not lost
-        try:
-            rows, gone = await run_in_threadpool(fetch, seq)
-            if rows:
-                seq = rows[-1].seq
-                yield b"".join(events.sse(e) for e in rows)
-                last_sent = loop.time()
-            if gone:
-                yield b"event: end\ndata: {}\n\n"
-                return
-            if len(rows) == events.PAGE:
-                continue
-            if await request.is_disconnected():
-                return
-            try:
-                await asyncio.wait_for(wake.wait(), timeout=0.5)
-            except TimeoutError:
-                pass
-        finally:
-            bus.unsubscribe(dep_id, wake)
-        if loop.time() - last_sent >= heartbeat:
-            yield b": keep-alive\n\n"
-            last_sent = loop.time()
+    def key_works() -> bool:
+        with sessions() as s:
+            return api_key_for(s, token) is not None
+
+    return follow(request, dep_id, fetch, events.sse, seq, heartbeat, events.PAGE, key_works)
 
 
 def _alerts(dep: Deployment, monitor: Monitor) -> AlertsPublic:
