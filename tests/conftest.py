@@ -39,11 +39,28 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["RAY_AUTH_MODE"] = "disabled"
 
 
+# Modules that start a Ray cluster (the session's, or a tutorial's own). Under pytest-xdist they
+# run on one worker, one after another: two clusters at once starve each other on a small machine.
+RAY_MODULES = {"test_ray.py", "test_train.py", "test_ray_tutorial.py"}
+
+
+def _xdist_group(item: pytest.Item) -> str:
+    if Path(str(item.fspath)).name in RAY_MODULES or "ray_cluster" in getattr(item, "fixturenames", ()):
+        return "ray"
+    return Path(str(item.fspath)).relative_to(ROOT).as_posix()
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         folder = Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0]
         if folder in ("unit", "integration", "notebooks", "browser", "lab_extension"):
             item.add_marker(getattr(pytest.mark, folder))
+        # `--dist loadgroup` (pyproject's addopts) keeps a module on one worker, so its
+        # module-scoped backend is started once, and every Ray test on the same worker.
+        item.add_marker(pytest.mark.xdist_group(_xdist_group(item)))
+    # The longest groups start first, so no worker is left with a long one at the end.
+    items.sort(key=lambda item: _xdist_group(item) != "ray")
 
 
 class Backend:
