@@ -39,28 +39,50 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["RAY_AUTH_MODE"] = "disabled"
 
 
-# Modules that start a Ray cluster (the session's, or a tutorial's own). Under pytest-xdist they
-# run on one worker, one after another: two clusters at once starve each other on a small machine.
-RAY_MODULES = {"test_ray.py", "test_train.py", "test_ray_tutorial.py"}
+# Tests that start a Ray cluster (the session's, or a tutorial's own), by node id prefix. Under
+# pytest-xdist they run on one worker, one after another: two clusters at once starve each other
+# on a small machine. They are also the longest group, so they start first.
+RAY_TESTS = (
+    "tests/integration/test_ray.py::",
+    "tests/integration/test_train.py::",
+    "tests/notebooks/test_ray_tutorial.py::",
+    "tests/integration/test_datasets.py::test_ray_run_",
+)
 
 
-def _xdist_group(item: pytest.Item) -> str:
-    if Path(str(item.fspath)).name in RAY_MODULES or "ray_cluster" in getattr(item, "fixturenames", ()):
+# Modules whose tests share nothing (each tutorial runs on its own embedded backend): every
+# test is a unit of its own, started right after the Ray group (they are the next longest).
+INDEPENDENT_TESTS = ("tests/notebooks/test_tutorials.py::",)
+
+
+def _group(nodeid: str) -> str:
+    """The unit xdist hands to one worker: the Ray group, a test of its own, or else the
+    test's module (whose module-scoped backend is then started once)."""
+    if nodeid.startswith(RAY_TESTS):
         return "ray"
-    return Path(str(item.fspath)).relative_to(ROOT).as_posix()
+    return nodeid if nodeid.startswith(INDEPENDENT_TESTS) else nodeid.split("::", 1)[0]
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    # xdist's own loadgroup cannot tag node ids under pytest 9.2, so the grouping is ours.
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _group(nodeid)
+
+    return ByGroup(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         folder = Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0]
         if folder in ("unit", "integration", "notebooks", "browser", "lab_extension"):
             item.add_marker(getattr(pytest.mark, folder))
-        # `--dist loadgroup` (pyproject's addopts) keeps a module on one worker, so its
-        # module-scoped backend is started once, and every Ray test on the same worker.
-        item.add_marker(pytest.mark.xdist_group(_xdist_group(item)))
-    # The longest groups start first, so no worker is left with a long one at the end.
-    items.sort(key=lambda item: _xdist_group(item) != "ray")
+        if "ray_cluster" in getattr(item, "fixturenames", ()) and _group(item.nodeid) != "ray":
+            raise pytest.UsageError(f"{item.nodeid} uses a Ray cluster: add it to RAY_TESTS in tests/conftest.py")
+    items.sort(key=lambda item: (_group(item.nodeid) != "ray", not item.nodeid.startswith(INDEPENDENT_TESTS)))
 
 
 class Backend:
