@@ -44,10 +44,9 @@ class Window:
             self.snapshots.popleft()
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    if len(values) < MIN_REQUESTS:
+def _percentile(ordered: list[float], q: float) -> float | None:
+    if len(ordered) < MIN_REQUESTS:
         return None
-    ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
@@ -57,7 +56,7 @@ def figures(router: Any, max_queue: int, window: Window, window_s: float, drift_
     now = time.monotonic() if now is None else now
     stats = router.stats
     window.add(Snapshot(now, stats.requests, stats.errors, router.queue.qsize() / max(1, max_queue)), window_s)
-    recent = stats.recent_latencies(window_s)
+    recent = sorted(stats.recent_latencies(window_s))  # once for both percentiles: up to 10,000 values
     first, last = window.snapshots[0], window.snapshots[-1]
     requests = last.requests - first.requests
     inside = [s.saturation for s in window.snapshots if s.at > now - window_s] or [last.saturation]
