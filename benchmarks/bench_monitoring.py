@@ -117,11 +117,16 @@ def monitoring_work_us() -> float:
     return max(0.0, on - off) * 1e6
 
 
-def client_rounds(url: str, key: str, name: str, start_at: float, rounds: int, seconds: float, gap: float,
+def client_rounds(url: str, key: str, name: str, rounds: int, seconds: float, gap: float,
                   concurrency: int) -> None:
-    """``--client``: closed-loop rounds against one deployment on a shared wall-clock schedule; prints JSON."""
+    """``--client``: closed-loop rounds against one deployment on a shared wall-clock schedule; prints JSON.
+
+    Says "ready" once imported and connected, then reads the schedule's start (unix seconds) from stdin.
+    """
     dep = aiaas.Client(url, key).deployment(name)
     x = np.random.default_rng(0).random((1, 64), dtype=np.float32)
+    print("ready", flush=True)
+    start_at = float(sys.stdin.readline())
 
     async def load() -> tuple[float, float, float, int]:
         try:
@@ -150,11 +155,17 @@ def together_rounds(targets: dict[str, tuple[str, str, str]], servers: dict[str,
     # closed_loop's warm-up comes before its measured seconds, and its last requests end after them
     # (seconds at p99 on a loaded machine): the gap lets both clients start each round on time.
     gap, warm = 4.0, min(1.0, args.seconds / 4)
-    start_at = time.time() + 15  # the clients import torch and the SDK first
     clients = {mode: subprocess.Popen(
-        [sys.executable, __file__, "--client", url, key, name, "--start-at", str(start_at), "--rounds",
-         str(args.rounds), "--seconds", str(args.seconds), "--gap", str(gap), "--concurrency", str(args.concurrency)],
-        stdout=subprocess.PIPE, text=True) for mode, (url, key, name) in targets.items()}
+        [sys.executable, __file__, "--client", url, key, name, "--rounds", str(args.rounds), "--seconds",
+         str(args.seconds), "--gap", str(gap), "--concurrency", str(args.concurrency)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for mode, (url, key, name) in targets.items()}
+    for proc in clients.values():  # importing torch and the SDK takes a while on a loaded machine
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    start_at = time.time() + 1.0
+    for proc in clients.values():
+        assert proc.stdin is not None
+        proc.stdin.write(f"{start_at}\n")
+        proc.stdin.flush()
     cpu_us: dict[str, list[float]] = {mode: [] for mode in targets}
     per_round = args.seconds + warm + gap
     for r in range(args.rounds):
@@ -165,7 +176,7 @@ def together_rounds(targets: dict[str, tuple[str, str, str]], servers: dict[str,
         for mode in targets:
             cpu_us[mode].append(sum(servers[mode].cpu_times()[:2]) - before[mode])
     results = {mode: [tuple(row) for row in json.loads(proc.communicate(timeout=per_round * 3 + 120)[0])]
-               for mode, proc in clients.items()}
+               for mode, proc in clients.items()}  # communicate() closes stdin, written already
     for mode in targets:  # CPU seconds per request in the round's measured window
         cpu_us[mode] = [cpu / max(1.0, rate * args.seconds) * 1e6 for cpu, (rate, *_rest) in
                         zip(cpu_us[mode], results[mode])]
@@ -210,11 +221,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--client", nargs=3, metavar=("URL", "KEY", "NAME"), help=argparse.SUPPRESS)
-    parser.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--gap", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
-        client_rounds(*args.client, args.start_at, args.rounds, args.seconds, args.gap, args.concurrency)
+        client_rounds(*args.client, args.rounds, args.seconds, args.gap, args.concurrency)
         return
     rows: list[tuple[str, str]] = []
     rps: dict[str, list[float]] = {"on": [], "off": []}
