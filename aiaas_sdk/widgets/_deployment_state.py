@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..wire import DeploymentPublic, DeploymentStats
+from ..wire_monitoring import AlertsPublic, DriftReport
 
 #: Event kinds the alerts/events API announces; others are shown by their kind.
 EVENT_LABELS = {
@@ -81,6 +82,7 @@ class DeploymentState:
         self.replicas = data.replicas
         self.ready_replicas = data.ready_replicas
         self.error = data.error
+        self.alerts_firing = list(data.alerts_firing)
 
     def apply_stats(self, stats: DeploymentStats, at: float) -> Sample:
         """Fold one ``stats()`` answer taken at ``at`` (seconds, any monotonic clock)."""
@@ -116,24 +118,13 @@ class DeploymentState:
             fresh.append(line)
         return fresh
 
-    def apply_alerts(self, alerts: Any) -> None:
-        """Names of the firing rules, from whatever ``dep.alerts()`` answers (a list or an object with rules)."""
-        rules = getattr(alerts, "rules", alerts)
-        if isinstance(rules, dict):
-            rules = list(rules.values())
-        firing = []
-        for rule in rules or []:
-            get = rule.get if isinstance(rule, dict) else lambda k, r=rule: getattr(r, k, None)
-            if get("firing"):
-                firing.append(str(get("name") or get("metric") or get("kind") or "alert"))
-        self.alerts_firing = firing
+    def apply_alerts(self, alerts: AlertsPublic) -> None:
+        """The rules firing now, from ``dep.alerts()``."""
+        self.alerts_firing = list(alerts.firing)
 
-    def apply_drift(self, report: Any) -> None:
-        for attr in ("overall", "score", "overall_score"):
-            value = report.get(attr) if isinstance(report, dict) else getattr(report, attr, None)
-            if isinstance(value, int | float):
-                self.drift_score = float(value)
-                return
+    def apply_drift(self, report: DriftReport) -> None:
+        """The overall drift score from ``dep.drift()`` (None until the sample is large enough)."""
+        self.drift_score = report.score
 
     def mark_deleted(self) -> None:
         self.deleted = True

@@ -8,9 +8,11 @@ the answer into a :class:`DeploymentState` and redraws (``hold_sync``, only
 new chart points). It stops when the deployment is deleted, when the view is
 closed (from Python or by the frontend), or when :meth:`close` is called.
 
-The alerts/events/drift API (``dep.events()``, ``dep.alerts()``,
-``dep.drift()``) is used when the SDK has it; without it the events area
-stays hidden.
+Each tick also reads new events (``dep.events(after=...)``); the firing
+alerts (``dep.alerts()``) are read every ten ticks and at once when an
+``alert_raised``/``alert_resolved`` event arrives, so a breach shows within a
+tick of its event; drift every ten ticks. The events area stays hidden until
+there is something to show.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ _STATUS_COLORS = {"starting": "#888", "ready": "#2ca02c", "updating": "#1f77b4",
 # The deployment record (status, desired replicas, version) changes rarely; stats every tick.
 _REFRESH_EVERY = 5
 _ALERTS_EVERY = 10
+_ALERT_KINDS = ("alert_raised", "alert_resolved")
 # The browser only ever gets appended points; a periodic full resend trims it back to the window.
 _RESEND_EVERY = 30
 
@@ -113,26 +116,31 @@ class DeploymentView:
 
     def _poll_monitoring(self, tick: int) -> None:
         dep: Any = self.deployment
-        for attr, every, apply in (("events", 1, self._apply_events), ("alerts", _ALERTS_EVERY, self.state.apply_alerts),
-                                   ("drift", _ALERTS_EVERY, self.state.apply_drift)):
-            method = getattr(dep, attr, None)
-            if method is None or tick % every:
-                continue
-            try:
-                answer = self._events(method) if attr == "events" else method()
-            except AiaasError:
-                continue  # no drift report before training statistics exist, say: the rest still shows
-            with self._lock:
-                apply(answer)
+        events = self._ask(dep, "events", after=self.state.last_event_seq)
+        with self._lock:
+            fresh = self.state.apply_events(list(events)) if events is not None else []
+        # An alert raised or resolved: read the firing set now, not at the next periodic read.
+        if tick % _ALERTS_EVERY == 0 or any(e.kind in _ALERT_KINDS for e in fresh):
+            alerts = self._ask(dep, "alerts")
+            if alerts is not None:
+                with self._lock:
+                    self.state.apply_alerts(alerts)
+        if tick % _ALERTS_EVERY == 0:
+            report = self._ask(dep, "drift")
+            if report is not None:
+                with self._lock:
+                    self.state.apply_drift(report)
 
-    def _events(self, method: Any) -> Any:
+    @staticmethod
+    def _ask(dep: Any, attr: str, **kwargs: Any) -> Any:
+        """``dep.<attr>(**kwargs)``, or None when the deployment object lacks it or the call failed."""
+        method = getattr(dep, attr, None)
+        if method is None:
+            return None
         try:
-            return method(after=self.state.last_event_seq)
-        except TypeError:  # an events() without paging: the state skips what it has seen
-            return method()
-
-    def _apply_events(self, events: Any) -> None:
-        self.state.apply_events(list(getattr(events, "data", events)))
+            return method(**kwargs)
+        except AiaasError:
+            return None  # no drift report before training statistics exist, say: the rest still shows
 
     def _closed(self) -> bool:
         return self.widget.comm is None
@@ -169,8 +177,10 @@ class DeploymentView:
     @staticmethod
     def _header_html(s: DeploymentState) -> str:
         color = _STATUS_COLORS.get(s.status, "#888")
+        alerts = (f" · <span class='aiaas-dep-alerts' style='color:#d62728;font-weight:bold'>ALERT "
+                  f"{html.escape(', '.join(s.alerts_firing))}</span>" if s.alerts_firing else "")
         return (f"<b>{html.escape(s.name)}</b> · <span style='color:{color};font-weight:bold'>{s.status}</span>"
-                f" · version <code>{html.escape(s.run_id)}</code> · replicas {s.ready_replicas}/{s.replicas}")
+                f" · version <code>{html.escape(s.run_id)}</code> · replicas {s.ready_replicas}/{s.replicas}{alerts}")
 
     @staticmethod
     def _figures_html(s: DeploymentState) -> str:

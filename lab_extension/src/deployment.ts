@@ -104,6 +104,20 @@ export function detailFigures(dep: DeploymentView, rate: number | null): [string
   ];
 }
 
+const RULE_LABELS: Record<string, string> = {
+  p99_ms: 'p99 latency',
+  p95_ms: 'p95 latency',
+  error_rate: 'error rate',
+  queue_saturation: 'queue saturation',
+  drift: 'input drift'
+};
+
+/** "alert: p99 latency, error rate" for the rules firing now, or null when none is. */
+export function firingText(dep: DeploymentView): string | null {
+  const firing = dep.alerts_firing ?? [];
+  return firing.length ? `alert: ${firing.map(rule => RULE_LABELS[rule] ?? rule).join(', ')}` : null;
+}
+
 /** One entry of GET /v1/deployments/{name}/events (the alerts API; absent on older backends). */
 export interface DeploymentEvent {
   seq: number;

@@ -1,11 +1,12 @@
 /**
  * A deployment's detail under its sidebar row: the figures of the notebook's
  * live view (requests/s, p50/p95/p99, errors, rejected, queue, batches), two
- * small charts over the last minutes and the recent events. Rebuilt on each
+ * small charts over the last minutes and the recent events; the alerts firing
+ * now come first. Rebuilt on each
  * overview tick; the panel keeps unchanged nodes, so it does not flicker.
  */
 
-import { DeploymentEvent, DeploymentHistory, Point, detailFigures, formatEvent, sparkline } from './deployment';
+import { DeploymentEvent, DeploymentHistory, Point, detailFigures, firingText, formatEvent, sparkline } from './deployment';
 import { DeploymentView, formatNumber } from './models';
 
 const NS = 'http://www.w3.org/2000/svg';
@@ -39,6 +40,14 @@ export function deploymentDetail(dep: DeploymentView, rate: number | null, histo
                                  events: DeploymentEvent[] | null): HTMLElement {
   const detail = div('aiaas-Detail');
   detail.dataset.detail = dep.name;
+  const firing = firingText(dep);
+  if (firing) {
+    // First, above the figures: what a user opening a deployment must not miss.
+    const alerts = div('aiaas-Detail-alerts', firing);
+    alerts.dataset.rules = (dep.alerts_firing ?? []).join(',');
+    alerts.title = 'SLO rules breached now (dep.set_alerts); the events below say since when and by how much';
+    detail.append(alerts);
+  }
   const grid = div('aiaas-Detail-figures');
   for (const [label, text, key] of detailFigures(dep, rate)) {
     const cell = div(`aiaas-Detail-figure aiaas-Detail-${key}`);

@@ -68,6 +68,8 @@ export interface DeploymentPublic {
   ready_replicas: number;
   error?: string | null;
   optimization?: OptimizationReport | null;
+  /** SLO rules breached now (dep.set_alerts); absent on backends without alerts. */
+  alerts_firing?: string[];
 }
 
 /** A deployment as /aiaas/overview lists it: with its counters (null if they could not be read). */
@@ -115,7 +117,7 @@ const RUN_FIELDS: Record<keyof RunPublic, true> = {
 const PROGRESS_FIELDS: Record<keyof RunProgress, true> = { step: true, total_steps: true, epoch: true, max_epochs: true };
 const DEPLOYMENT_FIELDS: Record<keyof DeploymentPublic, true> = {
   id: true, name: true, status: true, run_id: true, replicas: true, ready_replicas: true, error: true,
-  optimization: true
+  optimization: true, alerts_firing: true
 };
 const OPTIMIZATION_FIELDS: Record<keyof OptimizationReport, true> = {
   method: true, speedup: true, max_abs_deviation: true, tolerance: true

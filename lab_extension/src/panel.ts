@@ -9,7 +9,7 @@
 
 import { Widget } from '@lumino/widgets';
 
-import { DeploymentEvent, mergeEvents, parseEvents } from './deployment';
+import { DeploymentEvent, firingText, mergeEvents, parseEvents } from './deployment';
 import { deploymentDetail } from './detail';
 import { BackendModel, BackendState } from './poller';
 import {
@@ -221,6 +221,12 @@ export class AiaasPanel extends Widget {
     }
     if (dep.error) {
       parts.push(el('div', 'aiaas-Row-error', oneLine(dep.error)));
+    }
+    const firing = firingText(dep);
+    if (firing) {
+      const alerts = el('div', 'aiaas-Row-alerts', firing);
+      alerts.title = 'SLO rules breached now; click the deployment for its events';
+      parts.push(alerts);
     }
     if (this._selected === dep.name) {
       const events = this._eventsSupported === true ? this._events.get(dep.name) ?? [] : null;

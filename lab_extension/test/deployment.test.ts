@@ -5,6 +5,7 @@ import {
   MAX_POINTS,
   WINDOW_MS,
   detailFigures,
+  firingText,
   formatEvent,
   mergeEvents,
   parseEvents,
@@ -60,6 +61,13 @@ describe('detail', () => {
     });
     const empty = Object.fromEntries(detailFigures(dep('a', null), null).map(([label, text]) => [label, text]));
     expect([empty['req/s'], empty.p99, empty.requests, empty.batch]).toEqual(['–', '–', '–', '–']);
+  });
+  it('names the firing alerts, and nothing when none fires or the backend has no alerts', () => {
+    expect(firingText({ ...dep('a', null), alerts_firing: ['p99_ms', 'error_rate', 'custom'] })).toBe(
+      'alert: p99 latency, error rate, custom'
+    );
+    expect(firingText({ ...dep('a', null), alerts_firing: [] })).toBeNull();
+    expect(firingText(dep('a', null))).toBeNull();
   });
   it('scales a sparkline into its box', () => {
     expect(sparkline([], 100, 10)).toBe('');

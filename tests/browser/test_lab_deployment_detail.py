@@ -1,5 +1,7 @@
 """A deployment's detail in the JupyterLab sidebar, in headless Chromium, against a real backend under load.
 
+The deployment has a p99 rule no request can meet, so the load raises a real alert (evaluated by the
+backend's monitor): the row and the detail show it firing, then resolved once the load stops.
 The screenshot is the one docs/monitoring.md shows: docs/images/lab-deployment-detail.png.
 """
 
@@ -36,6 +38,8 @@ def test_a_click_on_a_deployment_shows_its_live_figures_and_charts(lab, backend)
     client = backend.client()
     run = client.train(Regressor(), max_epochs=2, name="detail-model").wait()
     dep = run.deploy("detail-dep", replicas=1, max_wait_ms=2)
+    # No answer takes under a microsecond: the load breaches this rule; a 2 s window ends it soon after.
+    dep.set_alerts(p99_ms=0.001, window_s=2)
     stop = threading.Event()
 
     def load() -> None:
@@ -73,8 +77,12 @@ def test_a_click_on_a_deployment_shows_its_live_figures_and_charts(lab, backend)
             for chart in ("rateChart", "p99Chart"):
                 expect(detail.locator(f".aiaas-Detail-{chart} svg")).to_have_attribute(
                     "data-points", re.compile(r"^([4-9]|\d\d+)$"), timeout=WAIT_MS)
-            # The deployment's event log (alerts, restarts, updates): shown, empty until something happens.
+            # The breach: firing on the row and first in the detail, and its event in the log.
+            expect(detail.locator(".aiaas-Detail-alerts")).to_have_text("alert: p99 latency", timeout=WAIT_MS)
+            expect(panel.locator(".aiaas-Row-alerts")).to_have_text("alert: p99 latency")
             expect(detail.locator(".aiaas-Detail-events .aiaas-Detail-label")).to_have_text("Events")
+            expect(detail.locator(".aiaas-Event-alert_raised")).to_contain_text(
+                "alert raised: detail-dep: p99 latency", timeout=WAIT_MS)
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOT))
         finally:
@@ -84,6 +92,10 @@ def test_a_click_on_a_deployment_shows_its_live_figures_and_charts(lab, backend)
         # Refreshed: once the load stops, the detail catches up with the backend's own count.
         total = dep.stats().requests
         expect(value("requests")).to_have_text(str(total), timeout=WAIT_MS)
+        # No requests in the window: the alert resolves, and the sidebar says so.
+        expect(detail.locator(".aiaas-Event-alert_resolved")).to_contain_text("alert resolved", timeout=WAIT_MS)
+        expect(detail.locator(".aiaas-Detail-alerts")).to_have_count(0)
+        expect(panel.locator(".aiaas-Row-alerts")).to_have_count(0)
 
         head.click()  # a second click closes it
         expect(detail).to_have_count(0)

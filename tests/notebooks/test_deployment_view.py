@@ -57,6 +57,22 @@ def test_deployment_view_in_a_real_kernel_shows_the_load_and_stops(backend, tmp_
               "    time.sleep(0.1)\n"
               "view.close()\nassert view.wait(10)\n"
               "print(json.dumps(view.snapshot()))"),
+        # A real breach: a p99 rule no answer can meet, evaluated by the backend under this load; the
+        # view shows the alert (read at once on its event), then its resolution once the load stops.
+        _cell("view = dep.watch(interval=0.5)\n"
+              "dep.set_alerts(p99_ms=0.001, window_s=2)\n"
+              "deadline = time.monotonic() + 60\n"
+              # Waits on what the widgets hold (and send to the frontend), not on the state behind them.
+              "shown = lambda: 'ALERT' in view.header.value and 'alert raised' in view.events_box.value\n"
+              "while not shown() and time.monotonic() < deadline:\n"
+              "    dep.predict(torch.zeros(2, 4))\n"
+              "raised = {'snap': view.snapshot(), 'header': view.header.value, 'events': view.events_box.value}\n"
+              "gone = lambda: 'ALERT' not in view.header.value and 'alert resolved' in view.events_box.value\n"
+              "while not gone() and time.monotonic() < deadline:\n"
+              "    time.sleep(0.1)\n"
+              "done = {'snap': view.snapshot(), 'header': view.header.value, 'events': view.events_box.value}\n"
+              "view.close()\nassert view.wait(10)\n"
+              "print(json.dumps({'raised': raised, 'resolved': done}))"),
         _cell("again = dep.watch(interval=0.5)\ndep.delete()\nassert again.wait(30)\n"
               "print(json.dumps(again.snapshot()))"),
     ]
@@ -87,7 +103,18 @@ def test_deployment_view_in_a_real_kernel_shows_the_load_and_stops(backend, tmp_
     assert "application/vnd.jupyter.widget-view+json" in display
     assert f"Deployment {name} · ready" in display["text/plain"]
 
+    # The alert, as the view showed it while firing (header badge, red line, the event), then resolved.
+    alert = json.loads(_stdout(nb.cells[5]).strip().splitlines()[-1])
+    raised, resolved = alert["raised"], alert["resolved"]
+    assert raised["snap"]["alerts_firing"] == ["p99_ms"]
+    assert "ALERT p99_ms" in raised["header"] and "Alerts firing:</b> p99_ms" in raised["events"]
+    assert any(re.search(rf"alert raised: {name}: p99 latency .* is above 0.001 ms", e) for e in raised["snap"]["events"])
+    assert resolved["snap"]["alerts_firing"] == [] and "ALERT" not in resolved["header"]
+    assert "Alerts firing" not in resolved["events"] and "alert resolved" in resolved["events"]
+    # What the kernel sent to the frontend: the events area, with both events in it.
+    assert any("alert raised" in v and "alert resolved" in v for v in values)
+
     # Deleting the deployment stops the view, which says so.
-    gone = json.loads(_stdout(nb.cells[5]).strip().splitlines()[-1])
+    gone = json.loads(_stdout(nb.cells[6]).strip().splitlines()[-1])
     assert gone["status"] == "deleted" and gone["finished"] and gone["replicas"] == "0/1"
     assert any("was deleted" in v for v in values)

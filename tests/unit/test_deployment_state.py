@@ -4,6 +4,7 @@ from types import SimpleNamespace
 
 from aiaas_sdk.widgets import DeploymentState
 from aiaas_sdk.wire import DeploymentPublic, DeploymentStats
+from aiaas_sdk.wire_monitoring import AlertRules, AlertsPublic, DriftReport
 
 
 def _stats(requests: int, p99: float | None = 2.0, **kw) -> DeploymentStats:
@@ -69,18 +70,18 @@ def test_events_are_kept_once_in_order_and_bounded():
     assert "alert resolved: m5" in state.summary()
 
 
-def test_alerts_and_drift_are_read_from_objects_or_dicts():
-    state = DeploymentState("d")
-    state.apply_alerts(SimpleNamespace(rules=[SimpleNamespace(name="p99_ms", firing=True),
-                                              SimpleNamespace(name="error_rate", firing=False)]))
-    assert state.alerts_firing == ["p99_ms"]
-    state.apply_alerts([{"metric": "drift", "firing": True}])
-    assert state.alerts_firing == ["drift"]
-    state.apply_drift(SimpleNamespace(overall=0.31, features={}))
+def test_alerts_and_drift_are_read_from_the_wire_answers():
+    state = DeploymentState.from_public(_public(alerts_firing=["error_rate"]))
+    assert state.alerts_firing == ["error_rate"]  # the deployment record says what fires, too
+    state.apply_alerts(AlertsPublic(rules=AlertRules(p99_ms=50, error_rate=0.01), firing=["p99_ms"],
+                                    since={"p99_ms": 1.7e9}))
+    assert state.alerts_firing == ["p99_ms"] and "alerts firing: p99_ms" in state.summary()
+    state.apply_alerts(AlertsPublic(rules=AlertRules(p99_ms=50), firing=[]))
+    assert state.alerts_firing == [] and "alerts firing" not in state.summary()
+    state.apply_drift(DriftReport(reference=True, sample_size=300, min_sample=256, score=0.31))
     assert state.drift_score == 0.31
-    state.apply_drift({"score": 0.05})
-    assert state.drift_score == 0.05
-    assert "alerts firing: drift" in state.summary() and "drift 0.05" in state.summary()
+    state.apply_drift(DriftReport(reference=True, sample_size=10, min_sample=256, score=None))
+    assert state.drift_score is None
 
 
 def test_a_deleted_deployment_says_so():

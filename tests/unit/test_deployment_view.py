@@ -5,12 +5,14 @@ SDK has it, nothing when it has not, and a stop on deletion or close. Widgets wi
 from __future__ import annotations
 
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
 
 from aiaas_sdk._errors import NotFound, ServerError
 from aiaas_sdk.wire import DeploymentPublic, DeploymentStats
+from aiaas_sdk.wire_monitoring import AlertRules, AlertsPublic, DriftReport
 
 pytest.importorskip("ipywidgets")
 pytest.importorskip("anywidget")
@@ -18,10 +20,11 @@ pytest.importorskip("anywidget")
 from aiaas_sdk.widgets import DeploymentView  # noqa: E402
 
 
-def _public() -> DeploymentPublic:
+def _public(firing: list[str] | None = None) -> DeploymentPublic:
     return DeploymentPublic(id="dep_1", name="digits", status="ready", run_id="run_1", replicas=1, ready_replicas=1,
                             max_batch_size=8, max_wait_ms=5.0, max_queue=100, timeout_s=30.0,
-                            created_at="2026-01-01T00:00:00", predict_path="/v1/deployments/digits/predict")
+                            created_at="2026-01-01T00:00:00", predict_path="/v1/deployments/digits/predict",
+                            alerts_firing=firing or [])
 
 
 class FakeDeployment:
@@ -58,11 +61,46 @@ class FakeWithAlerts(FakeDeployment):
                       SimpleNamespace(seq=2, time=1.7e9 + 5, kind="scaled", message="1 -> 2 replicas", data={})]
         return [e for e in all_events if e.seq > after]
 
+    def refresh(self) -> FakeWithAlerts:
+        self.data = _public(["p99_ms"])  # the record names the firing rules, as alerts() does
+        return self
+
     def alerts(self):
-        return [{"name": "p99_ms", "firing": True}]
+        return AlertsPublic(rules=AlertRules(p99_ms=50), firing=["p99_ms"])
 
     def drift(self):
-        return SimpleNamespace(overall=0.42)
+        return DriftReport(reference=True, sample_size=300, min_sample=256, score=0.42)
+
+
+class AlertLater(FakeDeployment):
+    """An alert is raised from the 3rd poll on and resolved once ``release`` is set; records the
+    polls that read alerts() and the poll that first returned the resolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.alert_reads: list[int] = []
+        self.release = threading.Event()
+        self.resolved_at: int | None = None
+
+    def events(self, after: int = 0):
+        out = []
+        if self.calls >= 3:
+            out.append(SimpleNamespace(seq=1, time=1.7e9, kind="alert_raised", message="p99 above 50 ms", data={}))
+        if self.release.is_set():
+            self.resolved_at = self.resolved_at or self.calls
+            out.append(SimpleNamespace(seq=2, time=1.7e9 + 2, kind="alert_resolved", message="p99 back", data={}))
+        return [e for e in out if e.seq > after]
+
+    def _firing(self) -> list[str]:
+        return ["p99_ms"] if self.calls >= 3 and self.resolved_at is None else []
+
+    def refresh(self) -> AlertLater:
+        self.data = _public(self._firing())
+        return self
+
+    def alerts(self):
+        self.alert_reads.append(self.calls)
+        return AlertsPublic(rules=AlertRules(p99_ms=50), firing=self._firing())
 
 
 def test_view_polls_rates_and_stops_when_the_deployment_is_deleted():
@@ -90,6 +128,26 @@ def test_view_shows_events_alerts_and_drift_when_the_sdk_has_them_and_close_stop
     assert [e.split(" ", 1)[1] for e in snap["events"]] == ["alert raised: p99 above 50 ms", "scaled: 1 -> 2 replicas"]
     threading.Event().wait(0.1)
     assert dep.calls == calls  # closed: no more polling
+
+
+def test_an_alert_event_makes_the_view_read_the_firing_alerts_at_once():
+    dep = AlertLater()
+    view = DeploymentView(dep, interval=0.01)
+    deadline = time.monotonic() + 10
+    while "Alerts firing" not in view.events_box.value and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert "p99_ms" in view.events_box.value and "#d62728" in view.events_box.value
+    assert view.events_box.layout.display is None
+    dep.release.set()
+    while view.snapshot()["alerts_firing"] and time.monotonic() < deadline:
+        time.sleep(0.005)
+    view.close()
+    assert view.wait(10)
+    # Read on the first tick, then on the ticks that brought the raised and the resolved event,
+    # not ten ticks later.
+    assert dep.alert_reads[:3] == [1, 3, dep.resolved_at], (dep.alert_reads, dep.resolved_at)
+    assert dep.resolved_at < 11 and "Alerts firing" not in view.events_box.value
+    assert view.snapshot()["events"][-1].split(" ", 1)[1] == "alert resolved: p99 back"
 
 
 def test_a_transient_error_is_shown_and_polling_goes_on():

@@ -150,3 +150,21 @@ def test_recent_sample_keeps_only_the_latest_rows():
         sample.add(np.arange(start, start + 100, dtype=np.float64)[:, None])
     kept, _ = sample.rows()
     assert sorted(kept[:, 0].tolist()) == list(range(3000 - drift.RECENT_ROWS, 3000))
+
+
+def test_window_percentiles_match_dep_stats_definition_and_the_window_is_a_suffix():
+    import random
+    import time
+
+    stats = Stats()
+    now = time.perf_counter()
+    values = [random.Random(i).random() * 100 for i in range(3000)]
+    for i, ms in enumerate(values):
+        stats.latencies_ms.append(ms)
+        stats.finished.append(now - 60 + i * 0.02)  # the last 2,500 finished within the last 50 s
+    recent = stats.recent_latencies(50.0)
+    assert 2490 <= len(recent) <= 2500 and list(recent) == values[-len(recent):]
+    ordered = sorted(recent)
+    expected = [ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in (0.99, 0.95)]
+    assert alerts._percentiles(recent, (0.99, 0.95)) == expected
+    assert alerts._percentiles(recent[:4], (0.99,)) == [None]  # fewer than MIN_REQUESTS

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from sqlalchemy.orm import Session
 
 from .collectors import ServingCollector, StoreCollector
+from .loop_histogram import LoopHistogram
 
 # The ``_created`` series would double the series count for a timestamp no dashboard uses.
 disable_created_metrics()
@@ -38,7 +40,8 @@ class Metrics:
         # backends build several apps in one process.
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.predict_latency = Histogram(
+        # Histograms fed on the event loop, per request: LoopHistogram (loop_histogram.py says why).
+        self.predict_latency = LoopHistogram(
             "aiaas_predict_latency_seconds", "time of a successful predict request from entering the "
             "deployment's queue to its answer (the figure behind dep.stats() p50/p99)", DEPLOYMENT_LABELS, buckets=LATENCY_BUCKETS, registry=r)
         self.predict_requests = Counter(
@@ -50,20 +53,23 @@ class Metrics:
         self.predict_rejected = Counter(
             "aiaas_predict_rejected", "predict requests refused because the deployment's queue was full (429)",
             DEPLOYMENT_LABELS, registry=r)
-        self.stream_first_piece = Histogram(
+        self.stream_first_piece = LoopHistogram(
             "aiaas_stream_first_piece_seconds", "time from a stream request entering the deployment's queue to "
             "its first text piece", DEPLOYMENT_LABELS, buckets=LATENCY_BUCKETS, registry=r)
         self.stream_pieces = Counter(
             "aiaas_stream_pieces", "text pieces sent to callers of streamed generation", DEPLOYMENT_LABELS,
             registry=r)
-        self.http_latency = Histogram(
+        self.http_latency = LoopHistogram(
             "aiaas_http_request_duration_seconds", "API request latency by route template (event streams excluded)",
-            ("method", "route", "code"), registry=r)
+            ("method", "route", "code"), buckets=Histogram.DEFAULT_BUCKETS, registry=r)
         self.event_streams = Gauge(
             "aiaas_event_streams_open", "server-sent event streams (run event logs) open now", registry=r)
         self.serving = ServingCollector()
         r.register(self.serving)
         self._store: StoreCollector | None = None
+        # The counters' children, bound once per label set: prometheus_client's ``labels()`` validates
+        # and locks on every call, which on the predict path cost more than the counting itself.
+        self._outcome: dict[tuple[str, str, int], tuple[Any, ...]] = {}
 
     def watch_store(self, sessions: Callable[[], Session], slots: int) -> None:
         """Collect run figures from the store at scrape time."""
@@ -90,11 +96,17 @@ class Metrics:
         """Count one answered predict request by its HTTP status code."""
         if not self.enabled:
             return
-        self.predict_requests.labels(deployment, deployment_id, str(code)).inc()
-        if code == 429:
-            self.predict_rejected.labels(deployment, deployment_id).inc()
-        elif code >= 500:
-            self.predict_errors.labels(deployment, deployment_id, str(code)).inc()
+        key = (deployment, deployment_id, code)
+        children = self._outcome.get(key)
+        if children is None:
+            children = (self.predict_requests.labels(deployment, deployment_id, str(code)),)
+            if code == 429:
+                children += (self.predict_rejected.labels(deployment, deployment_id),)
+            elif code >= 500:
+                children += (self.predict_errors.labels(deployment, deployment_id, str(code)),)
+            self._outcome[key] = children
+        for child in children:
+            child.inc()
 
 
 __all__ = ["DEPLOYMENT_LABELS", "LATENCY_BUCKETS", "Metrics"]

@@ -50,10 +50,12 @@ class HttpMetrics:
             nonlocal code, stream
             if message["type"] == "http.response.start":
                 code = message["status"]
-                headers = dict(message.get("headers") or [])
-                if headers.get(b"content-type", b"").startswith(_STREAM):
-                    stream = True
-                    self.metrics.event_streams.inc()
+                for name, value in message.get("headers") or ():
+                    if name == b"content-type":
+                        if value.startswith(_STREAM):
+                            stream = True
+                            self.metrics.event_streams.inc()
+                        break
             await send(message)
 
         try:

@@ -113,15 +113,15 @@ class Stats:
         ordered = sorted(values)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
-    def recent_latencies(self, seconds: float) -> list[float]:
-        """Latencies (ms) of the requests that finished in the last ``seconds`` (newest 10,000 at most)."""
-        since = time.perf_counter() - seconds
-        out = []
-        for done, ms in zip(reversed(self.finished), reversed(self.latencies_ms)):
-            if done < since:
-                break
-            out.append(ms)
-        return out
+    def recent_latencies(self, seconds: float) -> np.ndarray:
+        """Latencies (ms) of the requests that finished in the last ``seconds`` (newest 10,000 at most).
+
+        ``finished`` grows in completion order, so the window is a suffix found by bisection;
+        the deques convert to arrays in C (a Python loop over 10,000 took milliseconds of the loop).
+        """
+        done = np.fromiter(self.finished, dtype=np.float64, count=len(self.finished))
+        start = int(np.searchsorted(done, time.perf_counter() - seconds, side="left"))
+        return np.fromiter(self.latencies_ms, dtype=np.float64, count=len(self.latencies_ms))[start:]
 
 
 class Router:
