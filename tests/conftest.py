@@ -205,14 +205,17 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[RayHead]:
     """A Ray cluster of this machine alone, started once for the session and stopped after it."""
-    head = RayHead(num_cpus=4)
-    try:
-        head.start()
-    except (RuntimeError, TimeoutError):
-        # On a loaded 2-core machine the raylet can give up waiting for its own agents (a
-        # fixed ~15 s in Ray): that is start-up noise, not the product; a fresh cluster once more.
-        head.stop()
-        head = RayHead(num_cpus=4).start()
+    # On a loaded 2-core machine the raylet can give up waiting for its own agents (a fixed
+    # timeout in Ray): that is start-up noise, not the product; a fresh cluster, up to three times.
+    for attempt in range(3):
+        head = RayHead(num_cpus=4)
+        try:
+            head.start()
+            break
+        except (RuntimeError, TimeoutError):
+            head.stop()
+            if attempt == 2:
+                raise
     yield head
     head.stop()
 
