@@ -130,6 +130,10 @@ def recover_chunks(session: Session, store: Store) -> int:
     for user_id, digest in gone:
         session.execute(delete(DatasetChunk).where(DatasetChunk.user_id == user_id, DatasetChunk.digest == digest))
     session.commit()
+    # A short blob goes too, or the next upload's copy would find it there and keep it. Every row
+    # naming it was among those checked: a blob written before the sync was synced whole.
+    for key in lost:
+        store.delete(key)
     if rows:
         store.sync()
     return len(gone)
