@@ -5,7 +5,11 @@ dataset, the uploader's peak memory.
 
 Each upload runs in its own process (as a notebook would) so its peak memory is its own.
 CPU seconds are reported next to wall times: on a machine shared with other work the wall
-ratio moves with its load, the CPU an upload costs (uploader + server) much less.
+ratio moves with its load, the CPU an upload costs (uploader + server) much less. The
+baseline is `cp -r` then `sync`, as an upload's commit syncs the store. The time to a run's
+first step is measured with the backend's warm worker ready, with the dataset not yet in the
+node cache and then with it there. Needs about 5x --size-mb free in the temp dir; the folder,
+its copy and the backend's data are removed at the end.
 """
 
 from __future__ import annotations
