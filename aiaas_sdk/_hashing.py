@@ -88,21 +88,6 @@ def _buffer() -> bytearray:
     return buf
 
 
-def read_into(piece: Piece, buf: bytearray, at: int = 0) -> memoryview:
-    """Read ``piece`` into ``buf`` from ``at``; the view of what was read."""
-    view = memoryview(buf)[at:at + piece.size]
-    with open(piece.path, "rb", buffering=0) as f:
-        f.seek(piece.offset)
-        got = 0
-        while got < piece.size:
-            n = f.readinto(view[got:])
-            if not n:
-                raise OSError(f"{piece.path} shrank while uploading (expected {piece.size} bytes at {piece.offset}); "
-                              "upload again once it is written")
-            got += n
-    return view
-
-
 def _hash_file(path: str) -> list[tuple[str, Piece]]:
     buf = _buffer()
     view = memoryview(buf)

@@ -39,10 +39,17 @@ def write_turn(session: Session) -> Iterator[None]:
         yield
 
 
-def verify(chunks: Sequence[tuple[str, bytes | memoryview]]) -> None:
+# A chunk's bytes: the parts of the request body it arrived in (views, not copies).
+Parts = Sequence[bytes | memoryview]
+
+
+def verify(chunks: Sequence[tuple[str, Parts]]) -> None:
     """Refuse the request (400) if any chunk's bytes do not hash to its digest."""
-    for digest, data in chunks:
-        actual = hashlib.sha256(data).hexdigest()  # releases the GIL: requests hash in parallel
+    for digest, parts in chunks:
+        hasher = hashlib.sha256()
+        for part in parts:
+            hasher.update(part)  # releases the GIL: requests hash in parallel
+        actual = hasher.hexdigest()
         if actual != digest:
             raise ApiError(400, f"chunk {digest}: its bytes hash to {actual}: it was corrupted on the way or the "
                            "file changed while uploading; upload again", "chunk_hash_mismatch")
@@ -61,7 +68,7 @@ def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, object]])
 
 
 def take(session: Session, user: User, store: Store, quota: int | None,
-         chunks: Sequence[tuple[str, bytes | memoryview]]) -> int:
+         chunks: Sequence[tuple[str, Parts]]) -> int:
     """Verify ``chunks``, store the blobs the backend lacks, and record those this user had not
     sent before; returns how many were new to the user. Nothing is recorded if one is bad."""
     verify(chunks)
@@ -70,19 +77,20 @@ def take(session: Session, user: User, store: Store, quota: int | None,
         del fresh[have]
     if not fresh:
         return 0
-    ds.check_quota(session, user, quota, sum(len(b) for b in fresh.values()))
+    sizes = {digest: sum(len(p) for p in parts) for digest, parts in fresh.items()}
+    ds.check_quota(session, user, quota, sum(sizes.values()))
     try:
-        for digest, data in fresh.items():
+        for digest, parts in fresh.items():
             key = blob_key(digest)
             if not store.exists(key):  # another user's identical chunk: stored once
-                store.put_bytes(key, data)
+                store.put_parts(key, parts)
     except Exception as exc:  # S3 and disk failures alike: the SDK retries a 503
         raise ApiError(503, f"the dataset store ({store.url}) failed: {type(exc).__name__}: {exc}; "
                        "the upload resumes where it stopped when you call it again", "store_unavailable",
                        {"Retry-After": "1"}) from exc
     now = utcnow()
-    rows: list[dict[str, object]] = [{"user_id": user.id, "digest": d, "size": len(b), "created_at": now}
-                                     for d, b in fresh.items()]
+    rows: list[dict[str, object]] = [{"user_id": user.id, "digest": d, "size": size, "created_at": now}
+                                     for d, size in sizes.items()]
     with write_turn(session):
         _insert_ignoring_duplicates(session, rows)
         session.commit()

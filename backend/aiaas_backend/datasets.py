@@ -116,7 +116,30 @@ def resolve(session: Session, user: User, refs: list[str]) -> list[dict[str, Any
     return pinned
 
 
-def commit(session: Session, user: User, upload: DatasetUpload) -> tuple[Dataset, DatasetVersion]:
+def recover_chunks(session: Session, store: Store) -> int:
+    """At start: forget the chunks whose bytes a power cut took (written after the store's last
+    sync, then missing or short), so the next upload sends them again; returns how many rows
+    went. A version never names such a chunk: its commit synced the store first."""
+    since = store.synced_until()
+    if since is None:
+        return 0
+    rows = session.execute(select(DatasetChunk.user_id, DatasetChunk.digest, DatasetChunk.size)
+                           .where(DatasetChunk.created_at > since)).all()
+    lost = set(store.lost({blob_key(digest): size for _user, digest, size in rows}))
+    gone = [(user_id, digest) for user_id, digest, _size in rows if blob_key(digest) in lost]
+    for user_id, digest in gone:
+        session.execute(delete(DatasetChunk).where(DatasetChunk.user_id == user_id, DatasetChunk.digest == digest))
+    session.commit()
+    # A short blob goes too, or the next upload's copy would find it there and keep it. Every row
+    # naming it was among those checked: a blob written before the sync was synced whole.
+    for key in lost:
+        store.delete(key)
+    if rows:
+        store.sync()
+    return len(gone)
+
+
+def commit(session: Session, store: Store, user: User, upload: DatasetUpload) -> tuple[Dataset, DatasetVersion]:
     manifest = upload.manifest  # validated when the upload was created; thousands of files: not twice
     needed = chunk_digests(manifest)
     missing = sorted(needed - owned_chunks(session, user, needed))
@@ -135,6 +158,8 @@ def commit(session: Session, user: User, upload: DatasetUpload) -> tuple[Dataset
     session.delete(upload)
     if newest is not None and newest.digest == digest:
         return dataset, newest  # nothing changed: the same version, not a new one
+    # Every chunk's bytes on disk before a version names them (see Store.sync).
+    store.sync()
     version = DatasetVersion(
         dataset_id=dataset.id, version=dataset.next_version, manifest=manifest,
         digest=digest, files=len(manifest["files"]), bytes=sum(f["size"] for f in manifest["files"]),

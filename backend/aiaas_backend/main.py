@@ -39,6 +39,7 @@ from .serving.base import ServingRuntime
 from .serving.local import LocalServing
 from .size_limit import BodySizeLimit
 from .store import open_store
+from .datasets import recover_chunks
 from .worker_env import probe
 
 
@@ -54,6 +55,8 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     sessions = session_factory(engine)
     artifacts = Artifacts(settings.artifacts_dir)
     store = open_store(settings)
+    with sessions() as session:
+        recover_chunks(session, store)
     bus = EventBus()
     executor: Executor
     serving: ServingRuntime

@@ -76,6 +76,15 @@ def test_node_cache_shares_files_and_evicts_least_recently_used(tmp_path):
     assert len(fetched) == 2  # x.bin travelled once for both versions
     assert os.stat(v1 / "a" / "x.bin").st_ino == os.stat(v2 / "a" / "x.bin").st_ino
     assert cache.version("v1" + "0" * 62, m1, fetch_from({})) == v1  # cached: no fetch at all
+
+    def unparsed():
+        raise AssertionError("a cached version's manifest was parsed")
+
+    # Cached: not even its manifest is read, and a handle that built nothing does not measure the cache.
+    reader = NodeCache(tmp_path, max_bytes=0)
+    assert reader.version("v1" + "0" * 62, unparsed, fetch_from({})) == v1
+    assert reader.evict(only_if_grew=True) == []
+    reader.close()
     # A third version overflows the cache; what this process holds stays, so a fresh
     # cache (another run) evicts nothing it holds and the oldest free version goes.
     other = NodeCache(tmp_path, max_bytes=250)

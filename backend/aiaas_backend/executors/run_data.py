@@ -90,11 +90,12 @@ class RunData:
         placed: dict[str, Path] = {}
         try:
             for dataset, version in versions:
-                source = cache.version(version.digest, DatasetManifest.model_validate(version.manifest), self._fetch)
+                source = cache.version(version.digest,
+                                       lambda v=version: DatasetManifest.model_validate(v.manifest), self._fetch)
                 target = folder / dataset.name
                 _link_tree(source, target, self._copy)
                 placed[dataset.name] = placed[f"{dataset.name}:{version.version}"] = target
-            cache.evict()
+            cache.evict(only_if_grew=True)
         finally:
             cache.close()  # the run holds links or copies: eviction cannot take its files away
         os.chmod(folder, 0o555)

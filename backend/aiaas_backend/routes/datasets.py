@@ -38,39 +38,39 @@ async def put_chunk(digest: str, request: Request, session: SessionDep, user: Cu
     The server hashes what arrives and refuses bytes that do not match ``digest``."""
     if not is_digest(digest):
         raise ApiError(400, f"{digest!r} is not a SHA-256 hex digest (64 lowercase hex digits)", "bad_digest")
-    data = await _body(request, settings.max_chunk_bytes)
+    parts = await _body(request, settings.max_chunk_bytes)
     # Hashing, the store and the database block: off the event loop.
     stored = await run_in_threadpool(chunk_intake.take, session, user, store, settings.user_quota_bytes,
-                                     [(digest, data)])
-    return ChunkPublic(digest=digest, size=len(data), stored=bool(stored))
+                                     [(digest, parts)])
+    return ChunkPublic(digest=digest, size=sum(len(p) for p in parts), stored=bool(stored))
 
 
 @router.post("/chunks", operation_id="put_dataset_chunks")
 async def put_chunks(request: Request, session: SessionDep, user: CurrentUser, store: StoreDep,
                      settings: SettingsDep) -> ChunksPublic:
-    """Send many small chunks in one body, each framed as its 64-character hex digest, its
-    size as 8 bytes big-endian, then its bytes: small files cost one request per batch, not
-    one each. Every chunk is checked before any is stored."""
-    body = await _body(request, settings.max_chunk_bytes)
-    view = memoryview(body)  # slices of the body, not copies
-    chunks: list[tuple[str, memoryview]] = []
-    at = 0
-    while at < len(body):
-        head = body[at:at + 72]
+    """Send many chunks in one body, each framed as its 64-character hex digest, its size as
+    8 bytes big-endian, then its bytes: small files cost one request per batch, not one each,
+    and large ones a request per few chunks. Every chunk is checked before any is stored."""
+    body = _Parts(await _body(request, settings.max_chunk_bytes))
+    chunks: list[tuple[str, list[memoryview]]] = []
+    while body.left:
+        at = body.at
+        head = b"".join(body.take(72))
         digest = head[:64].decode("ascii", "replace")
         if len(head) < 72 or not is_digest(digest):
             raise ApiError(400, f"chunk batch framing is broken at byte {at}: expected a 64-character hex digest "
                            "and an 8-byte size", "bad_batch")
         size = int.from_bytes(head[64:], "big")
-        if at + 72 + size > len(body):
+        if size > body.left:
             raise ApiError(400, f"chunk {digest} claims {size} bytes but the batch ends first", "bad_batch")
-        chunks.append((digest, view[at + 72:at + 72 + size]))
-        at += 72 + size
+        chunks.append((digest, body.take(size)))
     stored = await run_in_threadpool(chunk_intake.take, session, user, store, settings.user_quota_bytes, chunks)
     return ChunksPublic(received=len(chunks), stored=stored)
 
 
-async def _body(request: Request, limit: int) -> bytes:
+async def _body(request: Request, limit: int) -> list[bytes]:
+    """The request's body as the parts it arrived in (a chunk is hashed and written from them,
+    never copied into one buffer), refused with 413 past ``limit`` bytes."""
     parts: list[bytes] = []
     size = 0
     async for part in request.stream():
@@ -78,8 +78,35 @@ async def _body(request: Request, limit: int) -> bytes:
         if size > limit:
             raise ApiError(413, f"a chunk (or a batch of chunks) may hold at most {limit} bytes "
                            "(AIAAS_MAX_CHUNK_BYTES); send smaller ones", "chunk_too_large")
-        parts.append(part)
-    return b"".join(parts)
+        if part:
+            parts.append(part)
+    return parts
+
+
+class _Parts:
+    """Reads a body that arrived in parts, as views of those parts (no copies)."""
+
+    def __init__(self, parts: list[bytes]) -> None:
+        self._views = [memoryview(p) for p in parts]
+        self._index = 0
+        self._offset = 0
+        self.at = 0
+        self.left = sum(len(p) for p in parts)
+
+    def take(self, size: int) -> list[memoryview]:
+        """The next ``size`` bytes (fewer at the end) as views."""
+        out: list[memoryview] = []
+        while size and self._index < len(self._views):
+            view = self._views[self._index]
+            piece = view[self._offset:self._offset + size]
+            out.append(piece)
+            size -= len(piece)
+            self.at += len(piece)
+            self.left -= len(piece)
+            self._offset += len(piece)
+            if self._offset == len(view):
+                self._index, self._offset = self._index + 1, 0
+        return out
 
 
 @router.post("/{name}/uploads", status_code=status.HTTP_201_CREATED, operation_id="create_dataset_upload")
@@ -103,14 +130,15 @@ def create_upload(name: Name, body: DatasetUploadCreate, session: SessionDep, us
 
 
 @router.post("/{name}/uploads/{upload_id}/commit", operation_id="commit_dataset_upload")
-def commit_upload(name: Name, upload_id: str, session: SessionDep, user: CurrentUser) -> DatasetPublic:
+def commit_upload(name: Name, upload_id: str, session: SessionDep, user: CurrentUser, store: StoreDep
+                  ) -> DatasetPublic:
     """Make the upload a version, once every chunk it names is here (400 naming those that are not).
     A manifest equal to the newest version's gives that version back, not a new one."""
     upload = session.get(DatasetUpload, upload_id)
     if upload is None or upload.user_id != user.id or upload.name != name:
         raise ApiError(404, f"no upload {upload_id!r} of dataset {name!r} for this API key (committed already, "
                        "or never started); start one with client.upload(name, path)", "upload_not_found")
-    dataset, version = ds.commit(session, user, upload)
+    dataset, version = ds.commit(session, store, user, upload)
     session.commit()
     return ds.public(dataset, version)
 

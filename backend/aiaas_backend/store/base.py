@@ -16,8 +16,9 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+from datetime import datetime
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 
 _KEY = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
@@ -74,9 +75,30 @@ class Store(ABC):
     def delete(self, key: str) -> None:
         """Remove the object at ``key``; no error if there is none."""
 
+    # -- durability: only a store on a local disk has anything to do ---------------
+    def sync(self) -> None:
+        """Make every object written so far survive a power cut. Writes are not flushed one by
+        one (an fsync per chunk costs a journal commit each): a dataset version is committed
+        only after one sync of everything written before it. Nothing to do by default: an
+        object store's PUT is durable once it returns."""
+
+    def synced_until(self) -> datetime | None:
+        """Objects written before this time were flushed by a :meth:`sync`; those written after
+        it may have been lost to a power cut since. None: every write is durable once it returns."""
+        return None
+
+    def lost(self, sizes: dict[str, int]) -> list[str]:
+        """The keys of ``sizes`` whose object is missing or of another size (what a power cut
+        can leave of a write that was not synced). None lost by default."""
+        return []
+
     # -- conveniences built on the five above --------------------------------
     def put_bytes(self, key: str, data: bytes) -> int:
         return self.put(key, io.BytesIO(data))
+
+    def put_parts(self, key: str, parts: Sequence[bytes | memoryview]) -> int:
+        """Store the concatenation of ``parts`` (the pieces a request body arrived in)."""
+        return self.put_bytes(key, b"".join(parts))
 
     def get_bytes(self, key: str) -> bytes:
         with self.open(key) as stream:

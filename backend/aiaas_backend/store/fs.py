@@ -2,14 +2,45 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from .base import STREAM_BLOCK, Store, check_key
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+# One write() call's size. On Linux a single 4 MiB write() to a new file cost six times the
+# CPU of four 1 MiB ones (0.24 s against 0.04 s per 128 MiB, measured on the dev machine).
+WRITE_BLOCK = 1024 * 1024
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``fd`` in slices of at most WRITE_BLOCK bytes (no copies)."""
+    view = memoryview(data).cast("B")
+    at = 0
+    while at < len(view):
+        at += os.write(fd, view[at:at + WRITE_BLOCK])
+
+
+def _syncfs(path: Path) -> None:
+    """Flush the file system that holds ``path`` (Linux's syncfs: one journal commit for every
+    file written, where an fsync each costs one per file); elsewhere a sync of every one."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "syncfs"):
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs of {path} failed: {os.strerror(err)}")
+    finally:
+        os.close(fd)
 
 
 class FileStore(Store):
@@ -36,17 +67,56 @@ class FileStore(Store):
             tmp.unlink(missing_ok=True)
         return size
 
-    def put_bytes(self, key: str, data: bytes) -> int:
-        # One write call: several times faster than streaming a buffer through copyfileobj.
+    def put_bytes(self, key: str, data: bytes | memoryview) -> int:
+        return self.put_parts(key, [data])
+
+    def put_parts(self, key: str, parts: Sequence[bytes | memoryview]) -> int:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         try:
-            tmp.write_bytes(data)
-            tmp.replace(path)
-        finally:
+            fd = os.open(tmp, _CREATE, 0o644)
+        except FileNotFoundError:  # the first blob of its fan-out folder
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, _CREATE, 0o644)
+        try:
+            try:
+                for part in parts:
+                    write_all(fd, part)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
             tmp.unlink(missing_ok=True)
-        return len(data)
+            raise
+        return sum(len(p) for p in parts)
+
+    # Where the start time of the last completed sync is kept: the blobs written before it are on disk.
+    _SYNCED = ".synced"
+
+    def sync(self) -> None:
+        started = datetime.now(UTC)
+        _syncfs(self.root)
+        # Written after the sync, not flushed itself: losing it to a power cut leaves an older
+        # time, which only makes the next start check more blobs (an empty file reads as never).
+        tmp = self.root / f"{self._SYNCED}.{uuid.uuid4().hex}.tmp"
+        tmp.write_text(started.isoformat())
+        tmp.replace(self.root / self._SYNCED)
+
+    def synced_until(self) -> datetime | None:
+        try:
+            return datetime.fromisoformat((self.root / self._SYNCED).read_text())
+        except (OSError, ValueError):
+            return datetime.min.replace(tzinfo=UTC)  # never synced: nothing is known to be on disk
+
+    def lost(self, sizes: dict[str, int]) -> list[str]:
+        gone = []
+        for key, size in sizes.items():
+            try:
+                if os.stat(self._path(key)).st_size != size:
+                    gone.append(key)
+            except FileNotFoundError:
+                gone.append(key)
+        return gone
 
     def open(self, key: str) -> BinaryIO:
         try:

@@ -58,6 +58,6 @@ def materialise(assignment: dict[str, Any]) -> dict[str, str]:
             paths[d.name] = paths[f"{d.name}:{d.version}"] = path
             print(f"aiaas: dataset {d.name}:{d.version} ({len(d.manifest.files)} files) ready in "
                   f"{time.perf_counter() - started:.3f} s at {path}", flush=True)
-        cache.evict()
+        cache.evict(only_if_grew=True)
     os.environ[ENV] = json.dumps(paths)
     return paths

@@ -49,6 +49,8 @@ class NodeCache:
             (root / sub).mkdir(parents=True, exist_ok=True)
         # Shared locks held for this process's life: the versions its run reads are never evicted.
         self._held: list[IO[bytes]] = []
+        # Whether this handle built a version (the cache may have outgrown its size).
+        self.grew = False
 
     def close(self) -> None:
         """Release this process's read locks (its run ended): its versions may be evicted."""
@@ -59,15 +61,17 @@ class NodeCache:
     def _lock(self, digest: str) -> IO[bytes]:
         return open(self.root / "locks" / f"{digest}.lock", "a+b")
 
-    def version(self, digest: str, manifest: DatasetManifest, fetch: Fetch) -> Path:
-        """The read-only folder of this version, built first if it is not here."""
+    def version(self, digest: str, manifest: DatasetManifest | Callable[[], DatasetManifest], fetch: Fetch) -> Path:
+        """The read-only folder of this version, built first if it is not here. ``manifest`` may
+        be a function that gives it: a cached version of thousands of files is then not parsed."""
         path = self.root / "versions" / digest
         lock = self._lock(digest)
         if not path.is_dir():
             fcntl.flock(lock, fcntl.LOCK_EX)  # one builder per node; the others wait, then find it built
             try:
                 if not path.is_dir():
-                    self._build(path, manifest, fetch)
+                    self._build(path, manifest if isinstance(manifest, DatasetManifest) else manifest(), fetch)
+                    self.grew = True
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
         fcntl.flock(lock, fcntl.LOCK_SH)
@@ -121,8 +125,12 @@ class NodeCache:
                     pass
         return total
 
-    def evict(self) -> list[str]:
-        """Remove least recently used versions no run holds until the cache fits; returns them."""
+    def evict(self, *, only_if_grew: bool = False) -> list[str]:
+        """Remove least recently used versions no run holds until the cache fits; returns them.
+        ``only_if_grew``: nothing to do unless this handle built a version (measuring the cache
+        stats every file in it: a run whose versions were all cached must not pay for that)."""
+        if only_if_grew and not self.grew:
+            return []
         if self.size() <= self.max_bytes:
             return []
         removed = []
