@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._datasets import UploadResult, delete_dataset
-from .wire import DatasetPublic
+from .wire_datasets import DatasetPublic
 
 if TYPE_CHECKING:
     from ._client import AsyncClient, Client

@@ -26,7 +26,7 @@ import httpx
 from ._errors import BadRequest, NotFound
 from ._hashing import HashCache, Piece, hash_files
 from .config import default_data_dir
-from .wire import (
+from .wire_datasets import (
     ChunksPublic,
     DatasetManifest,
     DatasetPublic,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import default_data_dir
-from .wire import DatasetManifest, ManifestFile
+from .wire_datasets import DatasetManifest, ManifestFile
 
 CHUNK_BYTES = 4 * 1024 * 1024
 

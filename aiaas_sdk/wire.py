@@ -6,7 +6,6 @@ from the SDK, so the two sides cannot disagree about a field.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Annotated, Any, Literal
@@ -290,115 +289,6 @@ class BackendInfo(BaseModel):
     gpus: int
     slots: int
     environment: dict[str, str]
-
-
-# ---- datasets ----------------------------------------------------------------
-
-DATASET_NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
-_SHA256 = r"^[0-9a-f]{64}$"
-
-
-def check_dataset_path(path: str) -> str:
-    """A file's path inside a dataset: relative, ``/``-separated, no ``..``, no empty parts."""
-    if not path or path.startswith("/") or "\\" in path or "\x00" in path or len(path) > 1024:
-        raise ValueError(f"{path!r} is not a relative path inside the dataset (absolute, empty or odd)")
-    if any(part in ("", ".", "..") for part in path.split("/")):
-        raise ValueError(f"{path!r} leaves the dataset's folder or has an empty part ('..', '.', '//')")
-    return path
-
-
-# A manifest names thousands of digests and the server validates it twice: one regex each.
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-
-
-class ManifestFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    path: str
-    size: int = Field(ge=0)
-    chunks: list[str] = Field(default_factory=list, description="SHA-256 hex digests of its chunks, in order")
-
-    @model_validator(mode="after")
-    def _valid(self) -> ManifestFile:
-        check_dataset_path(self.path)
-        for digest in self.chunks:
-            if not _SHA256_HEX.fullmatch(digest):
-                raise ValueError(f"{self.path}: {digest!r} is not a SHA-256 hex digest")
-        return self
-
-
-class DatasetManifest(BaseModel):
-    """What a dataset version holds; immutable once committed."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    files: list[ManifestFile] = Field(max_length=1_000_000)
-    # Chunk sizes, so the server can check quota before a byte is sent.
-    chunk_sizes: dict[str, int] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _unique(self) -> DatasetManifest:
-        seen: set[str] = set()
-        for f in self.files:
-            if f.path in seen:
-                raise ValueError(f"{f.path!r} appears twice in the manifest")
-            seen.add(f.path)
-        return self
-
-
-class DatasetUploadCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    manifest: DatasetManifest
-
-
-class DatasetUploadPublic(BaseModel):
-    id: str
-    name: str
-    missing: list[str] = Field(description="digests of the chunks this user has not sent yet: PUT them")
-    missing_bytes: int
-
-
-class ChunkPublic(BaseModel):
-    digest: str
-    size: int
-    stored: bool = Field(description="False when this user had already sent it (the PUT changed nothing)")
-
-
-class ChunksPublic(BaseModel):
-    received: int
-    stored: int = Field(description="how many of them this user had not sent before")
-
-
-class DatasetPublic(BaseModel):
-    name: str
-    version: int
-    files: int
-    bytes: int
-    digest: str
-    created_at: UtcDatetime
-
-
-class DatasetsPublic(BaseModel):
-    data: list[DatasetPublic]
-    count: int
-    used_bytes: int = Field(description="bytes of chunks this user keeps (what the quota counts)")
-    quota_bytes: int | None = None
-
-
-class WorkerDataset(BaseModel):
-    name: str
-    version: int
-    digest: str
-    manifest: DatasetManifest
-
-
-class WorkerDatasets(BaseModel):
-    """What a worker needs to materialise its run's datasets into its node's cache."""
-
-    datasets: list[WorkerDataset]
-    cache_dir: str
-    cache_bytes: int
 
 
 # ---- worker -> backend (run-scoped token) --------------------------------

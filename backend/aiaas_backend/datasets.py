@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from aiaas_sdk.wire import DatasetManifest, DatasetPublic, RunStatus
+from aiaas_sdk.wire import RunStatus
+from aiaas_sdk.wire_datasets import DatasetManifest, DatasetPublic
 
 from .errors import ApiError
 from .models import Dataset, DatasetChunk, DatasetUpload, DatasetVersion, Run, User

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 import aiaas
 from aiaas_backend.worker.node_cache import NodeCache
 from aiaas_sdk import _datasets, _hashing
-from aiaas_sdk.wire import DatasetManifest, ManifestFile, check_dataset_path
+from aiaas_sdk.wire_datasets import DatasetManifest, ManifestFile, check_dataset_path
 
 
 @pytest.mark.parametrize("bad", ["", "/etc/passwd", "../x", "a/../b", "a//b", "./a", "a\\b", "a/.."])

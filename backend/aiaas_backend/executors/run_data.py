@@ -24,7 +24,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from aiaas_sdk.wire import DatasetManifest
+from aiaas_sdk.wire_datasets import DatasetManifest
 
 from ..config import Settings
 from ..datasets import run_versions

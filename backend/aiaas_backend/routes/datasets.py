@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Request, status
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from aiaas_sdk.wire import (
+from aiaas_sdk.wire_datasets import (
     DATASET_NAME,
     ChunkPublic,
     ChunksPublic,

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, StreamingResponse
 
-from aiaas_sdk.wire import DatasetManifest, WorkerDataset, WorkerDatasets
+from aiaas_sdk.wire_datasets import DatasetManifest, WorkerDataset, WorkerDatasets
 
 from .. import datasets as ds
 from ..deps import SessionDep, SettingsDep, StoreDep

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from aiaas_sdk.wire import WorkerDatasets
+from aiaas_sdk.wire_datasets import WorkerDatasets
 
 from .node_cache import NodeCache
 

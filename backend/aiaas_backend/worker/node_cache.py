@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
-from aiaas_sdk.wire import DatasetManifest, ManifestFile
+from aiaas_sdk.wire_datasets import DatasetManifest, ManifestFile
 
 # fetch(digest) -> the chunk's bytes as an iterator of blocks.
 Fetch = Callable[[str], Iterator[bytes]]
