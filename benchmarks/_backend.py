@@ -16,6 +16,9 @@ def start_backend(data_dir: Path, env: dict[str, str] | None = None) -> tuple[su
     proc = subprocess.Popen(
         [sys.executable, "-m", "aiaas_backend", "server", "--port", "0", "--data-dir", str(data_dir)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        # Its own session, as `aiaas server` runs and as the baselines run: on a machine with
+        # autogrouped scheduling, a server in the benchmark's session would share the client's CPU share.
+        start_new_session=True,
     )
     for _ in range(600):
         try:

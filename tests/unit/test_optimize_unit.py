@@ -65,3 +65,60 @@ def test_tolerance_check_keeps_both_numbers() -> None:
     assert info.value.status_code == 400 and info.value.code == "optimize_tolerance_exceeded"
     assert info.value.extra == {"speedup": 1.5, "max_abs_deviation": 0.02, "tolerance": 0.01}
     assert "0.02" in info.value.detail and "1.50x" in info.value.detail
+
+
+SHIPPED = '''
+import torch
+from torch import nn
+
+FACTOR = 3.0
+
+
+def scale(t):
+    return t * FACTOR
+
+
+class Shipped(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return scale(torch.relu(self.lin(x)))
+'''
+
+COMPILE_IT = '''
+import pickle, sys, tempfile
+from pathlib import Path
+import torch
+from aiaas_backend.serving.optimize import apply
+model = pickle.loads(Path(sys.argv[1]).read_bytes()).eval()
+assert "shipped_models" not in sys.modules
+x = torch.rand(3, 4)
+out = apply(model, "compile", x[:2], Path(tempfile.mkdtemp()), 1, export=True)(x)
+assert torch.allclose(out, model(x)), (out, model(x))
+print("compiled")
+'''
+
+
+def test_compile_traces_a_class_shipped_by_value(tmp_path: Path) -> None:
+    """Its module does not exist where it is unpickled; dynamo used to fail importing it by name."""
+    import subprocess
+    import sys
+
+    import cloudpickle
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "shipped_models.py").write_text(SHIPPED)
+    sys.path.insert(0, str(tmp_path / "src"))
+    try:
+        import shipped_models
+
+        cloudpickle.register_pickle_by_value(shipped_models)
+        (tmp_path / "model.pkl").write_bytes(cloudpickle.dumps(shipped_models.Shipped()))
+    finally:
+        sys.path.remove(str(tmp_path / "src"))
+        sys.modules.pop("shipped_models", None)
+    done = subprocess.run([sys.executable, "-c", COMPILE_IT, str(tmp_path / "model.pkl")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "compiled" in done.stdout, done.stderr[-3000:]

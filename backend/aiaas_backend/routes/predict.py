@@ -32,25 +32,49 @@ async def disconnected(request: Request) -> None:
 
 
 async def predict_target(request: Request, name: str, token: str) -> tuple[str, dict | None]:  # type: ignore[type-arg]
-    """Deployment id and input signature for (key, name), cached briefly: no DB on most requests."""
-    cache: dict[tuple[str, str, str | None], tuple[float, str, dict | None]] = request.app.state.predict_cache  # type: ignore[type-arg]
+    """Deployment id and input signature for (key, name), cached briefly: no DB on most requests.
+
+    When the entry expires under load, the many requests that find it stale share one
+    lookup: each running its own put a burst of database reads on the threadpool every
+    ``KEY_CACHE_S`` and stalled the whole loop behind them (measured with bench_streaming.py).
+    """
+    state = request.app.state
+    cache: dict[tuple[str, str, str | None], tuple[float, str, dict | None]] = state.predict_cache  # type: ignore[type-arg]
     now = asyncio.get_running_loop().time()
     # Keyed by address too, so that a key's use from each address reaches the audit log.
     where = request.client.host if request.client else None
-    hit = cache.get((token, name, where))
+    entry = (token, name, where)
+    hit = cache.get(entry)
     if hit and hit[0] > now:
         return hit[1], hit[2]
+    lookups: dict[tuple[str, str, str | None], asyncio.Task[tuple[str, dict | None]]] = state.predict_lookups  # type: ignore[type-arg]
+    lookup = lookups.get(entry)
+    if lookup is None:
+        # A task of its own: a caller that leaves does not cancel the others' answer.
+        lookup = lookups[entry] = asyncio.ensure_future(_lookup(request, cache, entry))
+        lookup.add_done_callback(lambda task: _forget(lookups, entry, task))
+    return await asyncio.shield(lookup)
 
-    def lookup() -> tuple[str, dict | None]:  # type: ignore[type-arg]
+
+def _forget(lookups: dict, entry: tuple[str, str, str | None], task: asyncio.Task) -> None:  # type: ignore[type-arg]
+    lookups.pop(entry, None)
+    if not task.cancelled():
+        task.exception()  # its callers got it; none left must not mean "never retrieved"
+
+
+async def _lookup(request: Request, cache: dict, entry: tuple[str, str, str | None]) -> tuple[str, dict | None]:  # type: ignore[type-arg]
+    token, name, _ = entry
+
+    def read() -> tuple[str, dict | None]:  # type: ignore[type-arg]
         with request.app.state.sessions() as session:
             dep = _for_caller(request, session, token, name)
             run = session.get(Run, dep.run_id)
             return dep.id, (run.input_signature if run else None)
 
-    dep_id, signature = await run_in_threadpool(lookup)
+    dep_id, signature = await run_in_threadpool(read)
     if len(cache) > 10_000:
         cache.clear()
-    cache[(token, name, where)] = (now + KEY_CACHE_S, dep_id, signature)
+    cache[entry] = (asyncio.get_running_loop().time() + KEY_CACHE_S, dep_id, signature)
     return dep_id, signature
 
 

@@ -31,6 +31,11 @@ from .router import Replica, Router
 
 log = logging.getLogger("aiaas.serving")
 
+# How long a replica may take to import torch and load its model before it counts as failed;
+# a compiled one also loads (and, for shapes the cache lacks, compiles) its kernels first.
+READY_S = 120.0
+READY_COMPILE_S = 600.0
+
 
 def _reap(proc: subprocess.Popen[bytes]) -> None:
     try:
@@ -131,7 +136,8 @@ class LocalServing(ServingRuntime):
         except OSError as exc:
             runtime.error = f"could not start a replica: {exc}"
             return None
-        for _ in range(2400):  # up to 120 s: importing torch and loading the model
+        ready_s = READY_COMPILE_S if method == "compile" else READY_S
+        for _ in range(int(ready_s / 0.05)):
             if proc.poll() is not None:
                 runtime.error = (f"a replica exited with code {proc.returncode} while loading run {run_id}; "
                                  f"see {self._log_path}")
@@ -141,7 +147,7 @@ class LocalServing(ServingRuntime):
             await asyncio.sleep(0.05)
         else:
             proc.kill()
-            runtime.error = f"a replica did not become ready within 120 s; see {self._log_path}"
+            runtime.error = f"a replica did not become ready within {ready_s:.0f} s; see {self._log_path}"
             return None
         reader, writer = await asyncio.open_unix_connection(str(sock))
 

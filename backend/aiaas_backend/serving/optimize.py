@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+import types
 import warnings
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,32 @@ def _has(model: nn.Module, kinds: tuple[type[nn.Module], ...]) -> bool:
     return any(isinstance(m, kinds) for m in model.modules())
 
 
+def _modules_for_dynamo(model: nn.Module) -> None:
+    """Make the modules of classes shipped by value importable by name, from their own globals.
+
+    A class from a module beside the notebook arrives by value (cloudpickle): its methods keep
+    ``__module__`` (say ``serving_models``) and a globals dict of their own, but no such module
+    exists here. Dynamo reads a traced function's globals by importing its module by name, and
+    failed with ``No module named 'serving_models'``; a module object holding those globals
+    (and the classes) answers it with the very values the methods see.
+    """
+    for sub in model.modules():
+        for cls in type(sub).__mro__:
+            name = cls.__module__
+            stub = sys.modules.get(name)
+            if stub is not None and not getattr(stub, "__aiaas_shipped__", False):
+                continue  # a real module (torch's, the builtins, this process's __main__)
+            if stub is None:
+                stub = sys.modules[name] = types.ModuleType(name)
+                stub.__aiaas_shipped__ = True  # type: ignore[attr-defined]
+            for value in vars(cls).values():
+                scope = getattr(getattr(value, "__func__", value), "__globals__", None)
+                if isinstance(scope, dict) and scope.get("__name__") == name:
+                    for key, item in scope.items():
+                        stub.__dict__.setdefault(key, item)
+            setattr(stub, cls.__name__, cls)
+
+
 def apply(model: nn.Module, method: str, example: torch.Tensor, folder: Path, threads: int = 0,
           export: bool = False) -> nn.Module:
     """``model`` (eval mode, on the CPU) optimised by ``method``. ``export``: the measuring
@@ -141,6 +168,7 @@ def apply(model: nn.Module, method: str, example: torch.Tensor, folder: Path, th
         if not export and cache.exists():
             # The kernels the measuring process compiled: a replica starts without compiling again.
             torch.compiler.load_cache_artifacts(cache.read_bytes())
+        _modules_for_dynamo(model)
         # dynamic=True: one graph for every batch size the router forms, not one per size.
         return torch.compile(Predict(model).eval(), dynamic=True)  # type: ignore[return-value]
     if method == "onnx":
@@ -285,6 +313,11 @@ def main() -> int:
                                 f"{tuple(rows.shape[1:])}: {one_line(exc)}") from None
         report.update(rows=int(rows.shape[0]), inputs=source, threads=torch.get_num_threads())
         if args.method == "compile":
+            # The shapes a replica warms up with (for_serving): a batch of one is a graph of its
+            # own (dynamo specialises sizes 0 and 1), which the replica would otherwise compile
+            # again at load, minutes on a busy machine.
+            _run(optimised, rows[:1])
+            _run(optimised, rows[:2])
             saved = torch.compiler.save_cache_artifacts()
             if saved is not None:
                 (args.out / COMPILE_CACHE).write_bytes(saved[0])
