@@ -15,18 +15,21 @@ bound) three ways, one after another so they see the same machine:
 It prints the wall time of ``client.train(...).wait()``, split into start-up
 (submit to the first metric) and training (first metric to the end), and the
 ratios against the baselines measured in the same run. The medians over the
-repeats are shown.
+repeats are shown. Each measured run starts once the backend is idle (its warm
+worker, or its warm Ray driver and rank, ready), as a user's next run does.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +41,30 @@ import aiaas  # noqa: E402
 from _backend import print_table  # noqa: E402
 from tests.conftest import Backend  # noqa: E402
 from tests.ray_head import RayHead  # noqa: E402
+
+
+def wait_idle(backend: Backend, timeout: float = 180.0) -> None:
+    """Until the backend is idle: its server, its warm worker or driver and Ray's warm rank
+    (``ray::WarmRank``) use under a tenth of a core over a second. Each measured run starts
+    on an idle backend, as a user's first run of the day does: the warm worker (local) and
+    the warm driver and rank (Ray) that follow a run have finished their imports."""
+    assert backend.proc is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        server = psutil.Process(backend.proc.pid)
+        procs = [server, *server.children(recursive=True)]
+        procs += [p for p in psutil.process_iter(["cmdline"]) if "WarmRank" in " ".join(p.info["cmdline"] or [])]
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                p.cpu_percent()
+        time.sleep(1.0)
+        busy = 0.0
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                busy += p.cpu_percent()
+        if busy < 10.0:
+            return
+    raise TimeoutError(f"the backend at {backend.url} did not settle within {timeout:.0f} s")
 
 
 def timed_run(client: aiaas.Client, epochs: int, hidden: int, devices: int) -> tuple[float, float]:
@@ -62,7 +89,7 @@ def main() -> None:
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="aiaas-bench-ray-"))
-    head = RayHead(num_cpus=2).start()
+    head = RayHead.start_fresh(num_cpus=2)
     # Ray gives a worker that reserves 1 CPU one thread (OMP_NUM_THREADS=1); the local baseline
     # gets the same, so the ratio measures the path and not torch's thread count.
     local = Backend(root / "local", slots=1, env={"OMP_NUM_THREADS": "1"})
@@ -76,9 +103,9 @@ def main() -> None:
         timed_run(clients["local"], 1, args.hidden, 1)
         timed_run(clients["ray"], 1, args.hidden, 1)
         for _ in range(args.repeats):
-            results["local"].append(timed_run(clients["local"], args.epochs, args.hidden, 1))
-            results["ray x1"].append(timed_run(clients["ray"], args.epochs, args.hidden, 1))
-            results["ray x2"].append(timed_run(clients["ray"], args.epochs, args.hidden, 2))
+            for name, backend, devices in (("local", local, 1), ("ray x1", ray, 1), ("ray x2", ray, 2)):
+                wait_idle(backend)
+                results[name].append(timed_run(clients[name.split()[0]], args.epochs, args.hidden, devices))
     finally:
         local.close()
         ray.close()

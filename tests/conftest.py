@@ -166,14 +166,7 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[RayHead]:
     """A Ray cluster of this machine alone, started once for the session and stopped after it."""
-    head = RayHead(num_cpus=4)
-    try:
-        head.start()
-    except (RuntimeError, TimeoutError):
-        # On a loaded 2-core machine the raylet can give up waiting for its own agents (a
-        # fixed ~15 s in Ray): that is start-up noise, not the product; a fresh cluster once more.
-        head.stop()
-        head = RayHead(num_cpus=4).start()
+    head = RayHead.start_fresh(num_cpus=4)
     yield head
     head.stop()
 
