@@ -60,10 +60,19 @@ def _solo(ray: Any, assignment: dict[str, Any], rank: Any) -> bool:
 
     last_checkpoint = Artifacts(Path(assignment["artifacts_root"])).last_checkpoint(assignment["run_id"])
     tries = assignment["max_failures"] + 1
+    error: BaseException = RuntimeError("no room for the run on the warm rank's node")
     for n in range(tries):
         # Reserve the run's CPUs where the rank runs: the rank itself holds none (so an idle
         # warm driver holds none of the cluster), the reservation keeps Ray's accounting true.
-        node = ray.get(rank.node.remote())
+        try:
+            node = ray.get(rank.node.remote())
+        except RayActorError as exc:  # it could not start (an import failed): say so, try Ray Train
+            print(f"aiaas: the warm rank did not start: {exc}", flush=True)
+            if n == 0:
+                return False
+            error = exc
+            rank = ray.remote(num_cpus=0)(WarmRank).remote()
+            continue
         group = placement_group([{"CPU": assignment["cpus_per_worker"]}], strategy="STRICT_PACK",
                                 bundle_label_selector=[{RAY_NODE_ID_KEY: node}])
         ready, _ = ray.wait([group.ready()], timeout=_RESERVE_S)
@@ -78,7 +87,7 @@ def _solo(ray: Any, assignment: dict[str, Any], rank: Any) -> bool:
             ray.get(rank.train.remote(assignment, n > 0))
             return True
         except RayActorError as exc:
-            error: BaseException = exc
+            error = exc
             print(f"aiaas: run {assignment['run_id']}: its Ray worker died ({exc}); "
                   f"{'starting another' if n + 1 < tries else 'giving up'}", flush=True)
         remove_placement_group(group)

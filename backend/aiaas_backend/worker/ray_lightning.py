@@ -36,6 +36,8 @@ import torch
 
 from .checkpoints import Schedule, snapshot
 
+# The longest the next checkpoint waits for the previous one's write.
+_WRITE_WAIT_S = 600.0
 # Ray's callback names the file this way; resumption reads it back by this name, whichever flavour wrote it.
 CHECKPOINT_NAME = "checkpoint.ckpt"
 
@@ -113,7 +115,9 @@ def _report_callback(pl: ModuleType) -> type:
             self.schedule.taken()
 
         def wait(self) -> None:
-            self._written.wait()
+            # Bounded: Ray skips a report (and our write with it) when a failed worker reset the
+            # group's barrier; the group is being restarted then, and must not hang here.
+            self._written.wait(timeout=_WRITE_WAIT_S)
             if self._error is not None:
                 error, self._error = self._error, None
                 raise RuntimeError(f"writing a checkpoint failed: {error}") from error
