@@ -43,17 +43,31 @@ from tests.conftest import Backend  # noqa: E402
 from tests.ray_head import RayHead  # noqa: E402
 
 
-def wait_idle(backend: Backend, timeout: float = 180.0) -> None:
-    """Until the backend is idle: its server, its warm worker or driver and Ray's warm rank
-    (``ray::WarmRank``) use under a tenth of a core over a second. Each measured run starts
-    on an idle backend, as a user's first run of the day does: the warm worker (local) and
-    the warm driver and rank (Ray) that follow a run have finished their imports."""
+def _warm_ranks() -> dict[int, str]:
+    """Ray's warm ranks on this machine (``ray::WarmRank`` actors, by process title)."""
+    found = {}
+    for p in psutil.process_iter(["cmdline"]):
+        title = " ".join(p.info["cmdline"] or []).strip()
+        if title.startswith("ray::WarmRank"):
+            found[p.pid] = title
+    return found
+
+
+def wait_idle(backend: Backend, used_ranks: set[int] | None = None, timeout: float = 180.0) -> None:
+    """Until the backend is idle: its server and warm worker or driver use under a tenth of a
+    core over a second and, on Ray, a fresh warm rank (one no run used) waits constructed.
+    Each measured run starts on an idle backend, as a user's next run does once the warm
+    worker (local) or the warm driver and rank (Ray) that follow a run are ready."""
     assert backend.proc is not None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if used_ranks is not None and not any(
+                title == "ray::WarmRank" and pid not in used_ranks for pid, title in _warm_ranks().items()):
+            time.sleep(0.2)
+            continue
         server = psutil.Process(backend.proc.pid)
         procs = [server, *server.children(recursive=True)]
-        procs += [p for p in psutil.process_iter(["cmdline"]) if "WarmRank" in " ".join(p.info["cmdline"] or [])]
+        procs += [psutil.Process(pid) for pid in _warm_ranks()]
         for p in procs:
             with contextlib.suppress(psutil.Error):
                 p.cpu_percent()
@@ -99,12 +113,16 @@ def main() -> None:
         local.start(timeout=120)
         ray.start(timeout=120)
         clients = {"local": local.client(), "ray": ray.client()}
+        used_ranks: set[int] = set()
         # One unmeasured run each: the first run pays for imports the next ones do not.
         timed_run(clients["local"], 1, args.hidden, 1)
+        wait_idle(ray, used_ranks)
+        used_ranks.update(_warm_ranks())
         timed_run(clients["ray"], 1, args.hidden, 1)
         for _ in range(args.repeats):
             for name, backend, devices in (("local", local, 1), ("ray x1", ray, 1), ("ray x2", ray, 2)):
-                wait_idle(backend)
+                wait_idle(backend, used_ranks if backend is ray else None)
+                used_ranks.update(_warm_ranks())  # the run takes the waiting rank; the next waits for a new one
                 results[name].append(timed_run(clients[name.split()[0]], args.epochs, args.hidden, devices))
     finally:
         local.close()

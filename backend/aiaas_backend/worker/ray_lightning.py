@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import io
-import shutil
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -107,11 +106,12 @@ def _report_callback(pl: ModuleType) -> type:
                     self._error = exc
                     raise
                 finally:
-                    shutil.rmtree(token, ignore_errors=True)
                     self._written.set()
 
+            # Ray deletes the (empty) token folder once the upload function has returned.
             ray.train.report(metrics=metrics, checkpoint=ray.train.Checkpoint.from_directory(str(token)),
-                             checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC, checkpoint_upload_fn=write)
+                             checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC, checkpoint_upload_fn=write,
+                             delete_local_checkpoint_after_upload=True)
             self.schedule.taken()
 
         def wait(self) -> None:
