@@ -165,6 +165,7 @@ class Client(_keys.KeysMixin, _monitoring.ClientWebhooks, _dataset_methods.Clien
         train_dataloaders: Any = None,
         val_dataloaders: Any = None,
         datasets: list[Any] | None = None,
+        checkpoint_every_n_epochs: int | None = None,
         **trainer_kwargs: Any,
     ) -> Run:
         """Train ``model`` (a LightningModule) on the backend and return the :class:`Run` at once.
@@ -181,6 +182,13 @@ class Client(_keys.KeysMixin, _monitoring.ClientWebhooks, _dataset_methods.Clien
         ``datasets=["pets", "pets:1"]`` names uploaded datasets the run reads through
         ``aiaas.data_path("pets")``; each is pinned to a version now (a name alone: the
         newest), and ``run.datasets`` says which.
+
+        The worker keeps a resumable checkpoint, written in the background while training
+        goes on, from which a run resumes if its worker dies or the backend restarts.
+        ``checkpoint_every_n_epochs=N`` takes it at the end of every N-th epoch; by default
+        (None) it is taken by time: at an epoch's end at most every 10 s locally (every
+        ``AIAAS_CHECKPOINT_EVERY_S`` on a Ray Train worker group), and within an epoch
+        longer than ``AIAAS_CHECKPOINT_EVERY_S`` (60 s).
         """
         data = self._drive(
             _ops.submit(
@@ -192,6 +200,7 @@ class Client(_keys.KeysMixin, _monitoring.ClientWebhooks, _dataset_methods.Clien
                 test=test,
                 trainer_kwargs=trainer_kwargs,
                 datasets=refs(datasets),
+                checkpoint_every_n_epochs=checkpoint_every_n_epochs,
             )
         )
         return Run(self, data)
@@ -340,6 +349,7 @@ class AsyncClient(_keys.AsyncKeysMixin, _monitoring.AsyncClientWebhooks, _datase
         train_dataloaders: Any = None,
         val_dataloaders: Any = None,
         datasets: list[Any] | None = None,
+        checkpoint_every_n_epochs: int | None = None,
         **trainer_kwargs: Any,
     ) -> AsyncRun:
         """Async :meth:`Client.train`."""
@@ -353,6 +363,7 @@ class AsyncClient(_keys.AsyncKeysMixin, _monitoring.AsyncClientWebhooks, _datase
                 test=test,
                 trainer_kwargs=trainer_kwargs,
                 datasets=refs(datasets),
+                checkpoint_every_n_epochs=checkpoint_every_n_epochs,
             )
         )
         return AsyncRun(self, data)

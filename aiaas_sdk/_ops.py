@@ -112,6 +112,7 @@ def submit(
     test: bool = False,
     trainer_kwargs: dict[str, Any],
     datasets: list[str] | None = None,
+    checkpoint_every_n_epochs: int | None = None,
 ) -> Op[RunPublic]:
     lightning_package = packaging.lightning_package_of(model)
     plain, pickled = split_trainer_kwargs(trainer_kwargs)
@@ -121,7 +122,8 @@ def submit(
                 f"train() does not take the Trainer argument {reserved!r}: aiaas manages it; remove it"
             )
     try:
-        spec = RunSpec(name=name, trainer_kwargs=plain, test=test, datasets=datasets or [])
+        spec = RunSpec(name=name, trainer_kwargs=plain, test=test, datasets=datasets or [],
+                       checkpoint_every_n_epochs=checkpoint_every_n_epochs)
     except pydantic.ValidationError as exc:
         raise invalid_from_validation(exc, "run settings") from exc
     blob = packaging.pack(

@@ -48,6 +48,8 @@ class RunSpec(BaseModel):
     test: bool = False
     # Datasets the run reads through aiaas.data_path: "pets" (the newest version) or "pets:2".
     datasets: list[str] = Field(default_factory=list, max_length=64)
+    # A resumable checkpoint at the end of every N-th epoch; None: by time (AIAAS_CHECKPOINT_EVERY_S).
+    checkpoint_every_n_epochs: int | None = Field(default=None, ge=1)
 
 
 class RunProgress(BaseModel):
@@ -78,6 +80,8 @@ class RunPublic(BaseModel):
     worker_pid: int | None = None
     environment: dict[str, str] = Field(default_factory=dict)
     datasets: list[str] = Field(default_factory=list, description="the exact dataset versions the run reads: NAME:VERSION")
+    checkpoint_every_n_epochs: int | None = Field(
+        default=None, description="a resumable checkpoint every N epochs; null: by time (the backend's setting)")
     # Filled for running runs only (cheap: read from the newest events), so a list
     # can show progress and loss without streaming every run's events.
     progress: RunProgress | None = None

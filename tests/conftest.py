@@ -205,17 +205,8 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[RayHead]:
     """A Ray cluster of this machine alone, started once for the session and stopped after it."""
-    # On a loaded 2-core machine the raylet can give up waiting for its own agents (a fixed
-    # timeout in Ray): that is start-up noise, not the product; a fresh cluster, up to three times.
-    for attempt in range(3):
-        head = RayHead(num_cpus=4)
-        try:
-            head.start()
-            break
-        except (RuntimeError, TimeoutError):
-            head.stop()
-            if attempt == 2:
-                raise
+    # A loaded 2-core machine can make Ray's own start-up time out: a fresh cluster, up to three times.
+    head = RayHead.start_fresh(num_cpus=4, attempts=3)
     yield head
     head.stop()
 

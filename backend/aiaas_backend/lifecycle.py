@@ -90,4 +90,5 @@ def to_public(run: Run, has_checkpoint: bool) -> RunPublic:
         worker_pid=run.worker_pid if run.status == RunStatus.running.value else None,
         environment={k: str(v) for k, v in (run.environment or {}).items()},
         datasets=[f"{d['name']}:{d['version']}" for d in run.datasets or []],
+        checkpoint_every_n_epochs=run.checkpoint_every_n_epochs,
     )

@@ -86,6 +86,8 @@ class Run(Base):
     input_signature: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # The dataset versions the run reads: [{"name", "version", "version_id"}], fixed at submit.
     datasets: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    # A resumable checkpoint every N epochs; None: by time (Settings.checkpoint_every_s).
+    checkpoint_every_n_epochs: Mapped[int | None] = mapped_column(Integer)
     # Per feature mean, std and histogram of the training inputs (monitoring/drift.py).
     input_stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 

@@ -28,13 +28,13 @@ def backend(ray_cluster, tmp_path_factory):
     b.close()
 
 
-def _train_workers(backend: Backend, run_id: str) -> list[psutil.Process]:
-    """The run's Ray Train workers: Ray actors whose working directory is the run's directory."""
+def _train_workers(backend: Backend, run_id: str, actor: str = "RayTrainWorker") -> list[psutil.Process]:
+    """The run's Ray Train workers (or its warm rank): Ray actors whose working directory is the run's."""
     run_dir = backend.data_dir / "artifacts" / "runs" / run_id
     found = []
     for proc in psutil.process_iter(["cwd", "cmdline"]):
         try:
-            if proc.info["cwd"] == str(run_dir) and "RayTrainWorker" in " ".join(proc.info["cmdline"] or []):
+            if proc.info["cwd"] == str(run_dir) and actor in " ".join(proc.info["cmdline"] or []):
                 found.append(proc)
         except psutil.Error:
             pass
@@ -108,3 +108,24 @@ def test_a_killed_worker_is_retried_from_the_last_checkpoint(client, backend, mo
     assert run.data.attempt == 1  # Ray Train retried inside the run; aiaas did not requeue it
     assert "training on 2 Ray Train workers with Lightning's DDP" in logs
     assert run.data.environment["lightning_package"] == ("pytorch_lightning" if module is PLRegressor else "lightning")
+
+
+def test_a_one_worker_run_trains_on_the_warm_rank_and_a_killed_rank_resumes(client, backend):
+    """A 1-worker CPU run skips Ray Train's per-run processes: the warm driver's rank trains it."""
+    run = client.train(Regressor(step_sleep=0.2), max_epochs=3, accelerator="cpu", devices=1, name="warm")
+    rank = wait_until(lambda: (found := _train_workers(backend, run.id, "WarmRank")) and found[0], timeout=240,
+                      interval=0.2, what="the run's warm rank")
+    # Checkpointed at each epoch's end (the backend's interval), in the background: kill the rank
+    # in the second epoch, once the first epoch's checkpoint is surely written.
+    wait_until(lambda: any(p.epoch == 1 and p.step >= 10 for p in run.metrics("train_loss")), timeout=240,
+               interval=0.2, what="the second epoch")
+    rank.send_signal(signal.SIGKILL)
+    rank.wait(timeout=10)
+    run.wait(timeout=300)
+    logs = run.logs()
+    assert "training on 1 Ray worker (a warm one" in logs
+    assert "Ray restarted the run's worker; resuming from its last checkpoint" in logs
+    steps = [p.step for p in run.metrics("train_loss")]
+    # 128 rows in batches of 16: 8 steps an epoch. The new rank resumed, not from step 0.
+    assert steps.count(0) == 1 and set(steps) == set(range(24)), steps
+    assert run.data.attempt == 1  # the driver replaced the rank inside the run; aiaas did not requeue it

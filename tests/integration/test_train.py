@@ -102,6 +102,17 @@ def test_checkpoints_download_and_load(client, tmp_path):
         run.download_checkpoint(tmp_path / "x", kind="onnx")
 
 
+def test_checkpoint_every_n_epochs_is_the_runs_own_interval(backend, client):
+    """On both executors a 1-worker run keeps its resumable checkpoint at the epochs it names."""
+    run = client.train(Regressor(), max_epochs=3, checkpoint_every_n_epochs=2, name="every-2").wait()
+    assert run.data.checkpoint_every_n_epochs == 2
+    resume = backend.data_dir / "artifacts" / "runs" / run.id / "resume" / "last.ckpt"
+    # Taken at the end of the second epoch (index 1) only: the third is not a multiple of 2.
+    assert torch.load(resume, weights_only=False)["epoch"] == 1
+    with pytest.raises(aiaas.InvalidInput, match="checkpoint_every_n_epochs"):
+        client.train(Regressor(), max_epochs=1, checkpoint_every_n_epochs=0)
+
+
 def test_runs_are_listed_newest_first_and_found_again(client):
     first = client.train(Regressor(), max_epochs=1, name="first")
     second = client.train(Regressor(), max_epochs=1, name="second")

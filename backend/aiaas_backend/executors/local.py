@@ -317,6 +317,7 @@ class LocalExecutor(Executor):
             "test": run.run_test,
             "resume_from": self._as_seen(run.id, ckpt) if ckpt.exists() else None,
             "checkpoint_every_s": self._settings.checkpoint_every_s,
+            "checkpoint_every_n_epochs": run.checkpoint_every_n_epochs,
             **({"datasets": datasets} if datasets is not None else {}),
             **self._extra_assignment(run),
         }

@@ -5,12 +5,16 @@ per run started from a warm one, adoption after a server restart, cancels that
 become kills after a grace period -- and changes where the work goes: the
 process it starts is a Ray driver (:mod:`aiaas_backend.worker.ray_driver`) that
 runs a ``TorchTrainer`` with ``devices x num_nodes`` workers. Ray places the
-workers; ``slots`` bounds how many runs are on the cluster at once.
+workers; ``slots`` bounds how many runs are on the cluster at once. The warm
+driver joins the cluster ahead and keeps a warm rank there, so a 1-worker CPU run
+starts without Ray Train's per-run processes (:mod:`aiaas_backend.worker.ray_warm`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,6 +26,7 @@ from ..event_bus import EventBus
 from ..models import Run
 from ..ray_cluster import RayCluster
 from ..resources import ray_workers
+from ..sandbox import LaunchSpec
 from ..sandbox.off import OffLauncher
 from .fair import fair_order
 from .local import LocalExecutor
@@ -59,6 +64,10 @@ class RayExecutor(LocalExecutor):
 
     def _has_room(self) -> bool:
         return len(self._workers) < self._settings.slots
+
+    def _spec(self, folder: Path) -> LaunchSpec:
+        # With the cluster's address a warm driver joins it and warms a rank before its run arrives.
+        return dataclasses.replace(super()._spec(folder), args=[str(self._settings.ray_address)])
 
     def _dispatch(self, session: Session) -> None:
         for run in fair_order(session):

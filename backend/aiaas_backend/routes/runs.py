@@ -113,6 +113,7 @@ def create_run(
         last_seq=0,
         last_wseq=0,
         datasets=pinned,
+        checkpoint_every_n_epochs=run_spec.checkpoint_every_n_epochs,
     )
     if not run_spec.name:
         run.name = run.id

@@ -14,8 +14,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..artifacts import atomic
 from ..monitoring.drift import TrainingSample
+from .checkpoints import CheckpointWriter, Schedule
 from .reporter import Reporter
 
 
@@ -82,14 +82,19 @@ def make_logger(pl: ModuleType, reporter: Reporter) -> Any:
     return AiaasLogger()
 
 
-def make_callback(pl: ModuleType, reporter: Reporter, last_ckpt: Path | None, every_s: float) -> Any:
+def make_callback(pl: ModuleType, reporter: Reporter, last_ckpt: Path | None, every_s: float,
+                  every_n_epochs: int | None = None) -> Any:
     class AiaasCallback(pl.Callback):  # type: ignore[name-defined,misc]
         """Reports the device, stops on cancel, and checkpoints for resumption to ``last_ckpt``
-        (None: someone else checkpoints, as Ray Train does for a worker group)."""
+        (None: someone else checkpoints, as Ray Train does for a worker group), in the
+        background (:mod:`.checkpoints`): every ``every_n_epochs`` epochs, or by time --
+        at least every ``every_s`` and at epoch ends at most every 10 s, the first one
+        included, so a requeued run loses little."""
 
         def __init__(self) -> None:
             self.stopped_by = None
-            self._last_save = float("-inf")
+            self.schedule = Schedule(every_s, every_n_epochs, epoch_end_s=min(every_s, 10.0))
+            self.writer = CheckpointWriter()
             self._last_progress = float("-inf")
             self._total: int | None = None
             self.input_signature: dict[str, Any] | None = None
@@ -133,7 +138,7 @@ def make_callback(pl: ModuleType, reporter: Reporter, last_ckpt: Path | None, ev
             now = time.monotonic()
             if now - self._last_progress > 0.2:  # a few a second is all a progress bar needs
                 self._progress(trainer)
-            if last_ckpt is not None and now - self._last_save > every_s:
+            if last_ckpt is not None and self.schedule.due_in_epoch():
                 self._save(trainer)
 
         def on_validation_batch_end(self, trainer: Any, *args: Any) -> None:
@@ -141,18 +146,23 @@ def make_callback(pl: ModuleType, reporter: Reporter, last_ckpt: Path | None, ev
 
         def on_train_end(self, trainer: Any, pl_module: Any) -> None:
             self._progress(trainer)
+            self.writer.wait()  # the last checkpoint is on disk before the run reports its end
+
+        def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+            try:  # a requeued run resumes from the write that was in flight
+                self.writer.wait()
+            except RuntimeError:
+                pass  # the run's own exception is the one to report
 
         def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
             self._progress(trainer)
-            # At least once a minute and at the first epoch, so a requeued run loses little.
-            if last_ckpt is not None and time.monotonic() - self._last_save > min(every_s, 10.0) and not self.stopped_by:
+            if last_ckpt is not None and not self.stopped_by and self.schedule.due_at_epoch_end(trainer.current_epoch):
                 self._save(trainer)
 
         def _save(self, trainer: Any) -> None:
             assert last_ckpt is not None
-            with atomic(last_ckpt) as tmp:
-                save_full_checkpoint(trainer, tmp)
-            self._last_save = time.monotonic()
+            self.writer.save(trainer, last_ckpt)
+            self.schedule.taken()
 
     return AiaasCallback()
 

@@ -9,19 +9,21 @@ a callback that hands Ray Train a checkpoint at the end of an epoch. So for
 ``lightning.pytorch`` we use Ray's strategy and environment, and for
 ``pytorch_lightning`` we build the same two on that package's base classes.
 
-The report callback is ours for both: Ray's checkpoints every epoch, which costs
-a save, an upload into Ray's storage and a barrier each time (about 2 s here,
-more than a small model's epoch). Ours checkpoints when ``checkpoint_every_s``
-(the setting local workers use) has passed at an epoch's end, as rank 0 sees it:
-a worker that dies loses at most that much training, and checkpointing costs at
-most a few percent of it, whatever an epoch's length.
+The report callback is ours for both: Ray's checkpoints every epoch and waits for
+each save, upload and barrier (about 2 s here, more than a small model's epoch).
+Ours checkpoints on the run's schedule (``checkpoint_every_n_epochs``, or at an
+epoch's end once ``checkpoint_every_s`` has passed, as rank 0 sees it), and
+training waits only for a copy of the state: rank 0 hands Ray Train an upload
+function that writes the copy into the run's storage from Ray's upload thread
+(``CheckpointUploadMode.ASYNC``). The next checkpoint waits for that write.
 """
 
 from __future__ import annotations
 
 import functools
+import io
 import tempfile
-import time
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -29,7 +31,12 @@ from typing import Any
 
 import ray.train
 import ray.train.torch
+import torch
 
+from .checkpoints import Schedule, snapshot
+
+# The longest the next checkpoint waits for the previous one's write.
+_WRITE_WAIT_S = 600.0
 # Ray's callback names the file this way; resumption reads it back by this name, whichever flavour wrote it.
 CHECKPOINT_NAME = "checkpoint.ckpt"
 
@@ -40,7 +47,7 @@ class RayLightning:
 
     strategy: type
     environment: type
-    report_callback: type  # (every_s: float) -> a Callback
+    report_callback: type  # (schedule: checkpoints.Schedule) -> a Callback
     prepare_trainer: Any  # (trainer) -> trainer
 
 
@@ -57,29 +64,66 @@ def for_package(pl: ModuleType) -> RayLightning:
 
 def _report_callback(pl: ModuleType) -> type:
     class ReportCallback(pl.callbacks.Callback):  # type: ignore[name-defined,misc]
-        """At an epoch's end, once ``every_s`` has passed, every rank reports a full checkpoint to Ray Train.
+        """At the epoch ends the schedule names, every rank reports to Ray Train; rank 0's report
+        carries a full checkpoint, written into the run's storage in the background.
 
-        Ray Train keeps it (rank 0's) in the run's storage and hands it back through
+        Ray Train keeps it in the run's storage and hands it back through
         ``ray.train.get_checkpoint()`` when it restarts a failed group.
         """
 
-        def __init__(self, every_s: float) -> None:
-            self.every_s = every_s
-            self._last = time.monotonic()
+        def __init__(self, schedule: Schedule) -> None:
+            self.schedule = schedule
+            self._written = threading.Event()
+            self._written.set()
+            self._error: BaseException | None = None
 
         def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
             # Every rank must report the same times (a report is collective): rank 0's clock decides.
-            if not trainer.strategy.broadcast(time.monotonic() - self._last >= self.every_s, src=0):
+            if not trainer.strategy.broadcast(self.schedule.due_at_epoch_end(trainer.current_epoch), src=0):
                 return
             metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
             metrics.update(epoch=trainer.current_epoch, step=trainer.global_step)
-            with tempfile.TemporaryDirectory(prefix="aiaas-ray-ckpt-") as folder:
-                # Saving is collective under DDP: every rank calls it, rank 0 writes.
-                trainer.save_checkpoint(str(Path(folder) / CHECKPOINT_NAME), weights_only=False)
-                # report() copies the folder into Ray's storage before it returns.
-                ray.train.report(metrics=metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
-                trainer.strategy.barrier()
-            self._last = time.monotonic()
+            self.wait()  # the next checkpoint waits for the previous write
+            if trainer.global_rank != 0:  # DDP ranks hold the same state: rank 0's copy is the checkpoint
+                ray.train.report(metrics=metrics)
+                self.schedule.taken()
+                return
+            state = snapshot(trainer)
+            token = Path(tempfile.mkdtemp(prefix="aiaas-ray-ckpt-"))  # Ray wants a checkpoint to hand the upload
+            self._written.clear()
+
+            def write(_: ray.train.Checkpoint, name: str) -> ray.train.Checkpoint:
+                try:
+                    storage = ray.train.get_context().get_storage()
+                    folder = f"{storage.experiment_fs_path}/{name}"
+                    buffer = io.BytesIO()
+                    torch.save(state, buffer)
+                    storage.storage_filesystem.create_dir(folder)
+                    with storage.storage_filesystem.open_output_stream(f"{folder}/{CHECKPOINT_NAME}") as f:
+                        f.write(buffer.getbuffer())
+                    return ray.train.Checkpoint(folder, filesystem=storage.storage_filesystem)
+                except BaseException as exc:
+                    self._error = exc
+                    raise
+                finally:
+                    self._written.set()
+
+            # Ray deletes the (empty) token folder once the upload function has returned.
+            ray.train.report(metrics=metrics, checkpoint=ray.train.Checkpoint.from_directory(str(token)),
+                             checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC, checkpoint_upload_fn=write,
+                             delete_local_checkpoint_after_upload=True)
+            self.schedule.taken()
+
+        def wait(self) -> None:
+            # Bounded: Ray skips a report (and our write with it) when a failed worker reset the
+            # group's barrier; the group is being restarted then, and must not hang here.
+            self._written.wait(timeout=_WRITE_WAIT_S)
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise RuntimeError(f"writing a checkpoint failed: {error}") from error
+
+        def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+            self.wait()
 
     return ReportCallback
 

@@ -4,7 +4,8 @@ Every rank builds the same Lightning Trainer as a local worker would, with Ray
 Train's Lightning integration in place of Lightning's own launcher
 (``ray_lightning``): Ray's DDP strategy, its cluster environment (ranks and
 world size come from Ray), and a report callback that hands Ray Train a
-checkpoint at an epoch's end, at most every ``checkpoint_every_s``, into the
+checkpoint at the epoch ends the run's schedule names (``checkpoint_every_n_epochs``,
+or at most every ``checkpoint_every_s``), written in the background into the
 run's directory in the artifact store. If a worker dies, Ray Train
 (``FailureConfig``) restarts the group and ``ray.train.get_checkpoint()`` hands
 it that checkpoint to resume from.
@@ -30,6 +31,7 @@ from aiaas_sdk.wire import RunStatus, WorkerStatus
 
 from ..artifacts import Artifacts
 from .capture import OutputCapture
+from .checkpoints import Schedule
 from .lightning_hooks import make_stop_in_step
 from .ray_lightning import CHECKPOINT_NAME, for_package
 from .reporter import Reporter
@@ -50,13 +52,13 @@ class RayRank:
 
     solo = False
 
-    def __init__(self, resume_dir: str | None, checkpoint_every_s: float) -> None:
+    def __init__(self, resume_dir: str | None, schedule: Schedule) -> None:
         context = ray.train.get_context()
         self.rank = context.get_world_rank()
         self.world_size = context.get_world_size()
         self.ddp = self.world_size > 1
         self._resume_dir = resume_dir
-        self._every_s = checkpoint_every_s
+        self._schedule = schedule
         self._prepare: Any = None
 
     def configure(self, pl: Any, kwargs: dict[str, Any], callbacks: list[Any]) -> tuple[dict[str, Any], list[Any]]:
@@ -64,13 +66,13 @@ class RayRank:
         kwargs.pop("num_nodes", None)
         if not self.ddp:
             kwargs["devices"] = 1
-            return kwargs, [*callbacks, ray_pl.report_callback(self._every_s)]
+            return kwargs, [*callbacks, ray_pl.report_callback(self._schedule)]
         self._prepare = ray_pl.prepare_trainer
         kwargs.pop("strategy", None)
         plugins = kwargs.pop("plugins", None) or []
         plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins]
         kwargs.update(devices="auto", strategy=ray_pl.strategy(), plugins=[*plugins, ray_pl.environment()])
-        return kwargs, [*callbacks, make_stop_in_step(pl), ray_pl.report_callback(self._every_s)]
+        return kwargs, [*callbacks, make_stop_in_step(pl), ray_pl.report_callback(self._schedule)]
 
     def prepare(self, trainer: Any) -> Any:
         return self._prepare(trainer) if self._prepare is not None else trainer
@@ -103,7 +105,8 @@ def train_loop(assignment: dict[str, Any]) -> None:
     with ExitStack() as stack:
         checkpoint = ray.train.get_checkpoint()
         resume_dir = stack.enter_context(checkpoint.as_directory()) if checkpoint is not None else None
-        place = RayRank(resume_dir, assignment["checkpoint_every_s"])
+        schedule = Schedule(assignment["checkpoint_every_s"], assignment.get("checkpoint_every_n_epochs"))
+        place = RayRank(resume_dir, schedule)
         if place.rank != 0:
             try:
                 _train(assignment, artifacts, None, place)

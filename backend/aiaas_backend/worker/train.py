@@ -131,7 +131,8 @@ def _train(assignment: dict[str, Any], artifacts: Artifacts, reporter: Reporter 
     loggers = [] if user_logger in (None, True, False) else list(user_logger) if isinstance(user_logger, list | tuple) else [user_logger]
     ours = None
     if reporter is not None:
-        ours = make_callback(pl, reporter, place.checkpoint_path(artifacts, run_id), assignment["checkpoint_every_s"])
+        ours = make_callback(pl, reporter, place.checkpoint_path(artifacts, run_id), assignment["checkpoint_every_s"],
+                             assignment.get("checkpoint_every_n_epochs"))
         ours.on_device = lambda device: reporter.status(
             WorkerStatus(attempt=attempt, status=RunStatus.running, device=device)
         )
@@ -187,7 +188,9 @@ def _train(assignment: dict[str, Any], artifacts: Artifacts, reporter: Reporter 
                         device=device, input_signature=getattr(ours, "input_signature", None), input_stats=stats)
 
 
-def run(assignment: dict[str, Any]) -> int:
+def run(assignment: dict[str, Any], *, note: str | None = None, continue_numbering: bool = False) -> int:
+    """Train one assignment in this process and report its result. ``note``: a first log line;
+    ``continue_numbering``: a later try of the same attempt (the server holds earlier events)."""
     # Set before anything touches CUDA; an empty value hides every GPU from a CPU run.
     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(assignment["gpu_ids"])
     # Sandboxed, the worker sees its own run's folder only, under a name of the sandbox's.
@@ -200,6 +203,10 @@ def run(assignment: dict[str, Any]) -> int:
         assignment["api_url"], assignment.get("server_info"), assignment["run_id"], attempt, assignment["token"],
         api_socket=assignment.get("api_socket"),
     )
+    if continue_numbering:
+        reporter.continue_numbering()
+    if note:
+        reporter.log(note)
     capture = OutputCapture(artifacts.output_log(run_id), reporter.log)
     capture.start()
     try:
