@@ -2,18 +2,14 @@
 
 Runs wait in a queue, taken fairly across users (:mod:`.fair`), until their resources
 are free: GPUs (handed out through ``CUDA_VISIBLE_DEVICES``) or one of ``slots`` CPU places. A warm worker
--- a process that has already imported torch and Lightning -- waits for the
-next run whenever a place is free, so a run starts at once instead of after
-several seconds of imports.
+(:mod:`.warm`) waits for the next run whenever a place is free.
 
 Workers run in their own session, so they outlive the API server: on start the
 executor re-adopts workers that are still alive, and requeues (from the last
 checkpoint) runs whose worker is gone.
 
-Every worker starts through the sandbox launcher (:mod:`aiaas_backend.sandbox`). A
-sandboxed warm worker is started on a spare folder; when a run is handed to it, the
-run's files move into that folder and it takes the run's folder's name (the sandbox's
-bind mount follows the directory). The executor also watches each worker's limits
+Every worker starts through the sandbox launcher (:mod:`aiaas_backend.sandbox`). The
+executor also watches each worker's limits
 (memory over all its processes, bytes in its folder, wall time) and ends a run that
 goes over one with a message naming it.
 """
@@ -22,8 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
-import shutil
 import signal
 import subprocess
 import threading
@@ -51,6 +45,7 @@ from ..security import new_worker_token
 from .base import Executor
 from .fair import fair_order
 from .run_data import RunData
+from .warm import WarmWorker
 
 log = logging.getLogger("aiaas.executor")
 
@@ -120,10 +115,7 @@ class LocalExecutor(Executor):
         self._artifacts = artifacts
         self._api_url = api_url
         self._workers: dict[str, _Worker] = {}
-        self._warm: subprocess.Popen[bytes] | None = None
-        self._warm_folder: Path | None = None  # the spare folder a sandboxed warm worker sees
-        self._warm_failures = 0
-        self._next_warm_try = 0.0
+        self._warm = WarmWorker(launcher, artifacts, self._spawn, enabled=settings.warm_worker)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="aiaas-executor", daemon=True)
@@ -140,9 +132,7 @@ class LocalExecutor(Executor):
 
     def start(self) -> None:
         self._log_file = open(self._settings.data_dir / "workers.log", "ab")
-        # Spare folders of warm workers from an earlier server process (those workers are gone).
-        for spare in (self._artifacts.root / "runs").glob(".warm-*"):
-            shutil.rmtree(spare, ignore_errors=True)
+        self._warm.clear_leftovers()
         with self._sessions() as session:
             self._reconcile(session)
             session.commit()
@@ -156,10 +146,7 @@ class LocalExecutor(Executor):
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
-        if self._warm is not None and self._warm.poll() is None:
-            Launcher.kill(self._warm.pid)
-            self._warm.wait()
-        self._drop_warm_folder()
+        self._warm.stop()
         # Busy workers keep running on purpose: the next start adopts them.
         if self._log_file:
             self._log_file.close()
@@ -177,7 +164,8 @@ class LocalExecutor(Executor):
                     self._reap(session)
                     self._enforce_cancels(session)
                     self._dispatch(session)
-                self._ensure_warm()
+                if not self._stopping.is_set():
+                    self._warm.ensure(self._has_room())
             except Exception:  # keep scheduling whatever one tick hit
                 log.exception("executor tick failed")
                 time.sleep(1.0)
@@ -363,7 +351,7 @@ class LocalExecutor(Executor):
     def _hand_over(self, assignment: dict[str, object], folder: Path) -> subprocess.Popen[bytes] | None:
         line = (json.dumps(assignment) + "\n").encode()
         for _ in range(2):
-            proc = self._take_warm(folder) or self._spawn(folder)
+            proc = self._warm.take(folder) or self._spawn(folder)
             if proc is None:
                 return None
             try:
@@ -375,22 +363,6 @@ class LocalExecutor(Executor):
                 Launcher.kill(proc.pid)
                 proc.wait()
         return None
-
-    def _take_warm(self, folder: Path) -> subprocess.Popen[bytes] | None:
-        warm, self._warm = self._warm, None
-        spare, self._warm_folder = self._warm_folder, None
-        if warm is None or warm.poll() is not None:
-            if spare is not None:
-                shutil.rmtree(spare, ignore_errors=True)
-            return None
-        if spare is not None and not self._launcher.give_folder(spare, folder):
-            log.warning("could not give the run's folder %s to the warm worker; starting a fresh one", folder)
-            Launcher.kill(warm.pid)
-            warm.wait()
-            shutil.rmtree(spare, ignore_errors=True)
-            return None
-        self._warm_failures = 0
-        return warm
 
     def _spec(self, folder: Path) -> LaunchSpec:
         shared = {"api": self._settings.api_socket_dir} if self._launcher.isolates else {}
@@ -404,33 +376,3 @@ class LocalExecutor(Executor):
         except OSError:
             log.exception("could not start a worker with %s", self._settings.worker_python)
             return None
-
-    def _drop_warm_folder(self) -> None:
-        if self._warm_folder is not None:
-            shutil.rmtree(self._warm_folder, ignore_errors=True)
-            self._warm_folder = None
-
-    def _ensure_warm(self) -> None:
-        """Keep one warm worker while a run could start; none while all places are busy,
-        so its imports never compete with training for the CPU."""
-        if not self._settings.warm_worker or self._stopping.is_set():
-            return
-        if self._warm is not None:
-            if self._warm.poll() is None:
-                return
-            self._warm_failures += 1
-            self._next_warm_try = time.monotonic() + min(60.0, 2.0**self._warm_failures)
-            log.warning("the warm worker exited with code %s; see workers.log", self._warm.returncode)
-            self._warm = None
-            self._drop_warm_folder()
-        if self._has_room() and time.monotonic() >= self._next_warm_try:
-            if self._launcher.isolates:
-                # Sandboxed, a process sees only the folder it was started with: a spare one,
-                # which becomes the run's folder when a run is handed over (give_folder).
-                spare = self._artifacts.root / "runs" / f".warm-{secrets.token_hex(6)}"
-                spare.mkdir(parents=True)
-                self._warm, self._warm_folder = self._spawn(spare), spare
-                if self._warm is None:
-                    self._drop_warm_folder()
-            else:
-                self._warm = self._spawn(self._artifacts.root)
