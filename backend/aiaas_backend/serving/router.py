@@ -217,19 +217,13 @@ class Router:
             first = await self._next_item(None)
             if first is None or first.future.done():
                 continue
-            # A batch forms once a replica is free to take it: what queued meanwhile joins it,
-            # instead of waiting behind a small batch closed while every replica was busy.
-            replica = await self.idle.get()
-            while not replica.alive:  # retired while idle
-                replica = await self.idle.get()
             batch, rows = [first], first.rows if first.kind != "stream" else self.max_batch_size
-            # Wait for company only under load: alone, with every replica idle, go at once.
-            idle_now = not any(r.busy for r in self.replicas)
+            # Wait for company only under load: alone, with a replica idle, go at once.
+            idle_now = self.idle.qsize() > 0 and not any(r.busy for r in self.replicas)
             wait = 0.0 if idle_now and self.queue.empty() and self._held is None else self.max_wait
             deadline = time.perf_counter() + wait
             while rows < self.max_batch_size:
-                item = self._next_queued() if self._held is not None or not self.queue.empty() else \
-                    await self._next_item(deadline - time.perf_counter())
+                item = await self._next_item(deadline - time.perf_counter())
                 if item is None:
                     break
                 if item.future.done():
@@ -239,16 +233,14 @@ class Router:
                     break
                 batch.append(item)
                 rows += item.rows
-            replica.busy = True  # from now: a batch formed meanwhile must not think it alone
+            replica = await self.idle.get()
+            while not replica.alive:  # retired while idle
+                replica = await self.idle.get()
+            # Busy from here, before its task starts: remove_replica must not stop it under this batch.
+            replica.busy = True
             task = asyncio.get_running_loop().create_task(self._run(replica, batch))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
-
-    def _next_queued(self) -> _Item:
-        if self._held is not None:
-            item, self._held = self._held, None
-            return item
-        return self.queue.get_nowait()
 
     async def _run(self, replica: Replica, batch: list[_Item]) -> None:
         batch = [item for item in batch if not item.future.done()]
@@ -260,6 +252,11 @@ class Router:
                 await lend(self, replica, batch[0])  # the replica is the stream's until it ends
             elif batch:
                 await self._run_batch(replica, batch)
+        except Exception as exc:  # whatever went wrong, no caller may wait out its timeout for it
+            log.exception("batch on replica %s failed", replica.name)
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(ReplicaLost(f"the replica could not run this request ({exc}); retry"))
         finally:
             replica.busy = False
             if replica.alive:
