@@ -1,21 +1,26 @@
-"""Serving throughput and latency: aiaas against the in-process ceiling, plain FastAPI and LitServe.
+"""Serving throughput and latency: aiaas against the in-process ceiling, plain FastAPI, LitServe and Ray Serve.
 
     python benchmarks/bench_serving.py [--seconds 4] [--concurrency 1,16,64,256] [--models mlp,resnet18]
+                                       [--baselines fastapi,litserve,ray]
 
-Needs `pip install litserve` for the LitServe column. Everything runs on this
-machine on 127.0.0.1, one model worker each (a replica, a LitServe worker, the
-FastAPI process itself) with torch's default threads. Each request is one row;
-the load is closed-loop at each concurrency for ``--seconds`` after a warm-up.
-aiaas is called through the SDK's async client (binary tensors); FastAPI and
-LitServe with JSON through the same connection pool the SDK uses (httpx's API
-on aiohttp's pool: httpx's own pool collapses above ~16 requests in flight,
-which would measure the client, not the servers).
+Needs `pip install litserve` for the LitServe column and `ray[serve]` for Ray
+Serve's (a column whose server does not start in time is skipped with the reason).
+Everything runs on this machine on 127.0.0.1, one model worker each (a replica, a
+LitServe worker, a Ray Serve replica, the FastAPI process itself), each with torch
+on as many threads as the aiaas replica. The batching servers batch as aiaas does
+(at most 64 rows, 2 ms wait). Each request is one row; the load is closed-loop at
+each concurrency for ``--seconds`` after a warm-up. aiaas is called through the
+SDK's async client (its binary tensor frame); the baselines get the same float32
+bytes, base64 in a small JSON object (see ``_serve_baselines.py``), through the
+same connection pool the SDK uses (httpx's API on aiohttp's pool: httpx's own pool
+collapses above ~16 requests in flight, which would measure the client, not the servers).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import os
 import signal
 import socket
@@ -38,6 +43,9 @@ from serving_models import MODELS  # noqa: E402
 
 HERE = Path(__file__).parent
 MAX_BATCH = 64
+THREADS = os.cpu_count() or 1  # what the aiaas replica gets when it is the deployment's only one
+# Ray starts a cluster, its HTTP proxy and a replica actor: slow on a small busy machine, but bounded.
+START_S = {"fastapi": 60.0, "litserve": 90.0, "ray": 240.0}
 
 
 def free_port() -> int:
@@ -84,22 +92,46 @@ def ceiling(model: torch.nn.Module, shape: tuple[int, ...], seconds: float) -> d
     return out
 
 
-def start_baseline(kind: str, model: str, weights: Path, port: int) -> subprocess.Popen[bytes]:
+def b64_body(x: np.ndarray) -> dict[str, object]:
+    """The baselines' request: the same float32 bytes as aiaas's frame, base64 in JSON."""
+    return {"b64": base64.b64encode(np.ascontiguousarray(x, dtype=np.float32).tobytes()).decode(),
+            "shape": list(x.shape)}
+
+
+def start_baseline(kind: str, model: str, weights: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     # Its own process group: LitServe spawns workers that must go down with it.
     proc = subprocess.Popen([sys.executable, str(HERE / "_serve_baselines.py"), kind, model, str(weights), str(port),
-                             str(MAX_BATCH)], cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    row = np.zeros((1, *MODELS[model].input_shape)).tolist()
-    for _ in range(600):
+                             str(MAX_BATCH), str(THREADS)], cwd=HERE, stdout=log.open("wb"),
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    body = b64_body(np.zeros((1, *MODELS[model].input_shape), dtype=np.float32))
+    deadline = time.monotonic() + START_S[kind]
+    while time.monotonic() < deadline:
         try:
-            if httpx.post(f"http://127.0.0.1:{port}/predict", json={"inputs": row}, timeout=5).status_code == 200:
+            if httpx.post(f"http://127.0.0.1:{port}/predict", json=body, timeout=5).status_code == 200:
                 return proc
         except httpx.HTTPError:
             pass
         if proc.poll() is not None:
-            raise RuntimeError(f"{kind} server exited with {proc.returncode}")
-        time.sleep(0.1)
-    raise TimeoutError(f"{kind} server did not start")
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise RuntimeError(f"{kind} server exited with {proc.returncode}: {tail[0]}")
+        time.sleep(0.2)
+    stop_baseline(proc)
+    raise TimeoutError(f"{kind} server did not answer within {START_S[kind]:.0f} s")
+
+
+def stop_baseline(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM first (the Ray baseline shuts its cluster down on it), then the whole group."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def main() -> None:
@@ -107,7 +139,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--concurrency", default="1,16,64,256")
     parser.add_argument("--models", default="mlp,resnet18")
+    parser.add_argument("--baselines", default="fastapi,litserve,ray")
     args = parser.parse_args()
+    baselines = [b for b in args.baselines.split(",") if b]
+    load_before = os.getloadavg()
     levels = [int(c) for c in args.concurrency.split(",")]
     rows: list[tuple[str, ...]] = []
     summary: list[tuple[str, str]] = []
@@ -129,7 +164,7 @@ def main() -> None:
                 top = max(ceilings.values())  # the best batch size: the strictest ceiling
                 dep = run.deploy(f"bench-{name}", replicas=1, max_batch_size=MAX_BATCH, max_wait_ms=2)
                 x = np.random.default_rng(0).random((1, *shape), dtype=np.float32)
-                body = {"inputs": x.reshape(1, -1).tolist() if name == "mlp" else x.tolist()}
+                body = b64_body(x)
                 results: dict[str, dict[int, tuple[float, float, float, int]]] = {}
 
                 async def aiaas_load(c: int) -> tuple[float, float, float, int]:
@@ -139,12 +174,12 @@ def main() -> None:
                         await dep.aclose()
 
                 results["aiaas"] = {c: asyncio.run(aiaas_load(c)) for c in levels}
-                for kind in ("fastapi", "litserve"):
+                for kind in baselines:
                     port = free_port()
                     try:
-                        proc = start_baseline(kind, name, weights, port)
+                        proc = start_baseline(kind, name, weights, port, Path(tmp) / f"{kind}-{name}.log")
                     except (RuntimeError, TimeoutError) as exc:
-                        print(f"skipping {kind}: {exc}", file=sys.stderr)
+                        print(f"skipping {kind} for {name}: {exc}")
                         continue
 
                     async def http_load(c: int, port: int = port) -> tuple[float, float, float, int]:
@@ -155,9 +190,10 @@ def main() -> None:
                                 resp.raise_for_status()
                             return await closed_loop(call, c, args.seconds)
 
-                    results[kind] = {c: asyncio.run(http_load(c)) for c in levels}
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+                    try:
+                        results[kind] = {c: asyncio.run(http_load(c)) for c in levels}
+                    finally:
+                        stop_baseline(proc)
                 dep.delete()
                 for system, by_c in results.items():
                     for c, (rps, p50, p99, errors) in by_c.items():
@@ -168,7 +204,7 @@ def main() -> None:
                                  f"{100 * rate / top:.0f}%", ""))
                 c64 = 64 if 64 in levels else levels[-1]
                 ours = results["aiaas"][c64][0]
-                for system in ("fastapi", "litserve"):
+                for system in baselines:
                     if system in results:
                         summary.append((f"{name} @ concurrency {c64}: aiaas / {system}",
                                         f"{ours / results[system][c64][0]:.2f}x"))
@@ -181,7 +217,10 @@ def main() -> None:
             backend.wait()
 
     header = ("model", "system", "concurrency", "req/s", "p50 ms", "p99 ms", "of ceiling", "errors")
+    load_after = os.getloadavg()
     print("ceiling = the best in-process rows/s over batch sizes 1..64; each request is one row")
+    print(f"load average (1, 5, 15 min): before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
+          f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}; {os.cpu_count()} CPUs")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, tuple("-" * w for w in widths), *rows]:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
