@@ -25,12 +25,15 @@ from .event_bus import EventBus
 from .executors import Executor
 from .executors.local import LocalExecutor
 from .executors.run_data import RunData
+from .fast_predict import FastPredict
+from .keys import KEY_CACHE_S
 from .metrics import HttpMetrics, Metrics
 from .metrics import router as metrics_router
 from .models import Deployment
 from .ray_cluster import RayCluster
 from .monitoring.monitor import Monitor
 from .monitoring.webhook import WebhookSender
+from .predict_targets import PredictTargets
 from .ratelimit import RateLimit, TokenBuckets
 from .routes import (
     datasets, deployments, events, keys, meta, monitoring, openai_compat, predict, runs, streaming, worker,
@@ -136,8 +139,7 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     app.state.event_bus = bus
     app.state.serving = serving
     app.state.monitor = monitor
-    app.state.predict_cache = {}
-    app.state.predict_lookups = {}  # (key, name, address) -> the one lookup in flight
+    app.state.predict_targets = PredictTargets(predict.target_lookup(app.state), KEY_CACHE_S)
     app.state.key_usage = KeyUsage(sessions, settings.key_touch_every_s, settings.key_audit_every_s)
     app.state.metrics = metrics = Metrics(enabled=settings.metrics)
     metrics.watch_store(sessions, settings.slots)
@@ -158,6 +160,10 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     app.include_router(metrics_router)
     app.include_router(datasets.router)
     app.include_router(worker_datasets.router)
+    # Innermost of our middlewares (added first), so the size limit, rate limit and HTTP metrics
+    # see the binary predicts it answers without the route.
+    predict_route = next(r for r in predict.router.routes if getattr(r, "name", None) == "predict")
+    app.add_middleware(FastPredict, state=app.state, route=predict_route)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     if settings.rate_requests_per_s:
         burst = settings.rate_burst or max(1, round(2 * settings.rate_requests_per_s))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from aiaas_sdk.wire import (
@@ -138,11 +139,18 @@ def list_deployments(session: SessionDep, user: CurrentUser, request: Request) -
 
 def _for_caller(request: Request, session: SessionDep, token: str, name: str) -> Deployment:
     """The deployment ``name`` as seen by ``token``: its owner's API key, or a key shared for it."""
+    return deployment_for_key(request.app.state, session, token, name,
+                              request.client.host if request.client else None)
+
+
+def deployment_for_key(state: Any, session: Session, token: str, name: str, address: str | None) -> Deployment:
+    """:func:`_for_caller` without a request (the predict path's cache looks keys up in the background);
+    ``state`` is the app's state, ``address`` the caller's, for the key's audit trail."""
     user = user_for_key(session, token)
     shared = None if user is not None else find_by_secret(session, token)
     if user is None and (not isinstance(shared, DeploymentKey) or shared.ended()):
         raise unusable_key(session, token)
-    request.app.state.key_usage.seen(hash_secret(token), request.client.host if request.client else None)
+    state.key_usage.seen(hash_secret(token), address)
     if user is not None:
         return _owned(session, user, name)
     dep = session.get(Deployment, shared.deployment_id)  # type: ignore[union-attr]

@@ -78,7 +78,7 @@ def revoke_key(key_id: str, request: Request, session: SessionDep, user: Current
         raise ApiError(404, f"no key {key_id!r} for this API key; list yours with client.keys()", "key_not_found")
     public = revoke(session, key, f"user:{user.name}", _ip(request))
     # This process's predict cache forgets it at once (other processes: within KEY_CACHE_S).
-    request.app.state.predict_cache.clear()
+    request.app.state.predict_targets.clear()
     return public
 
 

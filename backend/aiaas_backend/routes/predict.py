@@ -10,72 +10,73 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive
 
 from aiaas_sdk import tensor_codec
 
 from ..deps import bearer_token
 from ..errors import ApiError
-from ..keys import KEY_CACHE_S
 from ..metrics import Metrics
 from ..models import Run
+from ..predict_targets import Entry, Lookup, PredictTargets, Target
 from ..serving.inputs import check_inputs, check_json_inputs
 from ..serving.router import InputRejected, ItemsRejected, Overloaded, ReplicaLost
-from .deployments import _for_caller
+from .deployments import deployment_for_key
 
 router = APIRouter(tags=["deployments"])
 
 
 async def disconnected(request: Request) -> None:
     """Returns when the client disconnects (the body has been read, so nothing else arrives)."""
-    while (await request.receive())["type"] != "http.disconnect":
+    await _gone(request.receive)
+
+
+async def _gone(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
         pass
 
 
-async def predict_target(request: Request, name: str, token: str) -> tuple[str, dict | None]:  # type: ignore[type-arg]
-    """Deployment id and input signature for (key, name), cached briefly: no DB on most requests.
+async def answered_before_leaving(future: asyncio.Future[Any], receive: Receive) -> bool:
+    """Wait for ``future``; False if the client disconnects first, and then the future is
+    cancelled, so its queued work is dropped, not computed. One task (the disconnect watch)."""
+    gone = asyncio.ensure_future(_gone(receive))
+    try:
+        await asyncio.wait((future, gone), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        future.cancel()
+        raise
+    finally:
+        gone.cancel()
+    if future.done():
+        return True
+    future.cancel()
+    return False
 
-    When the entry expires under load, the many requests that find it stale share one
-    lookup: each running its own put a burst of database reads on the threadpool every
-    ``KEY_CACHE_S`` and stalled the whole loop behind them (measured with bench_streaming.py).
-    """
-    state = request.app.state
-    cache: dict[tuple[str, str, str | None], tuple[float, str, dict | None]] = state.predict_cache  # type: ignore[type-arg]
-    now = asyncio.get_running_loop().time()
+
+async def predict_target(request: Request, name: str, token: str) -> Target:
+    """Deployment id and input signature for (key, name): from :class:`PredictTargets`, so most
+    requests touch no database (a revoked key stops working within ``KEY_CACHE_S``)."""
     # Keyed by address too, so that a key's use from each address reaches the audit log.
     where = request.client.host if request.client else None
-    entry = (token, name, where)
-    hit = cache.get(entry)
-    if hit and hit[0] > now:
-        return hit[1], hit[2]
-    lookups: dict[tuple[str, str, str | None], asyncio.Task[tuple[str, dict | None]]] = state.predict_lookups  # type: ignore[type-arg]
-    lookup = lookups.get(entry)
-    if lookup is None:
-        # A task of its own: a caller that leaves does not cancel the others' answer.
-        lookup = lookups[entry] = asyncio.ensure_future(_lookup(request, cache, entry))
-        lookup.add_done_callback(lambda task: _forget(lookups, entry, task))
-    return await asyncio.shield(lookup)
+    targets: PredictTargets = request.app.state.predict_targets
+    return await targets.get((token, name, where))
 
 
-def _forget(lookups: dict, entry: tuple[str, str, str | None], task: asyncio.Task) -> None:  # type: ignore[type-arg]
-    lookups.pop(entry, None)
-    if not task.cancelled():
-        task.exception()  # its callers got it; none left must not mean "never retrieved"
+def target_lookup(state: Any) -> Lookup:
+    """What :class:`PredictTargets` calls on a miss or a refresh: the database, in the threadpool."""
 
+    async def lookup(entry: Entry) -> Target:
+        token, name, where = entry
 
-async def _lookup(request: Request, cache: dict, entry: tuple[str, str, str | None]) -> tuple[str, dict | None]:  # type: ignore[type-arg]
-    token, name, _ = entry
+        def read() -> Target:
+            with state.sessions() as session:
+                dep = deployment_for_key(state, session, token, name, where)
+                run = session.get(Run, dep.run_id)
+                return dep.id, (run.input_signature if run else None)
 
-    def read() -> tuple[str, dict | None]:  # type: ignore[type-arg]
-        with request.app.state.sessions() as session:
-            dep = _for_caller(request, session, token, name)
-            run = session.get(Run, dep.run_id)
-            return dep.id, (run.input_signature if run else None)
+        return await run_in_threadpool(read)
 
-    dep_id, signature = await run_in_threadpool(read)
-    if len(cache) > 10_000:
-        cache.clear()
-    cache[entry] = (asyncio.get_running_loop().time() + KEY_CACHE_S, dep_id, signature)
-    return dep_id, signature
+    return lookup
 
 
 def runtime_or_503(request: Request, name: str, dep_id: str) -> Any:
@@ -151,17 +152,12 @@ async def _answer(request: Request, name: str, dep_id: str, signature: dict | No
         raise ApiError(400, str(exc), "bad_inputs") from None
     if array is not None:
         request.app.state.monitor.sample(dep_id, array)  # drift: one row in N, a counter for most requests
-    router = runtime.router
-    work = asyncio.ensure_future(router.predict_items(items, observe) if items is not None
-                                 else router.predict(array, observe))
-    gone = asyncio.ensure_future(disconnected(request))
-    await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-    if not work.done():
-        work.cancel()  # the client left: its queued work is dropped, not computed
-        return Response(status_code=499)
-    gone.cancel()
     with serving_errors(runtime.config.timeout_s):
-        output = work.result()
+        future = runtime.router.submit(array, observe, items)
+    if not await answered_before_leaving(future, request.receive):
+        return Response(status_code=499)
+    with serving_errors(runtime.config.timeout_s):
+        output = future.result()
     if binary:
         return Response(tensor_codec.encode(output), media_type=tensor_codec.CONTENT_TYPE)
     if items is not None:
@@ -169,4 +165,5 @@ async def _answer(request: Request, name: str, dep_id: str, signature: dict | No
     return Response(json.dumps({"outputs": output.tolist()}), media_type="application/json")
 
 
-__all__ = ["disconnected", "predict_target", "router", "runtime_or_503", "serving_errors"]
+__all__ = ["answered_before_leaving", "disconnected", "predict_target", "router", "runtime_or_503", "serving_errors",
+           "target_lookup"]

@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -82,7 +83,11 @@ class Replica:
     busy: bool = False
 
     async def call(self, frame: bytes) -> bytes:
-        self.writer.write(LEN.pack(len(frame)) + frame)
+        if len(frame) < 65536:
+            self.writer.write(LEN.pack(len(frame)) + frame)  # one send
+        else:  # a batch of images is megabytes: not worth a copy to save a send
+            self.writer.write(LEN.pack(len(frame)))
+            self.writer.write(frame)
         await self.writer.drain()
         (n,) = LEN.unpack(await self.reader.readexactly(LEN.size))
         return await self.reader.readexactly(n)
@@ -178,33 +183,43 @@ class Router:
     async def predict(self, array: np.ndarray | None, observe: Callable[[float], None] | None = None,
                       values: list[Any] | None = None) -> Any:
         """The model's answer for ``array``; ``observe`` gets the latency in seconds (for metrics)."""
+        return await self.submit(array, observe, values)
+
+    def submit(self, array: np.ndarray | None, observe: Callable[[float], None] | None = None,
+               values: list[Any] | None = None) -> asyncio.Future[Any]:
+        """Queue a request; its future fails with ``TimeoutError`` after ``timeout_s``, and cancelling
+        it (the caller left) drops the work unless a replica already has it.
+
+        One timer and one callback per request, no task: this is every predict's path."""
         start = time.perf_counter()
         future = self.enqueue(array, values)
-        try:
-            result = await asyncio.wait_for(asyncio.shield(future), timeout=self.timeout_s)
-        except TimeoutError:
-            future.cancel()  # the batcher skips it if it is still queued
-            self.stats.errors += 1
-            raise
-        except asyncio.CancelledError:
-            future.cancel()  # the client went away: drop its queued work
+        timer = asyncio.get_running_loop().call_later(self.timeout_s, _expire, future)
+        future.add_done_callback(partial(self._settled, start, timer, observe))
+        return future
+
+    def _settled(self, start: float, timer: asyncio.TimerHandle, observe: Callable[[float], None] | None,
+                 future: asyncio.Future[Any]) -> None:
+        timer.cancel()
+        if future.cancelled():
             self.stats.dropped += 1
-            raise
-        except Exception:
+            return
+        if future.exception() is not None:
             self.stats.errors += 1
-            raise
+            return
         done = time.perf_counter()
         elapsed = done - start
         self.stats.latencies_ms.append(1000 * elapsed)
         self.stats.finished.append(done)
         if observe is not None:  # the same figure as dep.stats() percentiles, as a Prometheus histogram
             observe(elapsed)
-        return result
 
     async def _next_item(self, timeout: float | None) -> _Item | None:
         if self._held is not None:
             item, self._held = self._held, None
             return item
+        if not self.queue.empty():
+            # Under load the queue is rarely empty: wait_for would wrap each get in a task of its own.
+            return self.queue.get_nowait()
         if timeout is None:
             return await self.queue.get()
         try:
@@ -319,6 +334,11 @@ class Router:
             item = self.queue.get_nowait()
             if not item.future.done():
                 item.future.set_exception(ReplicaLost("the deployment was stopped"))
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():  # the batcher skips it if still queued; a replica's late answer is ignored
+        future.set_exception(TimeoutError())
 
 
 def _answer_items(batch: list[_Item], results: list[dict[str, Any]]) -> None:
