@@ -7,10 +7,11 @@ Needs `pip install litserve` for the LitServe column and `ray[serve]` for Ray
 Serve's (a column whose server does not start in time is skipped with the reason).
 Everything runs on this machine on 127.0.0.1, one model worker each (a replica, a
 LitServe worker, a Ray Serve replica, the FastAPI process itself), each with torch
-on as many threads as the aiaas replica. The batching servers batch as aiaas does
-(at most 64 rows, 2 ms wait). Each request is one row; the load is closed-loop at
-each concurrency for ``--seconds`` after a warm-up. aiaas is called through the
-SDK's async client (its binary tensor frame); the baselines get the same float32
+on as many threads as the aiaas replica and the same OpenMP wait policy. The batching
+servers batch as aiaas does (at most 64 rows, 2 ms wait). Each request is one row; the
+load is closed-loop at each concurrency for ``--seconds`` after a warm-up. aiaas is called through the
+SDK's async client (its binary tensor frame), and again with the baselines' own client code
+(the "raw http" row, the same frame); the baselines get the same float32
 bytes, base64 in a small JSON object (see ``_serve_baselines.py``), through the
 same connection pool the SDK uses (httpx's API on aiohttp's pool: httpx's own pool
 collapses above ~16 requests in flight, which would measure the client, not the servers).
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -38,13 +40,18 @@ from httpx_aiohttp import AiohttpTransport
 
 sys.path.insert(0, str(Path(__file__).parent))
 import aiaas  # noqa: E402
+from aiaas_sdk import tensor_codec  # noqa: E402
 from _backend import print_table, start_backend  # noqa: E402
 from serving_models import MODELS  # noqa: E402
 
 HERE = Path(__file__).parent
 MAX_BATCH = 64
 THREADS = os.cpu_count() or 1  # what the aiaas replica gets when it is the deployment's only one
+# What aiaas's replicas run with (OpenMP threads that sleep between ops, serving/local.py), given
+# to every baseline's model process too: the comparison is of servers, not of OpenMP settings.
+SAME_ENV = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
 # Ray starts a cluster, its HTTP proxy and a replica actor: slow on a small busy machine, but bounded.
+SECONDS = 4.0  # per load point (--seconds)
 START_S = {"fastapi": 60.0, "litserve": 90.0, "ray": 240.0}
 
 
@@ -92,6 +99,16 @@ def ceiling(model: torch.nn.Module, shape: tuple[int, ...], seconds: float) -> d
     return out
 
 
+async def http_load(c: int, url: str, request: dict[str, Any]) -> tuple[float, float, float, int]:
+    """Closed-loop POSTs of one body: the client every baseline gets (and aiaas's raw row)."""
+    limits = httpx.Limits(max_connections=c, max_keepalive_connections=c)
+    async with httpx.AsyncClient(transport=AiohttpTransport(limits=limits), timeout=60) as http:
+        async def call() -> None:
+            resp = await http.post(url, **request)
+            resp.raise_for_status()
+        return await closed_loop(call, c, SECONDS)
+
+
 def b64_body(x: np.ndarray) -> dict[str, object]:
     """The baselines' request: the same float32 bytes as aiaas's frame, base64 in JSON."""
     return {"b64": base64.b64encode(np.ascontiguousarray(x, dtype=np.float32).tobytes()).decode(),
@@ -103,7 +120,7 @@ def start_baseline(kind: str, model: str, weights: Path, port: int, log: Path) -
     proc = subprocess.Popen([sys.executable, str(HERE / "_serve_baselines.py"), kind, model, str(weights), str(port),
                              str(MAX_BATCH), str(THREADS)], cwd=HERE, stdout=log.open("wb"),
                             stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+                            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **SAME_ENV})
     body = b64_body(np.zeros((1, *MODELS[model].input_shape), dtype=np.float32))
     deadline = time.monotonic() + START_S[kind]
     while time.monotonic() < deadline:
@@ -141,6 +158,8 @@ def main() -> None:
     parser.add_argument("--models", default="mlp,resnet18")
     parser.add_argument("--baselines", default="fastapi,litserve,ray")
     args = parser.parse_args()
+    global SECONDS
+    SECONDS = args.seconds
     baselines = [b for b in args.baselines.split(",") if b]
     load_before = os.getloadavg()
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -174,6 +193,13 @@ def main() -> None:
                         await dep.aclose()
 
                 results["aiaas"] = {c: asyncio.run(aiaas_load(c)) for c in levels}
+                # The same endpoint through the baselines' own client code: what the server costs
+                # without the SDK's work per call (encoding, retries, error mapping) on the client side.
+                frame = tensor_codec.encode(x)
+                results["aiaas (raw http)"] = {c: asyncio.run(http_load(
+                    c, f"{url}/v1/deployments/bench-{name}/predict",
+                    {"content": frame, "headers": {"Authorization": f"Bearer {key}",
+                                                   "Content-Type": tensor_codec.CONTENT_TYPE}})) for c in levels}
                 for kind in baselines:
                     port = free_port()
                     try:
@@ -182,16 +208,9 @@ def main() -> None:
                         print(f"skipping {kind} for {name}: {exc}")
                         continue
 
-                    async def http_load(c: int, port: int = port) -> tuple[float, float, float, int]:
-                        limits = httpx.Limits(max_connections=c, max_keepalive_connections=c)
-                        async with httpx.AsyncClient(transport=AiohttpTransport(limits=limits), timeout=60) as http:
-                            async def call() -> None:
-                                resp = await http.post(f"http://127.0.0.1:{port}/predict", json=body)
-                                resp.raise_for_status()
-                            return await closed_loop(call, c, args.seconds)
-
                     try:
-                        results[kind] = {c: asyncio.run(http_load(c)) for c in levels}
+                        results[kind] = {c: asyncio.run(http_load(c, f"http://127.0.0.1:{port}/predict",
+                                                                  {"json": body})) for c in levels}
                     finally:
                         stop_baseline(proc)
                 dep.delete()
@@ -203,14 +222,16 @@ def main() -> None:
                     rows.append((name, "in-process model(x)", f"batch {batch}", f"{rate:,.0f} rows/s", "", "",
                                  f"{100 * rate / top:.0f}%", ""))
                 c64 = 64 if 64 in levels else levels[-1]
-                ours = results["aiaas"][c64][0]
-                for system in baselines:
-                    if system in results:
-                        summary.append((f"{name} @ concurrency {c64}: aiaas / {system}",
-                                        f"{ours / results[system][c64][0]:.2f}x"))
-                summary.append((f"{name} @ concurrency {c64}: aiaas / in-process ceiling", f"{100 * ours / top:.0f}%"))
-                summary.append((f"{name} @ concurrency {c64}: aiaas p99 / p50",
-                                f"{results['aiaas'][c64][2] / results['aiaas'][c64][1]:.1f}"))
+                for ours_name in ("aiaas", "aiaas (raw http)"):
+                    ours = results[ours_name][c64][0]
+                    for system in baselines:
+                        if system in results:
+                            summary.append((f"{name} @ concurrency {c64}: {ours_name} / {system}",
+                                            f"{ours / results[system][c64][0]:.2f}x"))
+                    summary.append((f"{name} @ concurrency {c64}: {ours_name} / in-process ceiling",
+                                    f"{100 * ours / top:.0f}%"))
+                    summary.append((f"{name} @ concurrency {c64}: {ours_name} p99 / p50",
+                                    f"{results[ours_name][c64][2] / results[ours_name][c64][1]:.1f}"))
             client.close()
         finally:
             backend.send_signal(signal.SIGTERM)
