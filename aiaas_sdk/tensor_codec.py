@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import struct
+from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
@@ -34,28 +35,42 @@ class CodecError(InvalidInput):
 
 def encode(array: np.ndarray) -> bytes:
     array = np.ascontiguousarray(array)
-    header = json.dumps({"dtype": str(array.dtype), "shape": list(array.shape)}).encode()
-    return MAGIC + _LEN.pack(len(header)) + header + array.tobytes()
+    return MAGIC + _header(str(array.dtype), array.shape) + array.tobytes()
 
 
-def decode(data: bytes) -> np.ndarray:
-    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + _LEN.size:
-        raise CodecError("the body is not an aiaas tensor frame (bad magic or truncated)")
-    (n,) = _LEN.unpack(data[len(MAGIC) : len(MAGIC) + _LEN.size])
-    start = len(MAGIC) + _LEN.size
+# A deployment sees few distinct (dtype, shape) pairs: the header's JSON and checks are done once
+# per pair, not per request (they were most of a small frame's encode and decode time).
+@lru_cache(maxsize=1024)
+def _header(dtype: str, shape: tuple[int, ...]) -> bytes:
+    header = json.dumps({"dtype": dtype, "shape": list(shape)}).encode()
+    return _LEN.pack(len(header)) + header
+
+
+@lru_cache(maxsize=1024)
+def _parse_header(header: bytes) -> tuple[str, tuple[int, ...], int]:
+    """dtype, shape and the body's size in bytes; raises CodecError (errors are not cached)."""
     try:
-        header = json.loads(data[start : start + n])
-        dtype, shape = str(header["dtype"]), [int(d) for d in header["shape"]]
+        parsed = json.loads(header)
+        dtype, shape = str(parsed["dtype"]), tuple(int(d) for d in parsed["shape"])
     except (ValueError, KeyError, TypeError):
         raise CodecError("the tensor frame's header is not valid JSON with dtype and shape") from None
     if dtype not in DTYPES:
         raise CodecError(f"dtype {dtype!r} is not supported; send one of {sorted(DTYPES)}")
     if any(d < 0 for d in shape):
-        raise CodecError(f"shape {shape} has a negative dimension")
+        raise CodecError(f"shape {list(shape)} has a negative dimension")
+    return dtype, shape, int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+
+
+def decode(data: bytes) -> np.ndarray:
+    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + _LEN.size:
+        raise CodecError("the body is not an aiaas tensor frame (bad magic or truncated)")
+    (n,) = _LEN.unpack_from(data, len(MAGIC))
+    start = len(MAGIC) + _LEN.size
+    dtype, shape, expected = _parse_header(bytes(data[start : start + n]))
     body = memoryview(data)[start + n :]
-    expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
     if len(body) != expected:
-        raise CodecError(f"the tensor frame holds {len(body)} bytes but dtype {dtype} and shape {shape} need {expected}")
+        raise CodecError(f"the tensor frame holds {len(body)} bytes but dtype {dtype} and shape {list(shape)} "
+                         f"need {expected}")
     return np.frombuffer(body, dtype=dtype).reshape(shape)
 
 

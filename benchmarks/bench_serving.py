@@ -1,7 +1,7 @@
 """Serving throughput and latency: aiaas against the in-process ceiling, plain FastAPI, LitServe and Ray Serve.
 
     python benchmarks/bench_serving.py [--seconds 4] [--concurrency 1,16,64,256] [--models mlp,resnet18]
-                                       [--baselines fastapi,litserve,ray]
+                                       [--baselines fastapi,litserve,ray] [--rounds 3]
 
 Needs `pip install litserve` for the LitServe column and `ray[serve]` for Ray
 Serve's (a column whose server does not start in time is skipped with the reason).
@@ -31,6 +31,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 import httpx
@@ -99,7 +101,15 @@ def ceiling(model: torch.nn.Module, shape: tuple[int, ...], seconds: float) -> d
     return out
 
 
-async def http_load(c: int, url: str, request: dict[str, Any]) -> tuple[float, float, float, int]:
+Point = tuple[float, float, float, int]  # req/s, p50 ms, p99 ms, errors
+
+
+def median_point(runs: list[Point]) -> Point:
+    """The round with the median requests/s (its latencies with it)."""
+    return sorted(runs)[len(runs) // 2]
+
+
+async def http_load(c: int, url: str, request: dict[str, Any]) -> Point:
     """Closed-loop POSTs of one body: the client every baseline gets (and aiaas's raw row)."""
     limits = httpx.Limits(max_connections=c, max_keepalive_connections=c)
     async with httpx.AsyncClient(transport=AiohttpTransport(limits=limits), timeout=60) as http:
@@ -157,6 +167,7 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,16,64,256")
     parser.add_argument("--models", default="mlp,resnet18")
     parser.add_argument("--baselines", default="fastapi,litserve,ray")
+    parser.add_argument("--rounds", type=int, default=3, help="every system measured once per round")
     args = parser.parse_args()
     global SECONDS
     SECONDS = args.seconds
@@ -184,54 +195,65 @@ def main() -> None:
                 dep = run.deploy(f"bench-{name}", replicas=1, max_batch_size=MAX_BATCH, max_wait_ms=2)
                 x = np.random.default_rng(0).random((1, *shape), dtype=np.float32)
                 body = b64_body(x)
-                results: dict[str, dict[int, tuple[float, float, float, int]]] = {}
+                frame = tensor_codec.encode(x)
 
-                async def aiaas_load(c: int) -> tuple[float, float, float, int]:
+                async def aiaas_load(c: int) -> Point:
                     try:
                         return await closed_loop(lambda: dep.apredict(x), c, args.seconds)
                     finally:
                         await dep.aclose()
 
-                results["aiaas"] = {c: asyncio.run(aiaas_load(c)) for c in levels}
                 # The same endpoint through the baselines' own client code: what the server costs
                 # without the SDK's work per call (encoding, retries, error mapping) on the client side.
-                frame = tensor_codec.encode(x)
-                results["aiaas (raw http)"] = {c: asyncio.run(http_load(
-                    c, f"{url}/v1/deployments/bench-{name}/predict",
-                    {"content": frame, "headers": {"Authorization": f"Bearer {key}",
-                                                   "Content-Type": tensor_codec.CONTENT_TYPE}})) for c in levels}
-                for kind in baselines:
-                    port = free_port()
-                    try:
-                        proc = start_baseline(kind, name, weights, port, Path(tmp) / f"{kind}-{name}.log")
-                    except (RuntimeError, TimeoutError) as exc:
-                        print(f"skipping {kind} for {name}: {exc}")
-                        continue
-
-                    try:
-                        results[kind] = {c: asyncio.run(http_load(c, f"http://127.0.0.1:{port}/predict",
-                                                                  {"json": body})) for c in levels}
-                    finally:
+                loads: dict[str, Callable[[int], Coroutine[Any, Any, Point]]] = {
+                    "aiaas": aiaas_load,
+                    "aiaas (raw http)": partial(http_load, url=f"{url}/v1/deployments/bench-{name}/predict",
+                                                request={"content": frame, "headers": {
+                                                    "Authorization": f"Bearer {key}",
+                                                    "Content-Type": tensor_codec.CONTENT_TYPE}}),
+                }
+                procs = []
+                try:
+                    for kind in baselines:
+                        port = free_port()
+                        try:
+                            procs.append(start_baseline(kind, name, weights, port, Path(tmp) / f"{kind}-{name}.log"))
+                        except (RuntimeError, TimeoutError) as exc:
+                            print(f"skipping {kind} for {name}: {exc}")
+                            continue
+                        loads[kind] = partial(http_load, url=f"http://127.0.0.1:{port}/predict", request={"json": body})
+                    # Every system in every round, in a rotating order: the load of a shared machine
+                    # drifts, and a ratio of two figures measured minutes apart would measure the drift.
+                    points: dict[str, dict[int, list[Point]]] = {system: {c: [] for c in levels} for system in loads}
+                    for r in range(args.rounds):
+                        order = list(loads)[r % len(loads):] + list(loads)[:r % len(loads)]
+                        for c in levels:
+                            for system in order:
+                                points[system][c].append(asyncio.run(loads[system](c)))
+                finally:
+                    for proc in procs:
                         stop_baseline(proc)
                 dep.delete()
-                for system, by_c in results.items():
-                    for c, (rps, p50, p99, errors) in by_c.items():
+                for system, by_c in points.items():
+                    for c, runs in by_c.items():
+                        rps, p50, p99, errors = median_point(runs)
                         rows.append((name, system, str(c), f"{rps:,.0f}", f"{p50:.1f}", f"{p99:.1f}",
-                                     f"{100 * rps / top:.0f}%", str(errors)))
+                                     f"{100 * rps / top:.0f}%", str(sum(run[3] for run in runs))))
                 for batch, rate in ceilings.items():
                     rows.append((name, "in-process model(x)", f"batch {batch}", f"{rate:,.0f} rows/s", "", "",
                                  f"{100 * rate / top:.0f}%", ""))
-                c64 = 64 if 64 in levels else levels[-1]
-                for ours_name in ("aiaas", "aiaas (raw http)"):
-                    ours = results[ours_name][c64][0]
-                    for system in baselines:
-                        if system in results:
-                            summary.append((f"{name} @ concurrency {c64}: {ours_name} / {system}",
-                                            f"{ours / results[system][c64][0]:.2f}x"))
-                    summary.append((f"{name} @ concurrency {c64}: {ours_name} / in-process ceiling",
-                                    f"{100 * ours / top:.0f}%"))
-                    summary.append((f"{name} @ concurrency {c64}: {ours_name} p99 / p50",
-                                    f"{results[ours_name][c64][2] / results[ours_name][c64][1]:.1f}"))
+                for c in levels:
+                    for ours in ("aiaas", "aiaas (raw http)"):
+                        mine = points[ours][c]
+                        for system in baselines:
+                            if system in points:
+                                ratios = [a[0] / b[0] for a, b in zip(mine, points[system][c])]
+                                summary.append((f"{name} @ c={c}: {ours} / {system} (median of rounds)",
+                                                f"{statistics.median(ratios):.2f}x  ("
+                                                + ", ".join(f"{v:.2f}" for v in ratios) + ")"))
+                        rps, p50, p99, _ = median_point(mine)
+                        summary.append((f"{name} @ c={c}: {ours} / in-process ceiling", f"{100 * rps / top:.0f}%"))
+                        summary.append((f"{name} @ c={c}: {ours} p99 / p50", f"{p99 / p50:.1f}"))
             client.close()
         finally:
             backend.send_signal(signal.SIGTERM)
@@ -239,7 +261,8 @@ def main() -> None:
 
     header = ("model", "system", "concurrency", "req/s", "p50 ms", "p99 ms", "of ceiling", "errors")
     load_after = os.getloadavg()
-    print("ceiling = the best in-process rows/s over batch sizes 1..64; each request is one row")
+    print("ceiling = the best in-process rows/s over batch sizes 1..64; each request is one row; "
+          f"req/s and latencies: the median of {args.rounds} rounds")
     print(f"load average (1, 5, 15 min): before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
           f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}; {os.cpu_count()} CPUs")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
