@@ -140,6 +140,7 @@ class Router:
         self.replicas: list[Replica] = []
         self.stats = Stats()
         self._held: _Item | None = None
+        self._last_requests = 0  # requests in the batch formed last
         self._batcher: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self.on_replica_lost: Callable[[Replica], Awaitable[None]] | None = None
@@ -233,9 +234,13 @@ class Router:
             if first is None or first.future.done():
                 continue
             batch, rows = [first], first.rows if first.kind != "stream" else self.max_batch_size
-            # Wait for company only under load: alone, with a replica idle, go at once.
+            # Wait for company only under load: alone, with a replica idle, go at once. "Alone"
+            # also means the last batch was a single request: under a steady load every batch's
+            # callers come back together, the first of them finds the replica idle, and a
+            # compute-bound model would then run a batch of one before each full one.
             idle_now = self.idle.qsize() > 0 and not any(r.busy for r in self.replicas)
-            wait = 0.0 if idle_now and self.queue.empty() and self._held is None else self.max_wait
+            alone = idle_now and self.queue.empty() and self._held is None and self._last_requests <= 1
+            wait = 0.0 if alone else self.max_wait
             deadline = time.perf_counter() + wait
             while rows < self.max_batch_size:
                 item = await self._next_item(deadline - time.perf_counter())
@@ -248,6 +253,7 @@ class Router:
                     break
                 batch.append(item)
                 rows += item.rows
+            self._last_requests = len(batch)
             replica = await self.idle.get()
             while not replica.alive:  # retired while idle
                 replica = await self.idle.get()
