@@ -7,7 +7,8 @@ files' in one). A request's body is read from disk while it is sent, 1 MiB at a 
 memory stays bounded (a few MiB per request in flight) whatever the dataset's size, and an
 interrupted upload resumes where it stopped. The backend checks every chunk's hash and
 commits the manifest as a new immutable version (or hands back the newest version if
-nothing changed).
+nothing changed). A re-upload sends its manifest as a change of the version this machine
+uploaded last (:mod:`._dataset_delta`): the few files that changed, not thousands.
 """
 
 from __future__ import annotations
