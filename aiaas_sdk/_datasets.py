@@ -7,7 +7,8 @@ files' in one). A request's body is read from disk while it is sent, 1 MiB at a 
 memory stays bounded (a few MiB per request in flight) whatever the dataset's size, and an
 interrupted upload resumes where it stopped. The backend checks every chunk's hash and
 commits the manifest as a new immutable version (or hands back the newest version if
-nothing changed).
+nothing changed). A re-upload sends its manifest as a change of the version this machine
+uploaded last (:mod:`._dataset_delta`): the few files that changed, not thousands.
 """
 
 from __future__ import annotations
@@ -23,15 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ._dataset_delta import Base, Bases, changes
 from ._errors import BadRequest, NotFound
-from ._hashing import HashCache, Piece, hash_files
+from ._hashing import HashCache, Piece, Table, hash_files, manifest_json, pieces_of
 from .config import default_data_dir
 from .wire_datasets import (
     ChunksPublic,
-    DatasetManifest,
     DatasetPublic,
     DatasetsPublic,
-    DatasetUploadCreate,
     DatasetUploadPublic,
     check_dataset_path,
 )
@@ -153,8 +153,8 @@ def _json(resp: httpx.Response | None) -> bytes:
     return resp.content
 
 
-def create_upload(name: str, manifest: DatasetManifest) -> Op[DatasetUploadPublic]:
-    body = DatasetUploadCreate(manifest=manifest).model_dump(mode="json")
+def create_upload(name: str, body: dict[str, Any]) -> Op[DatasetUploadPublic]:
+    """``body``: a DatasetUploadCreate in its wire form (built as plain data: thousands of files)."""
     resp = yield _call("POST", f"/v1/datasets/{name}/uploads", json=body, idempotent=False, timeout=300)
     return DatasetUploadPublic.model_validate_json(_json(resp))
 
@@ -281,10 +281,37 @@ def upload(client: Client, name: str, source: Any, *, parallel: int = 8, progres
     files, folder = collect(source, name)
     cache = HashCache()
     try:
-        manifest, pieces = hash_files(files, min(parallel, os.cpu_count() or 1), cache)
+        table = hash_files(files, min(parallel, os.cpu_count() or 1), cache)
     finally:
         cache.close()
-    session = client._drive(create_upload(name, manifest))
+    bases = Bases()
+    try:
+        base = bases.get(client.url, client._api_key, name)
+        try:
+            result = _send_version(client, name, files, table, base, parallel, progress)
+        except BadRequest as exc:
+            if base is None or exc.code != "base_mismatch":
+                raise
+            result = _send_version(client, name, files, table, None, parallel, progress)  # sent whole
+        if base is None or (base.version, base.digest) != (result.data.version, result.data.digest):
+            bases.put(client.url, client._api_key, name, result.data.version, result.data.digest, table)
+    finally:
+        bases.close()
+    if folder is not None:
+        remember(client.url, result.data, folder)
+    return result
+
+
+def _send_version(client: Client, name: str, files: dict[str, str], table: Table, base: Base | None,
+                  parallel: int, progress: bool) -> UploadResult:
+    """Open the upload (the whole manifest, or its change from ``base``), send the chunks the
+    backend lacks, commit. A base's chunks are all on the backend: only changed files' can be missing."""
+    changed, removed = changes(table, base.table) if base is not None else (list(table), [])
+    pieces = pieces_of(table, files, changed)
+    body: dict[str, Any] = {"manifest": manifest_json(table, changed, pieces)}
+    if base is not None:
+        body.update(base={"version": base.version, "digest": base.digest}, removed=removed)
+    session = client._drive(create_upload(name, body))
     todo = [(d, pieces[d]) for d in session.missing]
     lock = threading.Lock()
     sent = [0, 0]
@@ -305,9 +332,7 @@ def upload(client: Client, name: str, source: Any, *, parallel: int = 8, progres
             for _ in pool.map(send, plan(todo)):
                 pass
     data = client._drive(commit_upload(name, session.id))
-    if folder is not None:
-        remember(client.url, data, folder)
-    return UploadResult(data, sent[0], sent[1], len(pieces))
+    return UploadResult(data, sent[0], sent[1], len({d for _size, digests in table.values() for d in digests}))
 
 
 # -- aiaas.data_path ---------------------------------------------------------------------------

@@ -22,7 +22,7 @@ def check_dataset_path(path: str) -> str:
     return path
 
 
-# A manifest names thousands of digests and the server validates it twice: one regex each.
+# A manifest names thousands of digests: one compiled regex each.
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
@@ -48,7 +48,7 @@ class DatasetManifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     files: list[ManifestFile] = Field(max_length=1_000_000)
-    # Chunk sizes, so the server can check quota before a byte is sent.
+    # Chunk sizes, so the server can check quota before a byte is sent (a version does not keep them).
     chunk_sizes: dict[str, int] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -61,10 +61,39 @@ class DatasetManifest(BaseModel):
         return self
 
 
+class DatasetBase(BaseModel):
+    """The version an upload's manifest is a change of: its number and its manifest's digest
+    (the server refuses the upload, 409 ``base_mismatch``, if that version is gone or differs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1)
+    digest: str = Field(pattern=_SHA256)
+
+
 class DatasetUploadCreate(BaseModel):
+    """A new version: the whole ``manifest``, or with ``base`` only what changed from that
+    version (files added or changed in ``manifest``, paths dropped in ``removed``). A re-upload
+    of a folder of thousands of files then sends, checks and stores the few that changed."""
+
     model_config = ConfigDict(extra="forbid")
 
     manifest: DatasetManifest
+    base: DatasetBase | None = None
+    removed: list[str] = Field(default_factory=list, max_length=1_000_000)
+
+    @model_validator(mode="after")
+    def _delta(self) -> DatasetUploadCreate:
+        if self.removed and self.base is None:
+            raise ValueError("'removed' names paths of a base version: give 'base' too")
+        changed = {f.path for f in self.manifest.files}
+        for path in self.removed:
+            check_dataset_path(path)
+            if path in changed:
+                raise ValueError(f"{path!r} is both in the manifest and in 'removed'")
+        if len(set(self.removed)) != len(self.removed):
+            raise ValueError("a path appears twice in 'removed'")
+        return self
 
 
 class DatasetUploadPublic(BaseModel):

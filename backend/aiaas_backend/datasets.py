@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from aiaas_sdk.wire import RunStatus
 from aiaas_sdk.wire_datasets import DatasetManifest, DatasetPublic
@@ -140,9 +140,46 @@ def recover_chunks(session: Session, store: Store) -> int:
     return len(gone)
 
 
+def base_mismatch(name: str, version: int, why: str) -> ApiError:
+    return ApiError(409, f"version {version} of dataset {name!r} {why}, so a change of it cannot be applied; "
+                    "send the whole manifest without 'base' (client.upload does so by itself)", "base_mismatch")
+
+
+def find_base(session: Session, user: User, name: str, version: int, digest: str) -> DatasetVersion:
+    """The version an upload names as its base (its manifest not loaded), or a 409: a client
+    whose record of it is stale (deleted since, another backend at the same URL) sends it whole."""
+    row = session.scalar(select(DatasetVersion).join(Dataset).options(defer(DatasetVersion.manifest))
+                         .where(Dataset.user_id == user.id, Dataset.name == name,
+                                DatasetVersion.version == version))
+    if row is None:
+        raise base_mismatch(name, version, "does not exist (deleted, or never uploaded to this backend)")
+    if row.digest != digest:
+        raise base_mismatch(name, version, f"has digest {row.digest}, not {digest}")
+    return row
+
+
+def _apply(session: Session, upload: DatasetUpload, change: dict[str, Any]) -> dict[str, Any]:
+    """The whole manifest of an upload sent as a change of a base version. The base's chunks
+    need no check: this user keeps every chunk a version of theirs names."""
+    base = session.get(DatasetVersion, change["base_version_id"])
+    if base is None:  # deleted while this upload was open
+        raise ApiError(409, f"the version upload {upload.id} is based on was deleted meanwhile; upload again "
+                       "(client.upload sends the whole manifest then)", "base_mismatch")
+    files = {f["path"]: f for f in base.manifest["files"]}
+    absent = [p for p in change.get("removed", []) if p not in files]
+    if absent:
+        raise ApiError(400, f"'removed' names {len(absent)} path(s) version {base.version} does not have, e.g. "
+                       f"{absent[0]!r}; name only paths of the base version", "bad_manifest")
+    for path in change.get("removed", []):
+        del files[path]
+    for f in change["files"]:
+        files[f["path"]] = f
+    return {"files": [files[p] for p in sorted(files)]}
+
+
 def commit(session: Session, store: Store, user: User, upload: DatasetUpload) -> tuple[Dataset, DatasetVersion]:
     manifest = upload.manifest  # validated when the upload was created; thousands of files: not twice
-    needed = chunk_digests(manifest)
+    needed = chunk_digests(manifest)  # of a change: only its own files' (a base's are kept, see _apply)
     missing = sorted(needed - owned_chunks(session, user, needed))
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
@@ -153,8 +190,13 @@ def commit(session: Session, store: Store, user: User, upload: DatasetUpload) ->
         dataset = Dataset(user_id=user.id, name=upload.name, next_version=1)
         session.add(dataset)
         session.flush()
+    # A version keeps its files only: chunk sizes served the upload's quota check, and a
+    # thousand-file manifest is encoded, digested and (as the next base) decoded at each commit.
+    manifest = _apply(session, upload, manifest) if "base_version_id" in manifest else {"files": manifest["files"]}
     digest = manifest_digest(manifest)
-    newest = session.scalar(select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id)
+    # Its manifest is not loaded: comparing digests is enough, and it has thousands of files.
+    newest = session.scalar(select(DatasetVersion).options(defer(DatasetVersion.manifest))
+                            .where(DatasetVersion.dataset_id == dataset.id)
                             .order_by(DatasetVersion.version.desc()).limit(1))
     session.delete(upload)
     if newest is not None and newest.digest == digest:

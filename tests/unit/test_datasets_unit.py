@@ -37,12 +37,14 @@ def test_hashing_splits_files_into_chunks(tmp_path, monkeypatch):
     (tmp_path / "d" / "f").write_bytes(b"0123456789" * 2 + b"x")
     (tmp_path / "e").write_bytes(b"")
     files, _ = _datasets.collect(tmp_path, "t")
-    manifest, pieces = _hashing.hash_files(files, parallel=2)
-    by_path = {f.path: f for f in manifest.files}
-    assert by_path["e"].chunks == [] and by_path["d/f"].size == 21
-    assert by_path["d/f"].chunks == [hashlib.sha256(b"0123456789").hexdigest()] * 2 + [
-        hashlib.sha256(b"x").hexdigest()]
+    table = _hashing.hash_files(files, parallel=2)
+    assert table["e"] == (0, []) and table["d/f"][0] == 21
+    assert table["d/f"][1] == [hashlib.sha256(b"0123456789").hexdigest()] * 2 + [hashlib.sha256(b"x").hexdigest()]
+    pieces = _hashing.pieces_of(table, files, table)
+    manifest = DatasetManifest.model_validate(_hashing.manifest_json(table, table, pieces))
+    assert [f.path for f in manifest.files] == ["d/f", "e"]
     assert len(pieces) == 2 and manifest.chunk_sizes[hashlib.sha256(b"x").hexdigest()] == 1
+    assert pieces[hashlib.sha256(b"x").hexdigest()] == _hashing.Piece(files["d/f"], 20, 1)
 
 
 def test_data_path_on_a_worker_reads_the_run_mapping(monkeypatch, tmp_path):

@@ -112,8 +112,13 @@ class _Parts:
 @router.post("/{name}/uploads", status_code=status.HTTP_201_CREATED, operation_id="create_dataset_upload")
 def create_upload(name: Name, body: DatasetUploadCreate, session: SessionDep, user: CurrentUser,
                   settings: SettingsDep) -> DatasetUploadPublic:
-    """Start an upload: the manifest of the new version. The reply names the chunks to send."""
+    """Start an upload: the manifest of the new version, whole or as a change of ``base``
+    (see DatasetUploadCreate). The reply names the chunks to send."""
     manifest = body.manifest
+    stored = manifest.model_dump(mode="json")
+    if body.base is not None:
+        base = ds.find_base(session, user, name, body.base.version, body.base.digest)
+        stored.update(base_version_id=base.id, removed=body.removed)
     needed = ds.chunk_digests(manifest)
     unsized = needed - set(manifest.chunk_sizes)
     if unsized:
@@ -123,7 +128,7 @@ def create_upload(name: Name, body: DatasetUploadCreate, session: SessionDep, us
     missing_bytes = sum(manifest.chunk_sizes[d] for d in missing)
     ds.check_quota(session, user, settings.user_quota_bytes, missing_bytes)
     upload = DatasetUpload(id="upl_" + uuid.uuid4().hex[:16], user_id=user.id, name=name,
-                           manifest=manifest.model_dump(mode="json"))
+                           manifest=stored)
     session.add(upload)
     session.commit()
     return DatasetUploadPublic(id=upload.id, name=name, missing=missing, missing_bytes=missing_bytes)
