@@ -37,8 +37,9 @@ from .predict_targets import PredictTargets
 from .ratelimit import RateLimit, TokenBuckets
 from .routes import (
     datasets, deployments, events, keys, meta, monitoring, openai_compat, predict, runs, streaming, worker,
-    worker_datasets,
+    worker_datasets, worker_files,
 )
+from .run_files import RunFiles
 from .sandbox import make_launcher
 from .serving.base import ServingRuntime
 from .serving.local import LocalServing
@@ -135,6 +136,7 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     app.state.sessions = sessions
     app.state.artifacts = artifacts
     app.state.store = store
+    app.state.run_files = RunFiles(store, artifacts)
     app.state.executor = executor
     app.state.event_bus = bus
     app.state.serving = serving
@@ -160,6 +162,7 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     app.include_router(metrics_router)
     app.include_router(datasets.router)
     app.include_router(worker_datasets.router)
+    app.include_router(worker_files.router)
     # Innermost of our middlewares (added first), so the size limit, rate limit and HTTP metrics
     # see the binary predicts it answers without the route.
     predict_route = next(r for r in predict.router.routes if getattr(r, "name", None) == "predict")

@@ -34,6 +34,7 @@ from .capture import OutputCapture
 from .checkpoints import Schedule
 from .lightning_hooks import make_stop_in_step
 from .ray_lightning import CHECKPOINT_NAME, for_package
+from .remote_files import RemoteFiles, worker_folder
 from .reporter import Reporter
 from .train import _train, describe
 
@@ -52,13 +53,14 @@ class RayRank:
 
     solo = False
 
-    def __init__(self, resume_dir: str | None, schedule: Schedule) -> None:
+    def __init__(self, resume_dir: str | None, schedule: Schedule, keep: tuple[Path, Any] | None = None) -> None:
         context = ray.train.get_context()
         self.rank = context.get_world_rank()
         self.world_size = context.get_world_size()
         self.ddp = self.world_size > 1
         self._resume_dir = resume_dir
         self._schedule = schedule
+        self._keep = keep if self.rank == 0 else None
         self._prepare: Any = None
 
     def configure(self, pl: Any, kwargs: dict[str, Any], callbacks: list[Any]) -> tuple[dict[str, Any], list[Any]]:
@@ -66,13 +68,13 @@ class RayRank:
         kwargs.pop("num_nodes", None)
         if not self.ddp:
             kwargs["devices"] = 1
-            return kwargs, [*callbacks, ray_pl.report_callback(self._schedule)]
+            return kwargs, [*callbacks, ray_pl.report_callback(self._schedule, self._keep)]
         self._prepare = ray_pl.prepare_trainer
         kwargs.pop("strategy", None)
         plugins = kwargs.pop("plugins", None) or []
         plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins]
         kwargs.update(devices="auto", strategy=ray_pl.strategy(), plugins=[*plugins, ray_pl.environment()])
-        return kwargs, [*callbacks, make_stop_in_step(pl), ray_pl.report_callback(self._schedule)]
+        return kwargs, [*callbacks, make_stop_in_step(pl), ray_pl.report_callback(self._schedule, self._keep)]
 
     def prepare(self, trainer: Any) -> Any:
         return self._prepare(trainer) if self._prepare is not None else trainer
@@ -80,7 +82,7 @@ class RayRank:
     def resume_from(self, assignment: dict[str, Any]) -> str | None:
         if self._resume_dir is not None:
             return str(Path(self._resume_dir) / CHECKPOINT_NAME)
-        return assignment["resume_from"]
+        return assignment.get("resume_from")
 
     def checkpoint_path(self, artifacts: Artifacts, run_id: str) -> Path | None:
         return None  # Ray Train's report callback checkpoints, into Ray's storage
@@ -99,14 +101,19 @@ def _record_failure(artifacts: Artifacts, run_id: str, attempt: int, exc: BaseEx
 
 def train_loop(assignment: dict[str, Any]) -> None:
     """``train_loop_per_worker``: runs on every rank, with the executor's assignment as config."""
-    artifacts = Artifacts(Path(assignment["artifacts_root"]))
+    remote = RemoteFiles.of(assignment)
+    # With the run's files behind the API, a folder of this node; else the shared run folder.
+    artifacts = worker_folder(assignment) if remote is not None else Artifacts(Path(assignment["artifacts_root"]))
     run_id, attempt = assignment["run_id"], assignment["attempt"]
     os.chdir(artifacts.run_dir(run_id))
     with ExitStack() as stack:
         checkpoint = ray.train.get_checkpoint()
         resume_dir = stack.enter_context(checkpoint.as_directory()) if checkpoint is not None else None
         schedule = Schedule(assignment["checkpoint_every_s"], assignment.get("checkpoint_every_n_epochs"))
-        place = RayRank(resume_dir, schedule)
+        keep = None
+        if remote is not None:  # checkpoints to the store through the API, not to Ray's storage
+            keep = (artifacts.last_checkpoint(run_id), lambda path: remote.send("resume/last.ckpt", path))
+        place = RayRank(resume_dir, schedule, keep)
         if place.rank != 0:
             try:
                 _train(assignment, artifacts, None, place)
