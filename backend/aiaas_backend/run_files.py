@@ -15,6 +15,8 @@ Local workers keep writing the run's folder directly: they run on the API's mach
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -25,6 +27,8 @@ CODE = "code.bin"
 LAST_CHECKPOINT = "resume/last.ckpt"
 # What a worker may fetch, and what it may send (never its code: that is the user's submission).
 READABLE = frozenset({CODE, LAST_CHECKPOINT})
+# What a Ray Serve replica may fetch.
+SERVED = frozenset({CODE, FINAL_FILES["weights"]})
 WRITABLE = frozenset({LAST_CHECKPOINT, *FINAL_FILES.values()})
 
 
@@ -68,3 +72,31 @@ class RunFiles:
         except KeyError:
             return None
         return path
+
+
+class ReplicaTokens:
+    """Tokens with which Ray Serve replicas, on any node, fetch one run's code and weights.
+
+    A replica's token is an HMAC of its run's id under a key kept in the data dir, so it
+    needs no row and stays valid across server restarts (Serve applications outlive the
+    server, and a replica Serve replaces later fetches again). It reads that run's code and
+    weights and nothing else.
+    """
+
+    PREFIX = "aiaasr_"
+
+    def __init__(self, key_file: Path) -> None:
+        try:
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            self._key = key_file.read_bytes()
+        else:
+            self._key = os.urandom(32)
+            with os.fdopen(fd, "wb") as f:
+                f.write(self._key)
+
+    def token(self, run_id: str) -> str:
+        return self.PREFIX + hmac.new(self._key, run_id.encode(), hashlib.sha256).hexdigest()
+
+    def valid(self, run_id: str, token: str) -> bool:
+        return hmac.compare_digest(self.token(run_id), token)

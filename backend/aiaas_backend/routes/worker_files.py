@@ -3,6 +3,7 @@
 ``GET  /v1/worker/runs/{run}/files/code.bin``          the shipped code
 ``GET  /v1/worker/runs/{run}/files/resume/last.ckpt``  the last resumable checkpoint (404: none yet)
 ``PUT  /v1/worker/runs/{run}/files/{name}``            ``resume/last.ckpt``, ``final.ckpt``, ``weights.pt``
+``GET  /v1/replica/runs/{run}/files/{name}``           ``code.bin``, ``weights.pt`` for a Ray Serve replica
 
 A PUT carries ``X-Content-SHA256``; the body is checked against it (and against the
 size limit) before anything replaces the stored file, so a cut or corrupted upload
@@ -24,10 +25,11 @@ from pydantic import BaseModel
 from ..artifacts import open_regular
 from ..deps import SettingsDep, TokenDep
 from ..errors import ApiError
-from ..run_files import READABLE, WRITABLE, RunFiles
+from ..run_files import READABLE, SERVED, WRITABLE, ReplicaTokens, RunFiles
 from .worker import _worker_run
 
 router = APIRouter(prefix="/v1/worker/runs", tags=["worker"], include_in_schema=False)
+replica_router = APIRouter(prefix="/v1/replica/runs", tags=["worker"], include_in_schema=False)
 
 # Body pieces are gathered to this size before a write (in a thread: the event loop stays free).
 _WRITE_BLOCK = 1024 * 1024
@@ -67,13 +69,26 @@ def _check_name(name: str, allowed: frozenset[str], verb: str) -> None:
                        "unknown_run_file")
 
 
-@router.get("/{run_id}/files/{name:path}", response_class=FileResponse)
-async def get_run_file(name: str, run_id: TokenRunId, request: Request) -> FileResponse:
-    _check_name(name, READABLE, "fetch")
+async def _serve_file(request: Request, run_id: str, name: str) -> FileResponse:
     path = await asyncio.to_thread(_files(request).find, run_id, name)
     if path is None or not await asyncio.to_thread(_regular, path):
         raise ApiError(404, f"run {run_id} has no {name} yet", "no_run_file")
     return FileResponse(path, media_type="application/octet-stream")
+
+
+@router.get("/{run_id}/files/{name:path}", response_class=FileResponse)
+async def get_run_file(name: str, run_id: TokenRunId, request: Request) -> FileResponse:
+    _check_name(name, READABLE, "fetch")
+    return await _serve_file(request, run_id, name)
+
+
+@replica_router.get("/{run_id}/files/{name:path}", response_class=FileResponse)
+async def get_served_file(run_id: str, name: str, token: TokenDep, request: Request) -> FileResponse:
+    tokens: ReplicaTokens = request.app.state.replica_tokens
+    if not tokens.valid(run_id, token):
+        raise ApiError(401, "this replica token is not valid for this run", "bad_replica_token")
+    _check_name(name, SERVED, "fetch")
+    return await _serve_file(request, run_id, name)
 
 
 @router.put("/{run_id}/files/{name:path}")

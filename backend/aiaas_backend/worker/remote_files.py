@@ -33,8 +33,9 @@ def worker_folder(assignment: dict[str, Any]) -> RunFolder:
 
 
 class RemoteFiles:
-    def __init__(self, api_url: str, run_id: str, token: str) -> None:
-        self._base = f"{api_url}/v1/worker/runs/{run_id}/files"
+    def __init__(self, api_url: str, run_id: str, token: str, *, kind: str = "worker") -> None:
+        # kind "replica": a Ray Serve replica's token, which reads the code and weights only.
+        self._base = f"{api_url}/v1/{kind}/runs/{run_id}/files"
         self._headers = {"Authorization": f"Bearer {token}"}
         #: bytes sent and fetched, for the run's log
         self.sent = 0
