@@ -34,7 +34,7 @@ from .capture import OutputCapture
 from .checkpoints import Schedule
 from .lightning_hooks import make_stop_in_step
 from .ray_lightning import CHECKPOINT_NAME, for_package
-from .remote_files import RemoteFiles, worker_folder
+from .remote_files import RemoteFiles, tidy, worker_folder
 from .reporter import Reporter
 from .train import _train, describe
 
@@ -147,4 +147,5 @@ def _rank_zero(assignment: dict[str, Any], artifacts: Artifacts, place: RayRank,
         raise
     capture.stop()
     artifacts.write_atomic(artifacts.result(run_id, attempt), json.dumps(result.model_dump(mode="json")).encode())
-    reporter.finish(result, artifacts.pending_events(run_id, attempt))
+    if reporter.finish(result, artifacts.pending_events(run_id, attempt)) and assignment.get("files_via_api"):
+        tidy(artifacts, run_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from ..artifacts import RunFolder
+from ..artifacts import Artifacts, RunFolder
 
 _BLOCK = 1024 * 1024
 _TRIES = 5
@@ -30,6 +31,14 @@ def worker_folder(assignment: dict[str, Any]) -> RunFolder:
     folder = Path(root) / assignment["run_id"]
     folder.mkdir(parents=True, exist_ok=True)
     return RunFolder(folder)
+
+
+def tidy(folder: Artifacts, run_id: str) -> None:
+    """Once the run's end reached the API, drop the large files its node folder holds: they
+    are in the store (the code, checkpoints, final files). Its output log stays."""
+    for path in (folder.code(run_id), folder.final(run_id, "lightning"), folder.final(run_id, "weights")):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(folder.last_checkpoint(run_id).parent, ignore_errors=True)
 
 
 class RemoteFiles:

@@ -29,7 +29,7 @@ from . import tidy_output
 from .capture import OutputCapture
 from .datasets import materialise
 from .lightning_hooks import make_callback, make_logger, save_full_checkpoint
-from .remote_files import RemoteFiles, worker_folder
+from .remote_files import RemoteFiles, tidy, worker_folder
 from .reporter import Reporter
 
 _LIBRARY_DIRS = tuple(
@@ -241,6 +241,7 @@ def run(assignment: dict[str, Any], *, note: str | None = None, continue_numberi
         capture.stop()
     # On disk first: if the server is down, the executor reads it when it returns.
     artifacts.write_atomic(artifacts.result(run_id, attempt), json.dumps(result.model_dump(mode="json")).encode())
-    reporter.finish(result, artifacts.pending_events(run_id, attempt))
+    if reporter.finish(result, artifacts.pending_events(run_id, attempt)) and assignment.get("files_via_api"):
+        tidy(artifacts, run_id)
     sys.stdout.flush()
     return 0
