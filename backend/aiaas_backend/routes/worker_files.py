@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
@@ -55,9 +56,9 @@ def _run_id(run_id: str, token: TokenDep, request: Request) -> str:
 TokenRunId = Annotated[str, Depends(_run_id)]
 
 
-def _regular(path: os.PathLike[str]) -> bool:
+def _regular(path: Path) -> bool:
     try:  # what a local worker wrote: a link it left there must not be followed
-        os.close(open_regular(path))  # type: ignore[arg-type]
+        os.close(open_regular(path))
         return True
     except OSError:
         return False

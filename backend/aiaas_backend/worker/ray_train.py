@@ -3,12 +3,15 @@
 Every rank builds the same Lightning Trainer as a local worker would, with Ray
 Train's Lightning integration in place of Lightning's own launcher
 (``ray_lightning``): Ray's DDP strategy, its cluster environment (ranks and
-world size come from Ray), and a report callback that hands Ray Train a
-checkpoint at the epoch ends the run's schedule names (``checkpoint_every_n_epochs``,
-or at most every ``checkpoint_every_s``), written in the background into the
-run's directory in the artifact store. If a worker dies, Ray Train
-(``FailureConfig``) restarts the group and ``ray.train.get_checkpoint()`` hands
-it that checkpoint to resume from.
+world size come from Ray), and a report callback that takes a checkpoint at the
+epoch ends the run's schedule names (``checkpoint_every_n_epochs``, or at most
+every ``checkpoint_every_s``). Rank 0 writes it in the background in its node's
+folder and sends it through the API into the artifact store (``remote_files``):
+the Ray executor's workers share no file system with the API. If a worker dies,
+Ray Train (``FailureConfig``) restarts the group, and every rank of the new group
+fetches that checkpoint through the API to resume from. (Without ``files_via_api``
+the callback hands Ray Train the checkpoint, into its storage, and
+``ray.train.get_checkpoint()`` hands it back.)
 
 Rank 0 is the run's voice: it alone reports metrics, logs, progress and the
 result to the API, with the same reporter as a local worker, so a dashboard
@@ -85,7 +88,7 @@ class RayRank:
         return assignment.get("resume_from")
 
     def checkpoint_path(self, artifacts: Artifacts, run_id: str) -> Path | None:
-        return None  # Ray Train's report callback checkpoints, into Ray's storage
+        return None  # the report callback checkpoints (to the API, or into Ray's storage)
 
 
 def _record_failure(artifacts: Artifacts, run_id: str, attempt: int, exc: BaseException) -> None:

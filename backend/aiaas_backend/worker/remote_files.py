@@ -34,11 +34,17 @@ def worker_folder(assignment: dict[str, Any]) -> RunFolder:
 
 
 def tidy(folder: Artifacts, run_id: str) -> None:
-    """Once the run's end reached the API, drop the large files its node folder holds: they
-    are in the store (the code, checkpoints, final files). Its output log stays."""
-    for path in (folder.code(run_id), folder.final(run_id, "lightning"), folder.final(run_id, "weights")):
-        path.unlink(missing_ok=True)
-    shutil.rmtree(folder.last_checkpoint(run_id).parent, ignore_errors=True)
+    """Once the run's end reached the API, empty its node folder but for its output log and
+    result: what mattered is in the store (code, checkpoints, final files), and the rest
+    (Lightning's own ``checkpoints/``, the user's files) nobody can reach on this node."""
+    keep = {folder.output_log(run_id).name, *(p.name for p in folder.run_dir(run_id).glob("result-*.json"))}
+    for path in folder.run_dir(run_id).iterdir():
+        if path.name in keep:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 class RemoteFiles:
