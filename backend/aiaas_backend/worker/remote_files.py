@@ -52,7 +52,7 @@ class RemoteFiles:
         # kind "replica": a Ray Serve replica's token, which reads the code and weights only.
         self._base = f"{api_url}/v1/{kind}/runs/{run_id}/files"
         self._headers = {"Authorization": f"Bearer {token}"}
-        #: bytes sent and fetched, for the run's log
+        #: bytes sent so far
         self.sent = 0
 
     @classmethod
