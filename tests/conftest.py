@@ -44,6 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
 # on a small machine. They are also the longest group, so they start first.
 RAY_TESTS = (
     "tests/integration/test_ray.py::",
+    "tests/integration/test_ray_store.py::",
     "tests/integration/test_train.py::",
     "tests/notebooks/test_ray_tutorial.py::",
     "tests/integration/test_datasets.py::test_ray_run_",

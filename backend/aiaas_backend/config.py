@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     ray_cpus_per_replica: float = Field(default=1.0, gt=0)
     # How Ray workers on other machines reach this server (default: the address it listens on).
     advertise_url: str | None = None
+    # A folder on each Ray node where a run's Ray workers keep its working files (the code,
+    # checkpoints before they are sent, output); default: the node's temporary folder. Ray
+    # workers reach the run's stored files through the API only, so it is never shared.
+    ray_worker_dir: str | None = None
     # CPU runs that may train at once; GPU runs are limited by free GPUs instead.
     slots: int = Field(default=1, ge=1, le=1024)
     gpus: list[str] = Field(default_factory=detect_gpus)

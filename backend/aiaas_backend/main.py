@@ -37,8 +37,9 @@ from .predict_targets import PredictTargets
 from .ratelimit import RateLimit, TokenBuckets
 from .routes import (
     datasets, deployments, events, keys, meta, monitoring, openai_compat, predict, runs, streaming, worker,
-    worker_datasets,
+    worker_datasets, worker_files,
 )
+from .run_files import ReplicaTokens, RunFiles
 from .sandbox import make_launcher
 from .serving.base import ServingRuntime
 from .serving.local import LocalServing
@@ -71,6 +72,7 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     bus = EventBus()
     executor: Executor
     serving: ServingRuntime
+    replica_tokens = ReplicaTokens(settings.data_dir / "replica-token.key")
     cluster: RayCluster | None = None
     if settings.executor == "ray":
         from .executors.ray_executor import RayExecutor
@@ -79,7 +81,8 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
         assert settings.ray_address is not None  # Settings refuses executor "ray" without one
         cluster = RayCluster(settings.ray_address)
         executor = RayExecutor(settings, sessions, artifacts, api_url, bus, cluster)
-        serving = RayServing(artifacts, cluster, settings.ray_cpus_per_replica)
+        serving = RayServing(cluster, settings.ray_cpus_per_replica, lambda: settings.advertise_url or api_url(),
+                             replica_tokens)
         if settings.sandbox != "off":
             logging.getLogger("aiaas.sandbox").warning(
                 "the sandbox does not wrap Ray's workers: on --executor ray, user code runs as the Ray "
@@ -135,6 +138,8 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     app.state.sessions = sessions
     app.state.artifacts = artifacts
     app.state.store = store
+    app.state.run_files = RunFiles(store, artifacts)
+    app.state.replica_tokens = replica_tokens
     app.state.executor = executor
     app.state.event_bus = bus
     app.state.serving = serving
@@ -160,6 +165,8 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     app.include_router(metrics_router)
     app.include_router(datasets.router)
     app.include_router(worker_datasets.router)
+    app.include_router(worker_files.router)
+    app.include_router(worker_files.replica_router)
     # Innermost of our middlewares (added first), so the size limit, rate limit and HTTP metrics
     # see the binary predicts it answers without the route.
     predict_route = next(r for r in predict.router.routes if getattr(r, "name", None) == "predict")

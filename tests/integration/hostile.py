@@ -278,3 +278,42 @@ class LoadEscaper(_Tiny):
     def load_state_dict(self, *args, **kwargs):
         _read(self.database)  # raises inside the sandbox
         return super().load_state_dict(*args, **kwargs)
+
+
+def _worker_token() -> tuple[str, str, str]:
+    """(API URL, this run's id, its worker token): what any run's code can find in its process."""
+    import gc
+
+    reporter = next(o for o in gc.get_objects() if type(o).__name__ == "Reporter")
+    return reporter._api_url, reporter._run_id, reporter._http.headers["authorization"]
+
+
+class FileThief(_Tiny):
+    """With its own run's worker token, tries to read and overwrite another run's stored files."""
+
+    def __init__(self, other_run: str) -> None:
+        super().__init__()
+        self.other_run = other_run
+
+    def on_train_start(self) -> None:
+        import hashlib
+
+        import httpx
+
+        api, own, auth = _worker_token()
+
+        def probe(name: str, method: str, run: str, file: str, body: bytes | None = None,
+                  digest: str | None = None) -> None:
+            headers = {"Authorization": auth}
+            if body is not None:
+                headers["X-Content-SHA256"] = digest or hashlib.sha256(body).hexdigest()
+            resp = httpx.request(method, f"{api}/v1/worker/runs/{run}/files/{file}", content=body, headers=headers)
+            print(f"PROBE {name}: {resp.status_code} {resp.content[:60]!r}", flush=True)
+
+        probe("own_code", "GET", own, "code.bin")
+        probe("other_code", "GET", self.other_run, "code.bin")
+        probe("other_checkpoint", "GET", self.other_run, "resume/last.ckpt")
+        probe("other_weights_write", "PUT", self.other_run, "weights.pt", b"pwned")
+        probe("own_code_write", "PUT", own, "code.bin", b"pwned")
+        probe("own_bad_digest", "PUT", own, "weights.pt", b"pwned", "0" * 64)
+        probe("own_other_file", "GET", own, "output.log")

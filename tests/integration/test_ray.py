@@ -20,17 +20,22 @@ from .models import PLRegressor, Regressor
 
 @pytest.fixture(scope="module")
 def backend(ray_cluster, tmp_path_factory):
+    # Ray workers work in a folder of their node, not in the server's data dir (the run's files
+    # travel through the API: test_ray_store.py).
+    worker_dir = tmp_path_factory.mktemp("ray-node-local")
     b = Backend(tmp_path_factory.mktemp("ray-backend"), slots=1, ray_address=ray_cluster.address,
-                # Ray Train checkpoints at the first epoch end after this interval: here, every epoch.
-                env={"AIAAS_RAY_CPUS_PER_REPLICA": "0.5", "AIAAS_CHECKPOINT_EVERY_S": "0.5"})
+                # A checkpoint at the first epoch end after this interval: here, every epoch.
+                env={"AIAAS_RAY_CPUS_PER_REPLICA": "0.5", "AIAAS_CHECKPOINT_EVERY_S": "0.5",
+                     "AIAAS_RAY_WORKER_DIR": str(worker_dir)})
+    b.worker_dir = worker_dir
     b.start(timeout=120)
     yield b
     b.close()
 
 
 def _train_workers(backend: Backend, run_id: str, actor: str = "RayTrainWorker") -> list[psutil.Process]:
-    """The run's Ray Train workers (or its warm rank): Ray actors whose working directory is the run's."""
-    run_dir = backend.data_dir / "artifacts" / "runs" / run_id
+    """The run's Ray Train workers (or its warm rank): Ray actors working in the run's node-local folder."""
+    run_dir = backend.worker_dir / run_id
     found = []
     for proc in psutil.process_iter(["cwd", "cmdline"]):
         try:
@@ -91,9 +96,9 @@ def test_a_killed_worker_is_retried_from_the_last_checkpoint(client, backend, mo
     run = client.train(module(step_sleep=0.4), max_epochs=5, accelerator="cpu", devices=2, name="killed")
     workers = wait_until(lambda: len(found := _train_workers(backend, run.id)) == 2 and found, timeout=240,
                          interval=0.5, what="the run's two Ray workers")
-    # Checkpointed at each epoch's end (the backend's interval). Ray Train's controller takes a
-    # reported checkpoint in on its next poll of the group: kill a worker once the third epoch runs,
-    # when at least the first epoch's checkpoint is surely registered.
+    # Checkpointed at each epoch's end (the backend's interval), sent to the store through the API
+    # in the background: kill a worker once the third epoch runs, when at least the first epoch's
+    # checkpoint is surely stored.
     wait_until(lambda: any(p.epoch == 2 for p in run.metrics("train_loss")), timeout=240, interval=0.2,
                what="the third epoch")
     workers[-1].send_signal(signal.SIGKILL)

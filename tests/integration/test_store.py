@@ -57,3 +57,22 @@ def test_refuses_keys_that_escape(store):
     for key in ("../x", "/abs", "a/../../b", "a//b", ""):
         with pytest.raises(ValueError):
             store.put_bytes(key, b"x")
+
+
+def test_put_file_and_get_file_move_whole_files(store, tmp_path):
+    """How a run's checkpoints and weights go in and come back (run_files.py)."""
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    src = tmp_path / "weights.pt"
+    src.write_bytes(data)
+    assert store.put_file("runs/r1/weights.pt", src) == len(data)
+    # The caller replaces its file by a rename, as uploads do: the stored object stays as it was.
+    newer = tmp_path / "newer.pt"
+    newer.write_bytes(b"newer")
+    os.replace(newer, src)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert store.get_file("runs/r1/weights.pt", out / "w.pt") == len(data)
+    assert (out / "w.pt").read_bytes() == data
+    with pytest.raises(KeyError):
+        store.get_file("runs/r1/missing.pt", out / "missing.pt")
+    assert sorted(p.name for p in out.iterdir()) == ["w.pt"]  # nothing half-written left behind

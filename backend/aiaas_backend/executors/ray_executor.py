@@ -94,4 +94,8 @@ class RayExecutor(LocalExecutor):
             "cpus_per_worker": self._settings.ray_cpus_per_worker,
             "max_failures": self._settings.ray_max_failures,
             "lightning_package": package,
+            # Its workers keep the run's files in a folder of their node and reach the stored
+            # ones through the API (run_files.py): no node needs to see this server's data dir.
+            "files_via_api": True,
+            "worker_dir": self._settings.ray_worker_dir,
         }

@@ -31,6 +31,7 @@ from ..errors import ApiError
 from ..keys import find_by_secret
 from ..monitoring import events
 from ..models import Deployment, DeploymentKey, Run, User, utcnow
+from ..run_files import RunFiles
 from ..security import hash_secret, new_secret, user_for_key
 from ..serving.base import DeploymentConfig, ServingRuntime
 from .deployment_optimize import optimization, previous_version, version_of
@@ -57,12 +58,14 @@ def _owned(session: SessionDep, user: User, name: str) -> Deployment:
     return dep
 
 
-def _deployable_run(session: SessionDep, user: User, artifacts: ArtifactsDep, run_id: str) -> Run:
+def _deployable_run(session: SessionDep, user: User, files: RunFiles, run_id: str) -> Run:
     run = session.get(Run, run_id)
     if run is None or run.user_id != user.id:
         raise ApiError(404, f"no run {run_id!r} for this API key; list your models with client.models()",
                        "run_not_found")
-    if run.status != RunStatus.succeeded.value or not artifacts.final(run.id, "weights").exists():
+    # In the run's folder, or brought back there from the store (a Ray run's weights are stored
+    # through the API: run_files.py): replicas on this machine read them from the folder.
+    if run.status != RunStatus.succeeded.value or files.find(run.id, "weights.pt") is None:
         raise ApiError(400, f"run {run_id} is {run.status}: only a succeeded run can be deployed; wait for it with "
                        "run.wait()", "run_not_deployable")
     return run
@@ -103,17 +106,17 @@ def list_models(session: SessionDep, user: CurrentUser, artifacts: ArtifactsDep)
 
 
 @router.post("/v1/deployments", status_code=status.HTTP_201_CREATED, operation_id="create_deployment")
-async def create_deployment(body: DeploymentCreate, request: Request, user: CurrentUser, serving: ServingDep,
-                            artifacts: ArtifactsDep) -> DeploymentPublic:
+async def create_deployment(body: DeploymentCreate, request: Request, user: CurrentUser,
+                            serving: ServingDep) -> DeploymentPublic:
     sessions = request.app.state.sessions
     serving.check(DeploymentConfig(id="", **body.model_dump(exclude={"name"})))
     report = await optimization(request, serving, lambda session: (
-        _deployable_run(session, user, artifacts, body.run_id).id, body.optimize, body.optimize_tolerance,
+        _deployable_run(session, user, request.app.state.run_files, body.run_id).id, body.optimize, body.optimize_tolerance,
         body.max_batch_size))
 
     def create() -> Deployment:
         with sessions() as session:
-            _deployable_run(session, user, artifacts, body.run_id)
+            _deployable_run(session, user, request.app.state.run_files, body.run_id)
             quotas.check_new_deployment(session, user, request.app.state.settings,
                                         quotas.replicas_of(body.autoscale, body.replicas))
             if session.scalar(select(Deployment).where(Deployment.user_id == user.id, Deployment.name == body.name)):
@@ -216,13 +219,13 @@ async def _change(request: Request, user: User, name: str, change, kind: str) ->
 
 @router.post("/v1/deployments/{name}/update", operation_id="update_deployment")
 async def update_deployment(name: str, body: DeploymentUpdate, request: Request, user: CurrentUser,
-                            serving: ServingDep, artifacts: ArtifactsDep) -> DeploymentPublic:
+                            serving: ServingDep) -> DeploymentPublic:
     """Serve another run: a rolling update, no request dropped."""
     report = await optimization(request, serving, lambda session: version_of(
-        _owned(session, user, name), _deployable_run(session, user, artifacts, body.run_id).id))
+        _owned(session, user, name), _deployable_run(session, user, request.app.state.run_files, body.run_id).id))
 
     def change(session, dep: Deployment) -> None:  # type: ignore[no-untyped-def]
-        _deployable_run(session, user, artifacts, body.run_id)
+        _deployable_run(session, user, request.app.state.run_files, body.run_id)
         if body.run_id != dep.run_id:
             dep.history = [*(dep.history or []), dep.run_id]
             dep.run_id = body.run_id

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..artifacts import Artifacts
 from ..errors import ApiError
 from ..ray_cluster import RayCluster
+from ..run_files import ReplicaTokens
 from .base import DeploymentConfig, ServingRuntime
 from .router import Replica, Router
 
@@ -84,8 +84,12 @@ class RayServing(ServingRuntime):
     # A Serve handle answers one call with one reply: JSON items work, streams are refused (400).
     streams = False
 
-    def __init__(self, artifacts: Artifacts, cluster: RayCluster, cpus_per_replica: float) -> None:
-        self._artifacts = artifacts
+    def __init__(self, cluster: RayCluster, cpus_per_replica: float, api_url: Callable[[], str],
+                 tokens: ReplicaTokens) -> None:
+        # Replicas fetch their run's code and weights through the API (any node, no shared
+        # file system), each with a token that reads that run's files only.
+        self._api_url = api_url
+        self._tokens = tokens
         self._cluster = cluster
         self._cpus = cpus_per_replica
         self._runtimes: dict[str, RayRuntime] = {}
@@ -139,7 +143,7 @@ class RayServing(ServingRuntime):
             }
         else:
             options["num_replicas"] = config.replicas
-        app = ModelReplica.options(**options).bind(str(self._artifacts.root), config.run_id,
+        app = ModelReplica.options(**options).bind(self._api_url(), config.run_id, self._tokens.token(config.run_id),
                                                    max(1, int(self._cpus)))
         return serve.run(app, name=app_name(config.id), route_prefix=None)
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import uuid
 from datetime import datetime
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import BinaryIO
 
 _KEY = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
@@ -99,6 +101,25 @@ class Store(ABC):
     def put_parts(self, key: str, parts: Sequence[bytes | memoryview]) -> int:
         """Store the concatenation of ``parts`` (the pieces a request body arrived in)."""
         return self.put_bytes(key, b"".join(parts))
+
+    def put_file(self, key: str, path: Path) -> int:
+        """Store the file at ``path`` (which the caller keeps and must not change afterwards)."""
+        with path.open("rb") as source:
+            return self.put(key, source)
+
+    def get_file(self, key: str, path: Path) -> int:
+        """Write the object at ``key`` to ``path`` (whole or not at all); :class:`KeyError` if none."""
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            size = 0
+            with self.open(key) as stream, tmp.open("wb") as out:
+                while data := stream.read(STREAM_BLOCK):
+                    out.write(data)
+                    size += len(data)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return size
 
     def get_bytes(self, key: str) -> bytes:
         with self.open(key) as stream:

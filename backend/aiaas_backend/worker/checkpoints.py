@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,11 @@ def snapshot(trainer: Any) -> dict[str, Any]:
 
 
 class CheckpointWriter:
-    """One checkpoint write in flight at a time, in a background thread."""
+    """One checkpoint write in flight at a time, in a background thread. ``after_write`` (a Ray
+    worker's send to the API) runs in that thread too, once the file is whole."""
 
-    def __init__(self) -> None:
+    def __init__(self, after_write: Callable[[Path], object] | None = None) -> None:
+        self._after_write = after_write
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         #: seconds the training thread spent on checkpoints (waiting and copying), for the log
@@ -50,6 +53,8 @@ class CheckpointWriter:
             try:
                 with atomic(path) as tmp:
                     io.save_checkpoint(checkpoint, tmp)
+                if self._after_write is not None:
+                    self._after_write(path)
                 self.written += 1
             except BaseException as exc:  # noqa: BLE001 - raised on the training thread
                 self._error = exc

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -83,7 +84,7 @@ def make_logger(pl: ModuleType, reporter: Reporter) -> Any:
 
 
 def make_callback(pl: ModuleType, reporter: Reporter, last_ckpt: Path | None, every_s: float,
-                  every_n_epochs: int | None = None) -> Any:
+                  every_n_epochs: int | None = None, after_write: Callable[[Path], object] | None = None) -> Any:
     class AiaasCallback(pl.Callback):  # type: ignore[name-defined,misc]
         """Reports the device, stops on cancel, and checkpoints for resumption to ``last_ckpt``
         (None: someone else checkpoints, as Ray Train does for a worker group), in the
@@ -94,7 +95,7 @@ def make_callback(pl: ModuleType, reporter: Reporter, last_ckpt: Path | None, ev
         def __init__(self) -> None:
             self.stopped_by = None
             self.schedule = Schedule(every_s, every_n_epochs, epoch_end_s=min(every_s, 10.0))
-            self.writer = CheckpointWriter()
+            self.writer = CheckpointWriter(after_write)
             self._last_progress = float("-inf")
             self._total: int | None = None
             self.input_signature: dict[str, Any] | None = None

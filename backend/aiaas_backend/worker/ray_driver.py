@@ -49,6 +49,14 @@ def _failure(assignment: dict, error: BaseException) -> str:  # type: ignore[typ
     return report.error or ""
 
 
+def _for_ranks(assignment: dict[str, Any]) -> dict[str, Any]:
+    """What the run's Ray workers get: they may run on nodes that do not see this server's data
+    dir, so with ``files_via_api`` no path into it (they use the API: remote_files.py)."""
+    if not assignment.get("files_via_api"):
+        return assignment
+    return {k: v for k, v in assignment.items() if k not in ("artifacts_root", "resume_from")}
+
+
 def _solo(ray: Any, assignment: dict[str, Any], rank: Any) -> bool:
     """Train a 1-worker CPU run on the warm rank; False if its node has no room (use Ray Train)."""
     from ray._raylet import RAY_NODE_ID_KEY
@@ -84,7 +92,7 @@ def _solo(ray: Any, assignment: dict[str, Any], rank: Any) -> bool:
             rank = ray.remote(num_cpus=0)(WarmRank).remote()
             continue
         try:
-            ray.get(rank.train.remote(assignment, n > 0))
+            ray.get(rank.train.remote(_for_ranks(assignment), n > 0))
             return True
         except RayActorError as exc:
             error = exc
@@ -111,7 +119,7 @@ def _ray_train(ray: Any, assignment: dict[str, Any]) -> None:
         resources["GPU"] = 1
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config=assignment,
+        train_loop_config=_for_ranks(assignment),
         scaling_config=ScalingConfig(num_workers=assignment["workers"], use_gpu=assignment["use_gpu"],
                                      resources_per_worker=resources),
         run_config=RunConfig(

@@ -16,6 +16,11 @@ epoch's end once ``checkpoint_every_s`` has passed, as rank 0 sees it), and
 training waits only for a copy of the state: rank 0 hands Ray Train an upload
 function that writes the copy into the run's storage from Ray's upload thread
 (``CheckpointUploadMode.ASYNC``). The next checkpoint waits for that write.
+
+When the run's files go through the API (``files_via_api``: the Ray executor's
+workers need no shared file system), Ray Train gets metrics only: rank 0 writes the
+copy in the background to its node's folder and sends it to the API as the run's
+``resume/last.ckpt``, and a restarted group fetches it from there (``train.py``).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import ray.train
 import ray.train.torch
 import torch
 
-from .checkpoints import Schedule, snapshot
+from .checkpoints import CheckpointWriter, Schedule, snapshot
 
 # The longest the next checkpoint waits for the previous one's write.
 _WRITE_WAIT_S = 600.0
@@ -47,7 +52,7 @@ class RayLightning:
 
     strategy: type
     environment: type
-    report_callback: type  # (schedule: checkpoints.Schedule) -> a Callback
+    report_callback: type  # (schedule: checkpoints.Schedule, keep=None) -> a Callback
     prepare_trainer: Any  # (trainer) -> trainer
 
 
@@ -71,8 +76,11 @@ def _report_callback(pl: ModuleType) -> type:
         ``ray.train.get_checkpoint()`` when it restarts a failed group.
         """
 
-        def __init__(self, schedule: Schedule) -> None:
+        def __init__(self, schedule: Schedule, keep: tuple[Path, Any] | None = None) -> None:
+            # keep: (where on this node, send to the API) -- rank 0 stores checkpoints itself.
             self.schedule = schedule
+            self._keep = keep
+            self._writer = CheckpointWriter(keep[1]) if keep is not None else None
             self._written = threading.Event()
             self._written.set()
             self._error: BaseException | None = None
@@ -84,6 +92,13 @@ def _report_callback(pl: ModuleType) -> type:
             metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
             metrics.update(epoch=trainer.current_epoch, step=trainer.global_step)
             self.wait()  # the next checkpoint waits for the previous write
+            if self._keep is not None:
+                if trainer.global_rank == 0:
+                    assert self._writer is not None
+                    self._writer.save(trainer, self._keep[0])
+                ray.train.report(metrics=metrics)
+                self.schedule.taken()
+                return
             if trainer.global_rank != 0:  # DDP ranks hold the same state: rank 0's copy is the checkpoint
                 ray.train.report(metrics=metrics)
                 self.schedule.taken()
@@ -115,6 +130,9 @@ def _report_callback(pl: ModuleType) -> type:
             self.schedule.taken()
 
         def wait(self) -> None:
+            if self._writer is not None:
+                self._writer.wait()
+                return
             # Bounded: Ray skips a report (and our write with it) when a failed worker reset the
             # group's barrier; the group is being restarted then, and must not hang here.
             self._written.wait(timeout=_WRITE_WAIT_S)

@@ -3,12 +3,15 @@
 Every rank builds the same Lightning Trainer as a local worker would, with Ray
 Train's Lightning integration in place of Lightning's own launcher
 (``ray_lightning``): Ray's DDP strategy, its cluster environment (ranks and
-world size come from Ray), and a report callback that hands Ray Train a
-checkpoint at the epoch ends the run's schedule names (``checkpoint_every_n_epochs``,
-or at most every ``checkpoint_every_s``), written in the background into the
-run's directory in the artifact store. If a worker dies, Ray Train
-(``FailureConfig``) restarts the group and ``ray.train.get_checkpoint()`` hands
-it that checkpoint to resume from.
+world size come from Ray), and a report callback that takes a checkpoint at the
+epoch ends the run's schedule names (``checkpoint_every_n_epochs``, or at most
+every ``checkpoint_every_s``). Rank 0 writes it in the background in its node's
+folder and sends it through the API into the artifact store (``remote_files``):
+the Ray executor's workers share no file system with the API. If a worker dies,
+Ray Train (``FailureConfig``) restarts the group, and every rank of the new group
+fetches that checkpoint through the API to resume from. (Without ``files_via_api``
+the callback hands Ray Train the checkpoint, into its storage, and
+``ray.train.get_checkpoint()`` hands it back.)
 
 Rank 0 is the run's voice: it alone reports metrics, logs, progress and the
 result to the API, with the same reporter as a local worker, so a dashboard
@@ -34,6 +37,7 @@ from .capture import OutputCapture
 from .checkpoints import Schedule
 from .lightning_hooks import make_stop_in_step
 from .ray_lightning import CHECKPOINT_NAME, for_package
+from .remote_files import RemoteFiles, tidy, worker_folder
 from .reporter import Reporter
 from .train import _train, describe
 
@@ -52,13 +56,14 @@ class RayRank:
 
     solo = False
 
-    def __init__(self, resume_dir: str | None, schedule: Schedule) -> None:
+    def __init__(self, resume_dir: str | None, schedule: Schedule, keep: tuple[Path, Any] | None = None) -> None:
         context = ray.train.get_context()
         self.rank = context.get_world_rank()
         self.world_size = context.get_world_size()
         self.ddp = self.world_size > 1
         self._resume_dir = resume_dir
         self._schedule = schedule
+        self._keep = keep if self.rank == 0 else None
         self._prepare: Any = None
 
     def configure(self, pl: Any, kwargs: dict[str, Any], callbacks: list[Any]) -> tuple[dict[str, Any], list[Any]]:
@@ -66,13 +71,13 @@ class RayRank:
         kwargs.pop("num_nodes", None)
         if not self.ddp:
             kwargs["devices"] = 1
-            return kwargs, [*callbacks, ray_pl.report_callback(self._schedule)]
+            return kwargs, [*callbacks, ray_pl.report_callback(self._schedule, self._keep)]
         self._prepare = ray_pl.prepare_trainer
         kwargs.pop("strategy", None)
         plugins = kwargs.pop("plugins", None) or []
         plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins]
         kwargs.update(devices="auto", strategy=ray_pl.strategy(), plugins=[*plugins, ray_pl.environment()])
-        return kwargs, [*callbacks, make_stop_in_step(pl), ray_pl.report_callback(self._schedule)]
+        return kwargs, [*callbacks, make_stop_in_step(pl), ray_pl.report_callback(self._schedule, self._keep)]
 
     def prepare(self, trainer: Any) -> Any:
         return self._prepare(trainer) if self._prepare is not None else trainer
@@ -80,10 +85,10 @@ class RayRank:
     def resume_from(self, assignment: dict[str, Any]) -> str | None:
         if self._resume_dir is not None:
             return str(Path(self._resume_dir) / CHECKPOINT_NAME)
-        return assignment["resume_from"]
+        return assignment.get("resume_from")
 
     def checkpoint_path(self, artifacts: Artifacts, run_id: str) -> Path | None:
-        return None  # Ray Train's report callback checkpoints, into Ray's storage
+        return None  # the report callback checkpoints (to the API, or into Ray's storage)
 
 
 def _record_failure(artifacts: Artifacts, run_id: str, attempt: int, exc: BaseException) -> None:
@@ -99,14 +104,19 @@ def _record_failure(artifacts: Artifacts, run_id: str, attempt: int, exc: BaseEx
 
 def train_loop(assignment: dict[str, Any]) -> None:
     """``train_loop_per_worker``: runs on every rank, with the executor's assignment as config."""
-    artifacts = Artifacts(Path(assignment["artifacts_root"]))
+    remote = RemoteFiles.of(assignment)
+    # With the run's files behind the API, a folder of this node; else the shared run folder.
+    artifacts = worker_folder(assignment) if remote is not None else Artifacts(Path(assignment["artifacts_root"]))
     run_id, attempt = assignment["run_id"], assignment["attempt"]
     os.chdir(artifacts.run_dir(run_id))
     with ExitStack() as stack:
         checkpoint = ray.train.get_checkpoint()
         resume_dir = stack.enter_context(checkpoint.as_directory()) if checkpoint is not None else None
         schedule = Schedule(assignment["checkpoint_every_s"], assignment.get("checkpoint_every_n_epochs"))
-        place = RayRank(resume_dir, schedule)
+        keep = None
+        if remote is not None:  # checkpoints to the store through the API, not to Ray's storage
+            keep = (artifacts.last_checkpoint(run_id), lambda path: remote.send("resume/last.ckpt", path))
+        place = RayRank(resume_dir, schedule, keep)
         if place.rank != 0:
             try:
                 _train(assignment, artifacts, None, place)
@@ -140,4 +150,5 @@ def _rank_zero(assignment: dict[str, Any], artifacts: Artifacts, place: RayRank,
         raise
     capture.stop()
     artifacts.write_atomic(artifacts.result(run_id, attempt), json.dumps(result.model_dump(mode="json")).encode())
-    reporter.finish(result, artifacts.pending_events(run_id, attempt))
+    if reporter.finish(result, artifacts.pending_events(run_id, attempt)) and assignment.get("files_via_api"):
+        tidy(artifacts, run_id)

@@ -29,6 +29,7 @@ from . import tidy_output
 from .capture import OutputCapture
 from .datasets import materialise
 from .lightning_hooks import make_callback, make_logger, save_full_checkpoint
+from .remote_files import RemoteFiles, tidy, worker_folder
 from .reporter import Reporter
 
 _LIBRARY_DIRS = tuple(
@@ -89,7 +90,7 @@ class Alone:
         return trainer
 
     def resume_from(self, assignment: dict[str, Any]) -> str | None:
-        return assignment["resume_from"]
+        return assignment.get("resume_from")
 
     def checkpoint_path(self, artifacts: Artifacts, run_id: str) -> Path | None:
         return artifacts.last_checkpoint(run_id)
@@ -120,6 +121,10 @@ def _train(assignment: dict[str, Any], artifacts: Artifacts, reporter: Reporter 
     run_dir = artifacts.run_dir(run_id)
     attempt = assignment["attempt"]
     materialise(assignment)  # before the user's code: aiaas.data_path must answer in setup()
+    # A Ray worker: the run's stored files come and go through the API (remote_files.py).
+    remote = RemoteFiles.of(assignment)
+    if remote is not None and not remote.fetch("code.bin", artifacts.code(run_id)):
+        raise RuntimeError(f"the aiaas API has no code for run {run_id}")
     payload = load_payload(artifacts, run_id)
     model = payload["model"]
     pl = lightning_of(model)
@@ -131,8 +136,9 @@ def _train(assignment: dict[str, Any], artifacts: Artifacts, reporter: Reporter 
     loggers = [] if user_logger in (None, True, False) else list(user_logger) if isinstance(user_logger, list | tuple) else [user_logger]
     ours = None
     if reporter is not None:
+        send = (lambda path: remote.send("resume/last.ckpt", path)) if remote is not None else None
         ours = make_callback(pl, reporter, place.checkpoint_path(artifacts, run_id), assignment["checkpoint_every_s"],
-                             assignment.get("checkpoint_every_n_epochs"))
+                             assignment.get("checkpoint_every_n_epochs"), after_write=send)
         ours.on_device = lambda device: reporter.status(
             WorkerStatus(attempt=attempt, status=RunStatus.running, device=device)
         )
@@ -153,6 +159,13 @@ def _train(assignment: dict[str, Any], artifacts: Artifacts, reporter: Reporter 
     if place.rank == 0 and not kwargs.get("enable_model_summary"):
         print(tidy_output.summary_line(model), flush=True)
     ckpt_path = place.resume_from(assignment)
+    if remote is not None:
+        # Whatever this run stored last (an earlier try of it, or an earlier attempt): every rank
+        # fetches it to its own node, so a replacement on any node resumes where the run was.
+        last = artifacts.last_checkpoint(run_id)
+        ckpt_path = str(last) if remote.fetch("resume/last.ckpt", last) else None
+        if ckpt_path is not None and place.rank == 0:
+            print("aiaas: resuming from its last checkpoint (fetched from the store through the API)", flush=True)
     if ckpt_path is not None and "weights_only" in inspect.signature(trainer.fit).parameters:
         # Our own resumption checkpoint, written by this run's code: it holds optimizer and
         # loop state and whatever the module saves, which a weights-only load may refuse.
@@ -176,6 +189,10 @@ def _train(assignment: dict[str, Any], artifacts: Artifacts, reporter: Reporter 
             save_full_checkpoint(trainer, tmp)
         with atomic(artifacts.final(run_id, "weights")) as tmp:
             torch.save(model.state_dict(), tmp)
+        if remote is not None:  # the run succeeds only once its weights are stored
+            sent = sum(remote.send(artifacts.final(run_id, kind).name, artifacts.final(run_id, kind))
+                       for kind in ("lightning", "weights"))
+            print(f"aiaas: final checkpoint and weights stored through the API ({sent} bytes)", flush=True)
     else:
         # Saving is collective (a barrier inside); only rank 0 writes the file.
         save_full_checkpoint(trainer, artifacts.final(run_id, "lightning").with_suffix(".other-ranks"))
@@ -195,7 +212,11 @@ def run(assignment: dict[str, Any], *, note: str | None = None, continue_numberi
     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(assignment["gpu_ids"])
     # Sandboxed, the worker sees its own run's folder only, under a name of the sandbox's.
     run_dir = assignment.get("run_dir")
-    artifacts = RunFolder(Path(run_dir)) if run_dir else Artifacts(Path(assignment["artifacts_root"]))
+    artifacts: Artifacts
+    if assignment.get("files_via_api"):  # a Ray worker: a folder of its own node
+        artifacts = worker_folder(assignment)
+    else:
+        artifacts = RunFolder(Path(run_dir)) if run_dir else Artifacts(Path(assignment["artifacts_root"]))
     run_id = assignment["run_id"]
     os.chdir(artifacts.run_dir(run_id))
     attempt = assignment["attempt"]
@@ -220,6 +241,7 @@ def run(assignment: dict[str, Any], *, note: str | None = None, continue_numberi
         capture.stop()
     # On disk first: if the server is down, the executor reads it when it returns.
     artifacts.write_atomic(artifacts.result(run_id, attempt), json.dumps(result.model_dump(mode="json")).encode())
-    reporter.finish(result, artifacts.pending_events(run_id, attempt))
+    if reporter.finish(result, artifacts.pending_events(run_id, attempt)) and assignment.get("files_via_api"):
+        tidy(artifacts, run_id)
     sys.stdout.flush()
     return 0
