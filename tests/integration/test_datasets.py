@@ -127,29 +127,37 @@ def test_interrupted_upload_resumes_with_only_missing_chunks(backend, tmp_path):
     rng = np.random.default_rng(1)
     for i in range(12):
         (folder / f"part-{i:02d}.bin").write_bytes(rng.bytes(CHUNK))
-    # An uploader killed mid-way: a child process that sends one chunk at a time and is
-    # killed once the backend holds some (what the parent reads in its own usage figure).
+    # An uploader killed mid-way: a child process that sends one chunk per request and is
+    # killed (SIGKILL, nothing tidied) as it starts its fourth request. Killing it from outside
+    # once the backend held "some" raced the upload on a busy machine: all 12 could land first.
     script = textwrap.dedent(f"""
+        import os, signal
         import aiaas
+        from aiaas_sdk import _datasets
+        _datasets.REQUEST_BYTES = {CHUNK}
+        send = _datasets.put_chunks
+        sent = []
+        def put_chunks(body, size):
+            if len(sent) == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+            sent.append(size)
+            return send(body, size)
+        _datasets.put_chunks = put_chunks
         client = aiaas.Client({backend.url!r}, {backend.key!r})
         client.upload("resume", {str(folder)!r}, parallel=1, progress=False)
     """)
     client = backend.client()
     before = httpx.get(backend.url + "/v1/datasets", headers={"Authorization": f"Bearer {backend.key}"}).json()
     proc = subprocess.Popen([sys.executable, "-c", script])
-    from ..conftest import wait_until
+    assert proc.wait(timeout=120) == -9  # killed, not finished
 
     def used() -> int:
         return httpx.get(backend.url + "/v1/datasets",
                          headers={"Authorization": f"Bearer {backend.key}"}).json()["used_bytes"]
 
-    wait_until(lambda: used() - before["used_bytes"] >= 3 * CHUNK, timeout=120, interval=0.02,
-               what="the first chunks")
-    proc.kill()
-    proc.wait()
     assert "resume" not in [d.name for d in client.datasets()]  # no half-visible version
     arrived = (used() - before["used_bytes"]) // CHUNK
-    assert 3 <= arrived < 12
+    assert arrived == 3
     ds = client.upload("resume", folder, progress=False)
     assert ds.version == 1 and ds.sent_chunks == 12 - arrived
     assert ds.files == 12 and ds.bytes == 12 * CHUNK
