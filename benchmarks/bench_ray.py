@@ -22,6 +22,7 @@ worker, or its warm Ray driver and rank, ready), as a user's next run does.
 from __future__ import annotations
 
 import argparse
+import os
 import contextlib
 import statistics
 import sys
@@ -40,7 +41,7 @@ from digits import DigitsClassifier, DigitsData  # noqa: E402
 import aiaas  # noqa: E402
 from _backend import print_table  # noqa: E402
 from tests.conftest import Backend  # noqa: E402
-from tests.ray_head import RayHead  # noqa: E402
+from tests.ray_head import RAY_ENV, RayHead  # noqa: E402
 
 
 def _warm_ranks() -> dict[int, str]:
@@ -102,6 +103,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
 
+    os.environ.update(RAY_ENV)  # the backends and their drivers speak to the head as the tests do
     root = Path(tempfile.mkdtemp(prefix="aiaas-bench-ray-"))
     head = RayHead.start_fresh(num_cpus=2)
     # Ray gives a worker that reserves 1 CPU one thread (OMP_NUM_THREADS=1); the local baseline

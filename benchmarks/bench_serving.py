@@ -247,13 +247,13 @@ def main() -> None:
                         mine = points[ours][c]
                         for system in baselines:
                             if system in points:
-                                ratios = [a[0] / b[0] for a, b in zip(mine, points[system][c])]
+                                ratios = [a[0] / b[0] if b[0] else float("inf") for a, b in zip(mine, points[system][c])]
                                 summary.append((f"{name} @ c={c}: {ours} / {system} (median of rounds)",
                                                 f"{statistics.median(ratios):.2f}x  ("
                                                 + ", ".join(f"{v:.2f}" for v in ratios) + ")"))
                         rps, p50, p99, _ = median_point(mine)
                         summary.append((f"{name} @ c={c}: {ours} / in-process ceiling", f"{100 * rps / top:.0f}%"))
-                        summary.append((f"{name} @ c={c}: {ours} p99 / p50", f"{p99 / p50:.1f}"))
+                        summary.append((f"{name} @ c={c}: {ours} p99 / p50", f"{p99 / p50:.1f}" if p50 else "-"))
             client.close()
         finally:
             backend.send_signal(signal.SIGTERM)

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import psutil
 
-# No usage reports, no dashboard: nothing reaches out, and less for 2 cores to run.
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
+# No usage reports, no dashboard: nothing reaches out, and less for 2 cores to run. No token
+# authentication either: once any local Ray has written ~/.ray/auth_token, `ray start` turns it
+# on while drivers without RAY_AUTH_MODE stay off, and no driver could connect.
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0", "RAY_AUTH_MODE": "disabled"}
 
 
 def _free_port() -> int:
