@@ -37,7 +37,11 @@ from typing import Any
 
 import httpx
 import numpy as np
-import torch
+
+# The in-process ceiling runs with the OpenMP policy every server gets (SAME_ENV below); it only
+# takes effect if set before torch loads its OpenMP runtime.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch  # noqa: E402
 from httpx_aiohttp import AiohttpTransport
 
 sys.path.insert(0, str(Path(__file__).parent))
