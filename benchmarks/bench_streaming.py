@@ -153,7 +153,8 @@ def json_rows(ours: list, theirs: list, seconds: float) -> list[tuple[str, str]]
     return [("JSON hooks through aiaas, c=64 (req/s, p50 ms, errors)", f"{a[0]:.0f}, {a[1]:.1f}, {a[2]}"),
             ("JSON hooks through LitServe, c=64 (req/s, p50 ms, errors)", f"{b[0]:.0f}, {b[1]:.1f}, {b[2]}"),
             ("JSON req/s ratio aiaas / LitServe (goal >= 1.2)", f"{a[0] / b[0]:.2f}"),
-            ("JSON req/s ratio per round", ", ".join(f"{x[0][0] / y[0][0]:.2f}" for x, y in zip(ours, theirs))),
+            ("JSON req/s ratio per round (aiaas/LitServe req/s)",
+             ", ".join(f"{x[0][0] / y[0][0]:.2f} ({x[0][0]:.0f}/{y[0][0]:.0f})" for x, y in zip(ours, theirs))),
             ("server CPU ms per request: aiaas (API + replica) / LitServe (all its processes)",
              f"{a[3]:.2f} / {b[3]:.2f}"),
             ("client CPU ms per request: aiaas SDK (dep.apredict) / httpx for LitServe", f"{a[4]:.2f} / {b[4]:.2f}")]
