@@ -1,6 +1,6 @@
 """Streams and JSON hooks: aiaas against in-process generation, and against LitServe.
 
-    python benchmarks/bench_streaming.py [--streams 32] [--tokens 64] [--seconds 4]
+    python benchmarks/bench_streaming.py [--streams 32] [--tokens 64] [--seconds 4] [--parts streams,json]
 
 Needs `pip install -e '.[bench]'` (LitServe) for the JSON row. Everything runs
 on this machine on 127.0.0.1 with one model thread on each side (the replica,
@@ -131,29 +131,33 @@ def tree_cpu_s(pid: int) -> float:
 
 
 def measured(pid: int, load):  # type: ignore[no-untyped-def]
-    """Run ``load()`` (a closed loop): its (req/s, p50 ms, p99 ms, errors) and the server side's CPU s."""
-    before = tree_cpu_s(pid)
+    """Run ``load()`` (a closed loop): its (req/s, p50 ms, p99 ms, errors), the server side's CPU s
+    and this (the client's) process's CPU s: on a shared 2-core machine the client's cost counts too."""
+    before, client = tree_cpu_s(pid), time.process_time()
     result = asyncio.run(load())
-    return result, tree_cpu_s(pid) - before
+    return result, tree_cpu_s(pid) - before, time.process_time() - client
 
 
 def json_rows(ours: list, theirs: list, seconds: float) -> list[tuple[str, str]]:  # type: ignore[type-arg]
-    """Totals over the interleaved rounds: each round is (result, server CPU s)."""
-    def total(rounds: list) -> tuple[float, float, int, float]:  # type: ignore[type-arg]
+    """Totals over the interleaved rounds: each round is (result, server CPU s, client CPU s)."""
+    def total(rounds: list) -> tuple[float, float, int, float, float]:  # type: ignore[type-arg]
         rps = statistics.mean(r[0][0] for r in rounds)
         errors = sum(r[0][3] for r in rounds)
         # CPU over the whole loop (warm-up included) per request measured after it: an upper bound, same for both.
         warm = min(1.0, seconds / 4)
-        cpu_ms = 1000 * sum(r[1] for r in rounds) / sum(r[0][0] * (seconds + warm) for r in rounds)
-        return rps, statistics.median(r[0][1] for r in rounds), errors, cpu_ms
+        served = sum(r[0][0] * (seconds + warm) for r in rounds)
+        cpu_ms, client_ms = 1000 * sum(r[1] for r in rounds) / served, 1000 * sum(r[2] for r in rounds) / served
+        return rps, statistics.median(r[0][1] for r in rounds), errors, cpu_ms, client_ms
 
     a, b = total(ours), total(theirs)
     return [("JSON hooks through aiaas, c=64 (req/s, p50 ms, errors)", f"{a[0]:.0f}, {a[1]:.1f}, {a[2]}"),
             ("JSON hooks through LitServe, c=64 (req/s, p50 ms, errors)", f"{b[0]:.0f}, {b[1]:.1f}, {b[2]}"),
             ("JSON req/s ratio aiaas / LitServe (goal >= 1.2)", f"{a[0] / b[0]:.2f}"),
-            ("JSON req/s ratio per round", ", ".join(f"{x[0][0] / y[0][0]:.2f}" for x, y in zip(ours, theirs))),
+            ("JSON req/s ratio per round (aiaas/LitServe req/s)",
+             ", ".join(f"{x[0][0] / y[0][0]:.2f} ({x[0][0]:.0f}/{y[0][0]:.0f})" for x, y in zip(ours, theirs))),
             ("server CPU ms per request: aiaas (API + replica) / LitServe (all its processes)",
-             f"{a[3]:.2f} / {b[3]:.2f}")]
+             f"{a[3]:.2f} / {b[3]:.2f}"),
+            ("client CPU ms per request: aiaas SDK (dep.apredict) / httpx for LitServe", f"{a[4]:.2f} / {b[4]:.2f}")]
 
 
 def main() -> None:
@@ -163,73 +167,86 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     # The JSON rows alternate aiaas and LitServe: on a shared machine the load drifts within a run.
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--parts", default="streams,json", help="which figures: streams, json or both")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     torch.set_num_threads(1)
     rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         backend, url, key = start_backend(tmp / "backend", {"AIAAS_REPLICA_THREADS": "1"})
-        litserve = None
+        litserve: list[subprocess.Popen[bytes]] = []
         try:
             client = aiaas.Client(url, key)
-            torch.manual_seed(0)
-            run = client.train(CharTransformer(), max_steps=1, accelerator="cpu", name="bench-lm").wait()
-            local = local_copy(CharTransformer, run, tmp)
-            dep = run.deploy("bench-lm", replicas=1, max_queue=4096)
-            list(dep.stream(PROMPT, max_tokens=8))  # warm
-            with torch.inference_mode():
-                list(local.generate(PROMPT, max_tokens=8))
-                here = first_piece_ms(lambda: local.generate(PROMPT, max_tokens=args.tokens), 20)
-            served = first_piece_ms(lambda: dep.stream(PROMPT, max_tokens=args.tokens), 20)
-            rows += [("first piece in-process, c=1 (ms, median)", f"{here:.2f}"),
-                     ("first piece through aiaas, c=1 (ms, median)", f"{served:.2f}"),
-                     ("first piece: aiaas minus in-process (goal < 20 ms)", f"{served - here:.2f}")]
-            base = in_process_rate(local, args.streams, args.tokens)
-            rate = asyncio.run(served_rate(dep, args.streams, args.tokens, 16))
-            rows += [("pieces/s in-process, one stream after another", f"{base:.0f}"),
-                     ("pieces/s through aiaas, c=16", f"{rate:.0f}"),
-                     ("pieces/s ratio aiaas / in-process (goal >= 0.8)", f"{rate / base:.2f}")]
-            stats = dep.stats()
-            rows.append(("dep.stats(): first piece p50 ms / pieces/s", f"{stats.first_piece_p50_ms:.2f} / "
-                                                                   f"{stats.pieces_per_s:.0f}"))
-
-            run = client.train(TextClassifier(), max_steps=1, accelerator="cpu", name="bench-text").wait()
-            weights = run.download_checkpoint(tmp / "text.pt", kind="weights")
-            text_dep = run.deploy("bench-text", replicas=1, max_batch_size=64, max_wait_ms=5)
-
-            async def aiaas_rps() -> tuple[float, float, float, int]:
-                i = 0
-
-                async def call() -> None:
-                    nonlocal i
-                    i += 1
-                    await text_dep.apredict({"text": WORDS[i % len(WORDS)]})
-
-                try:
-                    return await closed_loop(call, 64, args.seconds)
-                finally:
-                    await text_dep.aclose()
-
-            if importlib.util.find_spec("litserve") is None:
-                ours = measured(backend.pid, aiaas_rps)
-                rows += [("JSON hooks through aiaas, c=64 (req/s, p50 ms, errors)",
-                          f"{ours[0][0]:.0f}, {ours[0][1]:.1f}, {ours[0][3]}"),
-                         ("JSON hooks through LitServe", "skipped: pip install -e '.[bench]'")]
-            else:
-                port = free_port()
-                litserve = start_litserve(weights, port)
-                ours, theirs = [], []
-                for _ in range(args.rounds):
-                    ours.append(measured(backend.pid, aiaas_rps))
-                    theirs.append(measured(litserve.pid, lambda: litserve_rps(port, args.seconds)))
-                rows += json_rows(ours, theirs, args.seconds)
+            if "streams" in parts:
+                rows += stream_rows(client, tmp, args)
+            if "json" in parts:
+                rows += json_rows_measured(client, backend, tmp, args, litserve)
         finally:
-            if litserve is not None:
-                os.killpg(litserve.pid, signal.SIGTERM)
-                litserve.wait(timeout=30)
+            for proc in litserve:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
             backend.terminate()
             backend.wait(timeout=30)
     print_table(rows)
+
+
+def stream_rows(client: aiaas.Client, tmp: Path, args: argparse.Namespace) -> list[tuple[str, str]]:
+    torch.manual_seed(0)
+    run = client.train(CharTransformer(), max_steps=1, accelerator="cpu", name="bench-lm").wait()
+    local = local_copy(CharTransformer, run, tmp)
+    dep = run.deploy("bench-lm", replicas=1, max_queue=4096)
+    list(dep.stream(PROMPT, max_tokens=8))  # warm
+    with torch.inference_mode():
+        list(local.generate(PROMPT, max_tokens=8))
+        here = first_piece_ms(lambda: local.generate(PROMPT, max_tokens=args.tokens), 20)
+    served = first_piece_ms(lambda: dep.stream(PROMPT, max_tokens=args.tokens), 20)
+    rows = [("first piece in-process, c=1 (ms, median)", f"{here:.2f}"),
+            ("first piece through aiaas, c=1 (ms, median)", f"{served:.2f}"),
+            ("first piece: aiaas minus in-process (goal < 20 ms)", f"{served - here:.2f}")]
+    base = in_process_rate(local, args.streams, args.tokens)
+    rate = asyncio.run(served_rate(dep, args.streams, args.tokens, 16))
+    rows += [("pieces/s in-process, one stream after another", f"{base:.0f}"),
+             ("pieces/s through aiaas, c=16", f"{rate:.0f}"),
+             ("pieces/s ratio aiaas / in-process (goal >= 0.8)", f"{rate / base:.2f}")]
+    stats = dep.stats()
+    rows.append(("dep.stats(): first piece p50 ms / pieces/s", f"{stats.first_piece_p50_ms:.2f} / "
+                                                           f"{stats.pieces_per_s:.0f}"))
+    return rows
+
+
+def json_rows_measured(client: aiaas.Client, backend: subprocess.Popen[bytes], tmp: Path, args: argparse.Namespace,
+                       started: list[subprocess.Popen[bytes]]) -> list[tuple[str, str]]:
+    """The JSON rows; a LitServe process it starts goes into ``started`` (the caller stops it)."""
+    run = client.train(TextClassifier(), max_steps=1, accelerator="cpu", name="bench-text").wait()
+    weights = run.download_checkpoint(tmp / "text.pt", kind="weights")
+    text_dep = run.deploy("bench-text", replicas=1, max_batch_size=64, max_wait_ms=5)
+
+    async def aiaas_rps() -> tuple[float, float, float, int]:
+        i = 0
+
+        async def call() -> None:
+            nonlocal i
+            i += 1
+            await text_dep.apredict({"text": WORDS[i % len(WORDS)]})
+
+        try:
+            return await closed_loop(call, 64, args.seconds)
+        finally:
+            await text_dep.aclose()
+
+    if importlib.util.find_spec("litserve") is None:
+        ours = measured(backend.pid, aiaas_rps)
+        return [("JSON hooks through aiaas, c=64 (req/s, p50 ms, errors)",
+                 f"{ours[0][0]:.0f}, {ours[0][1]:.1f}, {ours[0][3]}"),
+                ("JSON hooks through LitServe", "skipped: pip install -e '.[bench]'")]
+    port = free_port()
+    started.append(start_litserve(weights, port))
+    ours, theirs = [], []
+    for _ in range(args.rounds):
+        ours.append(measured(backend.pid, aiaas_rps))
+        theirs.append(measured(started[0].pid, lambda: litserve_rps(port, args.seconds)))
+    return json_rows(ours, theirs, args.seconds)
 
 
 if __name__ == "__main__":

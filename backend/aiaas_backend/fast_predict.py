@@ -1,10 +1,11 @@
-"""The hottest request, answered without FastAPI: an authenticated binary predict.
+"""The hottest requests, answered without FastAPI: authenticated predicts.
 
-A binary tensor frame sent to ``POST /v1/deployments/{name}/predict`` with a key the predict
-cache already knows, for a deployment with a ready replica, is answered here: the body goes to
-the deployment's router and the answer's frame straight back. That skips route matching,
-dependency solving and the Request/Response objects, about a third of the API server's CPU
-per predict in a py-spy profile under load. Everything else (JSON bodies, a key not yet cached,
+A binary tensor frame or a JSON body (``application/json``: items for the module's hooks, or
+numbers) sent to ``POST /v1/deployments/{name}/predict`` with a key the predict cache already
+knows, for a deployment with a ready replica, is answered here: the body goes to the
+deployment's router and the answer straight back. That skips route matching, dependency
+solving and the Request/Response objects, about a third of the API server's CPU per predict
+in a py-spy profile under load. Everything else (other content types, a key not yet cached,
 a deployment still starting) goes on to the route in :mod:`.routes.predict`, which answers the
 same way; both paths share its checks, its error answers and its metrics.
 
@@ -22,23 +23,30 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from aiaas_sdk import tensor_codec
 
 from .errors import ApiError
-from .routes.predict import answered_before_leaving, serving_errors
+from .routes.predict import (
+    answered_before_leaving,
+    json_answer,
+    json_work,
+    serving_errors,
+)
 from .serving.inputs import check_inputs
 
 _PREFIX = "/v1/deployments/"
 _SUFFIX = "/predict"
 _BINARY = tensor_codec.CONTENT_TYPE.encode()
-_FRAME_HEADERS = [(b"content-type", _BINARY)]
+_JSON = b"application/json"
+_HEADERS = {True: [(b"content-type", _BINARY)], False: [(b"content-type", _JSON)]}
 
 
-def _bearer_and_binary(scope: Scope) -> tuple[str | None, bool]:
-    token, binary = None, False
+def _bearer_and_binary(scope: Scope) -> tuple[str | None, bool | None]:
+    """The bearer token, and True for a tensor frame, False for JSON, None for anything else."""
+    token, binary = None, None
     for key, value in scope["headers"]:
         if key == b"authorization":
             scheme, _, rest = value.decode("latin-1").partition(" ")
             token = rest.strip() if scheme.lower() == "bearer" else None
         elif key == b"content-type":
-            binary = value.startswith(_BINARY)
+            binary = True if value.startswith(_BINARY) else False if value.startswith(_JSON) else None
     return token or None, binary
 
 
@@ -60,7 +68,7 @@ async def _body(receive: Receive) -> bytes | None:
 
 
 class FastPredict:
-    """ASGI middleware: binary predicts from known keys are answered here, the rest pass on."""
+    """ASGI middleware: binary and JSON predicts from known keys are answered here, the rest pass on."""
 
     def __init__(self, app: ASGIApp, state: Any, route: BaseRoute) -> None:
         self.app = app
@@ -72,11 +80,11 @@ class FastPredict:
         if target is None:
             await self.app(scope, receive, send)
             return
-        name, dep_id, signature, runtime = target
+        name, dep_id, signature, runtime, binary = target
         scope["route"] = self.route
         metrics = self.state.metrics
         try:
-            status = await self._answer(scope, receive, send, dep_id, signature, runtime,
+            status = await self._answer(scope, receive, send, dep_id, signature, runtime, binary,
                                         metrics.latency_observer(name, dep_id))
         except ApiError as exc:
             status = exc.status_code
@@ -86,7 +94,7 @@ class FastPredict:
             raise
         metrics.predict_done(name, dep_id, status)
 
-    def _target(self, scope: Scope) -> tuple[str, str, Any, Any] | None:
+    def _target(self, scope: Scope) -> tuple[str, str, Any, Any, bool] | None:
         path: str = scope["path"]
         if not (path.startswith(_PREFIX) and path.endswith(_SUFFIX)):
             return None
@@ -94,7 +102,7 @@ class FastPredict:
         if not name or "/" in name:
             return None
         token, binary = _bearer_and_binary(scope)
-        if token is None or not binary:
+        if token is None or binary is None:
             return None
         client = scope.get("client")
         cached = self.state.predict_targets.peek((token, name, client[0] if client else None))
@@ -104,29 +112,35 @@ class FastPredict:
         runtime = self.state.serving.runtime(dep_id)
         if runtime is None or not runtime.router.ready_replicas:
             return None  # the route says why (503 with Retry-After)
-        return name, dep_id, signature, runtime
+        return name, dep_id, signature, runtime, binary
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send, dep_id: str, signature: Any,
-                      runtime: Any, observe: Any) -> int:
+                      runtime: Any, binary: bool, observe: Any) -> int:
         body = await _body(receive)
         if body is None:
             return 499
-        try:
-            array = check_inputs(tensor_codec.decode(body), signature)
-        except tensor_codec.CodecError as exc:
-            raise ApiError(400, str(exc), "bad_inputs") from None
-        self.state.monitor.sample(dep_id, array)
+        items = None
+        if binary:
+            try:
+                array = check_inputs(tensor_codec.decode(body), signature)
+            except tensor_codec.CodecError as exc:
+                raise ApiError(400, str(exc), "bad_inputs") from None
+        else:
+            items, array = json_work(body, signature)
+        if array is not None:
+            self.state.monitor.sample(dep_id, array)
         timeout_s = runtime.config.timeout_s
         with serving_errors(timeout_s):
-            future = runtime.router.submit(array, observe)
+            future = runtime.router.submit(array, observe, items)
         if not await answered_before_leaving(future, receive):
             await send({"type": "http.response.start", "status": 499, "headers": []})
             await send({"type": "http.response.body", "body": b""})
             return 499
         with serving_errors(timeout_s):
-            payload = tensor_codec.encode(future.result())
+            output = future.result()
+        payload = tensor_codec.encode(output) if binary else json_answer(output, items)
         await send({"type": "http.response.start", "status": 200,
-                    "headers": [*_FRAME_HEADERS, (b"content-length", str(len(payload)).encode())]})
+                    "headers": [*_HEADERS[binary], (b"content-length", str(len(payload)).encode())]})
         await send({"type": "http.response.body", "body": payload})
         return 200
 

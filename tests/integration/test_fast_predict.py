@@ -71,6 +71,43 @@ def test_route_and_shortcut_answer_alike(backend, regressor, case):
                                                                     "bad_inputs"}
 
 
+ROW = [0.5] * 8
+JSON_BODIES = {
+    "items": {"items": [ROW, ROW]},
+    "an item the model refuses": {"items": [ROW, [1.0, 2.0]]},
+    "items not a list": {"items": {"a": ROW}},
+    "empty items": {"items": []},
+    "numbers": {"inputs": [ROW, ROW, ROW]},
+    "numbers of the wrong shape": {"inputs": [[1.0, 2.0]]},
+    "neither": {"rows": [ROW]},
+    "not JSON": b"{not json",
+}
+
+
+@pytest.mark.parametrize("case", sorted(JSON_BODIES))
+def test_json_route_and_shortcut_answer_alike(backend, regressor, case):
+    """JSON bodies take the shortcut too (items through the hooks, numbers): the same answers."""
+    body = JSON_BODIES[case]
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+
+    def post(key: str, content: bytes) -> httpx.Response:
+        return httpx.post(f"{backend.url}/v1/deployments/fast/predict", content=content, timeout=30,
+                          headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+
+    cold = post(regressor.create_key(), content)
+    warm_key = regressor.create_key()
+    post(warm_key, json.dumps(JSON_BODIES["items"]).encode()).raise_for_status()
+    warm = post(warm_key, content)
+    _same(cold, warm)
+    assert warm.headers["content-length"] == str(len(warm.content))
+    if case in ("items", "numbers"):
+        assert warm.status_code == 200 and len(warm.json()["outputs"]) == len(body["items" if case == "items" else "inputs"])
+    else:
+        assert warm.status_code == 400, warm.text
+        if case == "an item the model refuses":
+            assert warm.json()["code"] == "bad_items" and "item 1" in warm.json()["detail"]
+
+
 def test_shortcut_keeps_timeouts_backpressure_and_dropping_work(backend, client):
     run = client.train(SlowPredictor(predict_sleep=0.3), max_epochs=1, name="fast-slow").wait()
     dep = run.deploy("fast-slow", replicas=1, max_batch_size=1, max_wait_ms=0, max_queue=2, timeout_s=0.5)

@@ -122,3 +122,24 @@ def test_compile_traces_a_class_shipped_by_value(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", COMPILE_IT, str(tmp_path / "model.pkl")], cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and "compiled" in done.stdout, done.stderr[-3000:]
+
+
+# Importing inductor runs torch's own torch.utils.mkldnn, which uses torch.jit.script_method.
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_compiled_model_serves_every_batch_size_without_compiling_again(tmp_path: Path) -> None:
+    """A replica decodes each batch into a fresh tensor; graphs warmed up on slices of the sample
+    rows were guarded on the slice's base and compiled again on the first request."""
+    from aiaas_backend.serving.optimize import warm_up
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    rows = torch.randn(64, 8)
+    compiled = apply(model, "compile", rows[:2], tmp_path, 1, export=True)
+    warm_up(compiled, rows)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for x in (torch.randn(1, 8), torch.randn(3, 8), torch.randn(64, 8), rows[5:22], rows[7:8]):
+            with torch.inference_mode():  # as the replica runs its model, on tensors made outside
+                assert torch.allclose(compiled(x), model(x), atol=1e-5)
+        with torch.inference_mode():  # a collate or decode_request that ran under inference mode
+            x = torch.randn(5, 8)
+            assert torch.allclose(compiled(x), model(x), atol=1e-5)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive
@@ -129,27 +130,44 @@ _BAD_BODY = ('send JSON {"inputs": [[...], ...]} (numbers), {"items": [...]} (JS
              'decode_request) or a binary tensor frame')
 
 
+def json_work(body: bytes, signature: dict | None) -> tuple[list[Any] | None, np.ndarray | None]:  # type: ignore[type-arg]
+    """A JSON predict body as (items, None) for ``{"items": [...]}`` (values for the module's
+    hooks) or (None, rows) for ``{"inputs": [[...], ...]}`` (numbers, checked against the
+    run's input signature); a 400 naming the fix otherwise. The route and the shortcut share it."""
+    try:
+        parsed = json.loads(body)
+        items = parsed.get("items")
+        inputs = parsed["inputs"] if items is None else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ApiError(400, _BAD_BODY, "bad_body") from None
+    if items is not None:
+        if not isinstance(items, list) or not items:
+            raise ApiError(400, '"items" must be a non-empty JSON list, one value per item', "bad_body")
+        return items, None
+    try:
+        return None, check_json_inputs(tensor_codec.from_json(inputs), signature)
+    except tensor_codec.CodecError as exc:
+        raise ApiError(400, str(exc), "bad_inputs") from None
+
+
+def json_answer(output: Any, items: list[Any] | None) -> bytes:
+    """The JSON reply: the hooks' values for items, the output rows as lists for numbers."""
+    return json.dumps({"outputs": output if items is not None else output.tolist()}).encode()
+
+
 async def _answer(request: Request, name: str, dep_id: str, signature: dict | None,  # type: ignore[type-arg]
                   observe: Callable[[float], None] | None) -> Response:
     runtime = runtime_or_503(request, name, dep_id)
     body = await request.body()
     binary = request.headers.get("content-type", "").startswith(tensor_codec.CONTENT_TYPE)
     items = None
-    try:
-        if binary:
+    if binary:
+        try:
             array = check_inputs(tensor_codec.decode(body), signature)
-        else:
-            try:
-                parsed = json.loads(body)
-                items = parsed.get("items")
-                inputs = parsed["inputs"] if items is None else None
-            except (ValueError, KeyError, TypeError, AttributeError):
-                raise ApiError(400, _BAD_BODY, "bad_body") from None
-            if items is not None and (not isinstance(items, list) or not items):
-                raise ApiError(400, '"items" must be a non-empty JSON list, one value per item', "bad_body")
-            array = None if items is not None else check_json_inputs(tensor_codec.from_json(inputs), signature)
-    except tensor_codec.CodecError as exc:
-        raise ApiError(400, str(exc), "bad_inputs") from None
+        except tensor_codec.CodecError as exc:
+            raise ApiError(400, str(exc), "bad_inputs") from None
+    else:
+        items, array = json_work(body, signature)
     if array is not None:
         request.app.state.monitor.sample(dep_id, array)  # drift: one row in N, a counter for most requests
     with serving_errors(runtime.config.timeout_s):
@@ -160,10 +178,8 @@ async def _answer(request: Request, name: str, dep_id: str, signature: dict | No
         output = future.result()
     if binary:
         return Response(tensor_codec.encode(output), media_type=tensor_codec.CONTENT_TYPE)
-    if items is not None:
-        return Response(json.dumps({"outputs": output}), media_type="application/json")
-    return Response(json.dumps({"outputs": output.tolist()}), media_type="application/json")
+    return Response(json_answer(output, items), media_type="application/json")
 
 
-__all__ = ["answered_before_leaving", "disconnected", "predict_target", "router", "runtime_or_503", "serving_errors",
-           "target_lookup"]
+__all__ = ["answered_before_leaving", "disconnected", "json_answer", "json_work", "predict_target", "router",
+           "runtime_or_503", "serving_errors", "target_lookup"]

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -79,6 +79,37 @@ class Served(nn.Module):
             return super().__getattr__(name)
         except AttributeError:
             return getattr(super().__getattr__("module"), name)
+
+
+class CompiledPredict(nn.Module):
+    """``torch.compile`` of :class:`Predict` that only ever sees tensors owning their storage.
+
+    Dynamo guards an input that is a view on its base tensor: graphs compiled on slices
+    (``rows[:1]``, as the warm-up and the measurement pass) failed their guards on the fresh
+    tensor of the same shape that the replica decodes every batch into, and the first request
+    compiled again (tens of seconds on a busy machine: a compiled deployment that answered
+    almost nothing). Dynamo also guards on inference-mode tensors being so. A view, or a tensor
+    made under inference mode, is copied into a plain tensor first, so every caller hits the same
+    two graphs: batch size 1 (dynamo specialises sizes 0 and 1) and the dynamic one for the rest.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        # dynamic=True: one graph for every batch size the router forms, not one per size.
+        self.compiled = torch.compile(Predict(model).eval(), dynamic=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(x, torch.Tensor) and (x._base is not None or x.is_inference()):
+            with torch.inference_mode(False):
+                x = x.clone()
+        return self.compiled(x)
+
+
+def warm_up(module: nn.Module, rows: torch.Tensor) -> None:
+    """Run the shapes a replica serves once, so that compile's graphs exist before "ready":
+    one row, and two (standing for every batch size above one)."""
+    _run(module, rows[:1].clone())
+    _run(module, rows[:2].clone())
 
 
 class OnnxPredict(nn.Module):
@@ -169,8 +200,7 @@ def apply(model: nn.Module, method: str, example: torch.Tensor, folder: Path, th
             # The kernels the measuring process compiled: a replica starts without compiling again.
             torch.compiler.load_cache_artifacts(cache.read_bytes())
         _modules_for_dynamo(model)
-        # dynamic=True: one graph for every batch size the router forms, not one per size.
-        return torch.compile(Predict(model).eval(), dynamic=True)  # type: ignore[return-value]
+        return CompiledPredict(model).eval()
     if method == "onnx":
         path = folder / ONNX_FILE
         if export:
@@ -251,7 +281,8 @@ def measure(base: nn.Module, optimised: nn.Module, rows: torch.Tensor, batch_row
     """Largest absolute output difference over ``rows`` (in batches of ``batch_rows``, and one
     single row) and the speed-up at ``batch_rows`` (median time, unoptimised / optimised)."""
     deviation = 0.0
-    chunks = [rows[:1], *rows.split(batch_rows)]
+    # Fresh tensors, not views: what a replica passes (see CompiledPredict), and no copy timed.
+    chunks = [rows[:1].clone(), *(chunk.clone() for chunk in rows.split(batch_rows))]
     for chunk in chunks:
         want, got = _run(base, chunk), _run(optimised, chunk)
         if tuple(want.shape) != tuple(got.shape):
@@ -259,7 +290,7 @@ def measure(base: nn.Module, optimised: nn.Module, rows: torch.Tensor, batch_row
                                 f"{tuple(want.shape)}")
         diff = (got.double() - want.double()).abs()
         deviation = max(deviation, float(diff.max()) if diff.numel() else 0.0)
-    x = rows[:batch_rows]
+    x = rows[:batch_rows].clone()
     base_ms, opt_ms = _median_ms([base, optimised], x, budget_s)
     return {"max_abs_deviation": deviation, "baseline_ms": base_ms, "optimized_ms": opt_ms,
             "speedup": base_ms / opt_ms if opt_ms > 0 else float("inf"), "batch_rows": float(x.shape[0])}
@@ -271,8 +302,7 @@ def for_serving(model: nn.Module, method: str, folder: Path, threads: int = 0) -
     signature = json.loads((folder / REPORT).read_text()).get("signature")
     rows, _ = sample_rows(model, signature, 2)
     optimised = apply(model.cpu().eval(), method, rows, folder, threads)
-    _run(optimised, rows[:1])
-    _run(optimised, rows)
+    warm_up(optimised, rows)
     module = optimised.model if isinstance(optimised, Predict) else model
     return Served(module, optimised)
 
@@ -313,11 +343,9 @@ def main() -> int:
                                 f"{tuple(rows.shape[1:])}: {one_line(exc)}") from None
         report.update(rows=int(rows.shape[0]), inputs=source, threads=torch.get_num_threads())
         if args.method == "compile":
-            # The shapes a replica warms up with (for_serving): a batch of one is a graph of its
-            # own (dynamo specialises sizes 0 and 1), which the replica would otherwise compile
-            # again at load, minutes on a busy machine.
-            _run(optimised, rows[:1])
-            _run(optimised, rows[:2])
+            # The graphs a replica warms up with (for_serving), into the cache it loads: else the
+            # replica compiles them again at load, minutes on a busy machine.
+            warm_up(optimised, rows)
             saved = torch.compiler.save_cache_artifacts()
             if saved is not None:
                 (args.out / COMPILE_CACHE).write_bytes(saved[0])
