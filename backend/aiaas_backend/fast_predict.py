@@ -23,13 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from aiaas_sdk import tensor_codec
 
 from .errors import ApiError
-from .routes.predict import (
-    answered_before_leaving,
-    json_answer,
-    json_work,
-    serving_errors,
-)
-from .serving.inputs import check_inputs
+from .routes.predict import CALLER_LEFT, json_answer, predict_body
 
 _PREFIX = "/v1/deployments/"
 _SUFFIX = "/predict"
@@ -119,25 +113,11 @@ class FastPredict:
         body = await _body(receive)
         if body is None:
             return 499
-        items = None
-        if binary:
-            try:
-                array = check_inputs(tensor_codec.decode(body), signature)
-            except tensor_codec.CodecError as exc:
-                raise ApiError(400, str(exc), "bad_inputs") from None
-        else:
-            items, array = json_work(body, signature)
-        if array is not None:
-            self.state.monitor.sample(dep_id, array)
-        timeout_s = runtime.config.timeout_s
-        with serving_errors(timeout_s):
-            future = runtime.router.submit(array, observe, items)
-        if not await answered_before_leaving(future, receive):
+        output, items = await predict_body(self.state, dep_id, runtime, signature, body, binary, observe, receive)
+        if output is CALLER_LEFT:
             await send({"type": "http.response.start", "status": 499, "headers": []})
             await send({"type": "http.response.body", "body": b""})
             return 499
-        with serving_errors(timeout_s):
-            output = future.result()
         payload = tensor_codec.encode(output) if binary else json_answer(output, items)
         await send({"type": "http.response.start", "status": 200,
                     "headers": [*_HEADERS[binary], (b"content-length", str(len(payload)).encode())]})

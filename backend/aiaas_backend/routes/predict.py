@@ -155,11 +155,14 @@ def json_answer(output: Any, items: list[Any] | None) -> bytes:
     return json.dumps({"outputs": output if items is not None else output.tolist()}).encode()
 
 
-async def _answer(request: Request, name: str, dep_id: str, signature: dict | None,  # type: ignore[type-arg]
-                  observe: Callable[[float], None] | None) -> Response:
-    runtime = runtime_or_503(request, name, dep_id)
-    body = await request.body()
-    binary = request.headers.get("content-type", "").startswith(tensor_codec.CONTENT_TYPE)
+CALLER_LEFT = object()  # what :func:`predict_body` returns when the caller disconnected first
+
+
+async def predict_body(state: Any, dep_id: str, runtime: Any, signature: dict | None, body: bytes,  # type: ignore[type-arg]
+                       binary: bool, observe: Callable[[float], None] | None, receive: Receive
+                       ) -> tuple[Any, list[Any] | None]:
+    """(the model's output, the JSON items if any) for a predict body; the route and the ASGI
+    shortcut (``fast_predict.py``) both answer through this, so they answer alike."""
     items = None
     if binary:
         try:
@@ -169,17 +172,28 @@ async def _answer(request: Request, name: str, dep_id: str, signature: dict | No
     else:
         items, array = json_work(body, signature)
     if array is not None:
-        request.app.state.monitor.sample(dep_id, array)  # drift: one row in N, a counter for most requests
+        state.monitor.sample(dep_id, array)  # drift: one row in N, a counter for most requests
     with serving_errors(runtime.config.timeout_s):
         future = runtime.router.submit(array, observe, items)
-    if not await answered_before_leaving(future, request.receive):
-        return Response(status_code=499)
+    if not await answered_before_leaving(future, receive):
+        return CALLER_LEFT, items
     with serving_errors(runtime.config.timeout_s):
-        output = future.result()
+        return future.result(), items
+
+
+async def _answer(request: Request, name: str, dep_id: str, signature: dict | None,  # type: ignore[type-arg]
+                  observe: Callable[[float], None] | None) -> Response:
+    runtime = runtime_or_503(request, name, dep_id)
+    body = await request.body()
+    binary = request.headers.get("content-type", "").startswith(tensor_codec.CONTENT_TYPE)
+    output, items = await predict_body(request.app.state, dep_id, runtime, signature, body, binary, observe,
+                                       request.receive)
+    if output is CALLER_LEFT:
+        return Response(status_code=499)
     if binary:
         return Response(tensor_codec.encode(output), media_type=tensor_codec.CONTENT_TYPE)
     return Response(json_answer(output, items), media_type="application/json")
 
 
-__all__ = ["answered_before_leaving", "disconnected", "json_answer", "json_work", "predict_target", "router",
+__all__ = ["CALLER_LEFT", "answered_before_leaving", "disconnected", "json_answer", "json_work", "predict_body", "predict_target", "router",
            "runtime_or_503", "serving_errors", "target_lookup"]
