@@ -177,19 +177,11 @@ class Router:
         self.stats.requests += 1
         return future
 
-    async def predict_items(self, values: list[Any], observe: Callable[[float], None] | None = None) -> list[Any]:
-        """The module's JSON answers for JSON ``values``, through its hooks (:mod:`.hooks`)."""
-        return await self.predict(None, observe, values)  # type: ignore[no-any-return]
-
-    async def predict(self, array: np.ndarray | None, observe: Callable[[float], None] | None = None,
-                      values: list[Any] | None = None) -> Any:
-        """The model's answer for ``array``; ``observe`` gets the latency in seconds (for metrics)."""
-        return await self.submit(array, observe, values)
-
     def submit(self, array: np.ndarray | None, observe: Callable[[float], None] | None = None,
                values: list[Any] | None = None) -> asyncio.Future[Any]:
-        """Queue a request; its future fails with ``TimeoutError`` after ``timeout_s``, and cancelling
-        it (the caller left) drops the work unless a replica already has it.
+        """Queue a request (tensor rows, or JSON ``values`` for the module's hooks); its future holds
+        the answer, fails with ``TimeoutError`` after ``timeout_s``, and cancelling it (the caller
+        left) drops the work unless a replica already has it. ``observe`` gets the latency in seconds.
 
         One timer and one callback per request, no task: this is every predict's path."""
         start = time.perf_counter()
