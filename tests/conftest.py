@@ -204,12 +204,37 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[RayHead]:
-    """A Ray cluster of this machine alone, started once for the session and stopped after it."""
+def ray_cluster(request: pytest.FixtureRequest) -> Iterator[RayHead]:
+    """A Ray cluster of this machine alone, started once for the session and stopped after
+    the last test that needs it (see ``pytest_runtest_teardown``), or else at the end."""
     # A loaded 2-core machine can make Ray's own start-up time out: a fresh cluster, up to three times.
     head = RayHead.start_fresh(num_cpus=4, attempts=3)
+    request.config.stash[_RAY_HEAD] = head
     yield head
     head.stop()
+
+
+_RAY_HEAD = pytest.StashKey[RayHead]()
+_LAST_RAY_TEST = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    ray_tests = [item.nodeid for item in session.items if _group(item.nodeid) == "ray"]
+    if ray_tests:
+        session.config.stash[_LAST_RAY_TEST] = ray_tests[-1]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    # The Ray group runs first; an idle cluster (its GCS, raylet and warm workers) would
+    # otherwise take CPU from every later test, and stop only when the session ends.
+    result = yield
+    if item.nodeid == item.config.stash.get(_LAST_RAY_TEST, None):
+        head = item.config.stash.get(_RAY_HEAD, None)
+        if head is not None:
+            head.stop()
+    return result
 
 
 @pytest.fixture(scope="module", params=["local", "ray"])

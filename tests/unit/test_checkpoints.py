@@ -73,3 +73,19 @@ def test_by_time_the_first_epoch_end_is_due_then_the_interval():
     schedule.taken()
     assert not schedule.due_at_epoch_end(1)
     assert not schedule.due_in_epoch()  # not before every_s has passed since the start
+
+
+def test_a_checkpoint_replaces_the_last_only_after_the_events_before_it_are_sent(tmp_path):
+    """A worker killed right after a checkpoint resumes from it: the metrics of the steps it
+    covers must already be on the server (the reporter's flush runs first), or they are lost."""
+    trainer = _fitted()
+    path = tmp_path / "resume" / "last.ckpt"
+    path.parent.mkdir()
+    path.write_bytes(b"the previous checkpoint")
+    seen: list[bytes] = []
+    writer = CheckpointWriter(before_publish=lambda: seen.append(path.read_bytes()),
+                              after_write=lambda p: seen.append(b"sent"))
+    writer.save(trainer, path)
+    writer.wait()
+    assert seen == [b"the previous checkpoint", b"sent"]
+    assert torch.load(path, weights_only=False)["epoch"] == trainer.current_epoch

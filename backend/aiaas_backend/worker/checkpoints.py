@@ -32,10 +32,17 @@ def snapshot(trainer: Any) -> dict[str, Any]:
 
 class CheckpointWriter:
     """One checkpoint write in flight at a time, in a background thread. ``after_write`` (a Ray
-    worker's send to the API) runs in that thread too, once the file is whole."""
+    worker's send to the API) runs in that thread too, once the file is whole.
 
-    def __init__(self, after_write: Callable[[Path], object] | None = None) -> None:
+    ``before_publish`` (the reporter's flush) runs after the file is written and before it
+    replaces the previous one: a worker killed after that resumes from this checkpoint, and
+    the metrics of the steps before it must already be on the server, or a resumed run's
+    chart keeps a gap where the killed worker's unsent points were."""
+
+    def __init__(self, after_write: Callable[[Path], object] | None = None,
+                 before_publish: Callable[[], object] | None = None) -> None:
         self._after_write = after_write
+        self._before_publish = before_publish
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         #: seconds the training thread spent on checkpoints (waiting and copying), for the log
@@ -53,6 +60,8 @@ class CheckpointWriter:
             try:
                 with atomic(path) as tmp:
                     io.save_checkpoint(checkpoint, tmp)
+                    if self._before_publish is not None:
+                        self._before_publish()
                 if self._after_write is not None:
                     self._after_write(path)
                 self.written += 1

@@ -95,7 +95,7 @@ def make_callback(pl: ModuleType, reporter: Reporter, last_ckpt: Path | None, ev
         def __init__(self) -> None:
             self.stopped_by = None
             self.schedule = Schedule(every_s, every_n_epochs, epoch_end_s=min(every_s, 10.0))
-            self.writer = CheckpointWriter(after_write)
+            self.writer = CheckpointWriter(after_write, before_publish=reporter.flush)
             self._last_progress = float("-inf")
             self._total: int | None = None
             self.input_signature: dict[str, Any] | None = None
