@@ -20,7 +20,15 @@ from aiaas_sdk.wire_datasets import DatasetManifest, DatasetPublic
 
 from . import chunk_packs
 from .errors import ApiError
-from .models import Dataset, DatasetChunk, DatasetUpload, DatasetVersion, PackedChunk, Run, User
+from .models import (
+    Dataset,
+    DatasetChunk,
+    DatasetUpload,
+    DatasetVersion,
+    PackedChunk,
+    Run,
+    User,
+)
 from .store import Store, blob_key
 
 
