@@ -18,8 +18,17 @@ from sqlalchemy.orm import Session, defer
 from aiaas_sdk.wire import RunStatus
 from aiaas_sdk.wire_datasets import DatasetManifest, DatasetPublic
 
+from . import chunk_packs
 from .errors import ApiError
-from .models import Dataset, DatasetChunk, DatasetUpload, DatasetVersion, Run, User
+from .models import (
+    Dataset,
+    DatasetChunk,
+    DatasetUpload,
+    DatasetVersion,
+    PackedChunk,
+    Run,
+    User,
+)
 from .store import Store, blob_key
 
 
@@ -126,13 +135,27 @@ def recover_chunks(session: Session, store: Store) -> int:
         return 0
     rows = session.execute(select(DatasetChunk.user_id, DatasetChunk.digest, DatasetChunk.size)
                            .where(DatasetChunk.created_at > since)).all()
-    lost = set(store.lost({blob_key(digest): size for _user, digest, size in rows}))
-    gone = [(user_id, digest) for user_id, digest, _size in rows if blob_key(digest) in lost]
+    where = chunk_packs.locations(session, (digest for _user, digest, _size in rows))
+    # A pack is checked as a whole: it must reach the end of its last chunk. Every row naming a
+    # pack written after the sync is among these (its rows were created after the pack).
+    wanted: dict[str, int] = {}
+    for _user, digest, size in rows:
+        if digest in where:
+            pack, offset, packed_size = where[digest]
+            wanted[pack] = max(wanted.get(pack, 0), offset + packed_size)
+        else:
+            wanted[blob_key(digest)] = size
+    lost = set(store.lost(wanted))
+    gone = [(user_id, digest) for user_id, digest, _size in rows
+            if (where[digest][0] if digest in where else blob_key(digest)) in lost]
     for user_id, digest in gone:
         session.execute(delete(DatasetChunk).where(DatasetChunk.user_id == user_id, DatasetChunk.digest == digest))
+    lost_packs = [key for key in lost if key in {w[0] for w in where.values()}]
+    for i in range(0, len(lost_packs), 500):
+        session.execute(delete(PackedChunk).where(PackedChunk.pack.in_(lost_packs[i:i + 500])))
     session.commit()
-    # A short blob goes too, or the next upload's copy would find it there and keep it. Every row
-    # naming it was among those checked: a blob written before the sync was synced whole.
+    # A short blob or pack goes too, or the next upload's copy would find it there and keep it.
+    # Every row naming it was among those checked: what was written before the sync was synced whole.
     for key in lost:
         store.delete(key)
     if rows:
@@ -246,7 +269,10 @@ def delete_versions(session: Session, store: Store, user: User, dataset: Dataset
     session.flush()
     orphans = [d for d in gone if not session.scalar(select(func.count()).select_from(DatasetChunk)
                                                      .where(DatasetChunk.digest == d))]
+    packed = chunk_packs.forget(session, orphans)
     session.commit()
-    # After the commit: a blob is removed only once no row names it.
+    # After the commit: a blob or pack is removed only once no row names it.
     for digest in orphans:
-        store.delete(blob_key(digest))
+        if digest not in packed:
+            store.delete(blob_key(digest))
+    chunk_packs.drop_empty(session, store, set(packed.values()))

@@ -252,6 +252,18 @@ class DatasetChunk(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class PackedChunk(Base):
+    """Where a small chunk's bytes are: ``size`` bytes from ``offset`` of the pack object ``pack``
+    (small chunks are stored many to an object, not one each; larger ones as blobs of their own).
+    One row per digest, whoever sent it: who may use it is :class:`DatasetChunk`'s business."""
+
+    __tablename__ = "dataset_packed_chunks"
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    pack: Mapped[str] = mapped_column(String(64), index=True)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    size: Mapped[int] = mapped_column(BigInteger)
+
+
 class DatasetUpload(Base):
     """An upload in progress: the manifest to commit once every chunk is here."""
 

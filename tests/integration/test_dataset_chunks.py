@@ -31,6 +31,7 @@ def check_chunk_intake(url: str, key: str) -> None:
     resp = httpx.post(f"{url}/v1/datasets/chunks", headers=auth,
                       content=_frame([good, bad], [hashlib.sha256(good).hexdigest(), "0" * 64]))
     assert resp.status_code == 400 and resp.json()["code"] == "chunk_hash_mismatch"
+    assert "0" * 64 in resp.json()["detail"]  # names the chunk
     assert used() == before  # the good chunk of a refused batch is not recorded either
     resp = httpx.post(f"{url}/v1/datasets/chunks", headers=auth, content=_frame([good])[:-10])
     assert resp.status_code == 400 and resp.json()["code"] == "bad_batch"
@@ -57,23 +58,55 @@ def test_chunks_a_power_cut_took_are_forgotten_at_start_and_sent_again(make_back
     store = backend.data_dir / "store"
     synced = (store / ".synced").read_text()  # the commit's sync left its time
 
-    # Chunks sent after that sync (an upload interrupted before its commit), then a power cut:
-    # one blob lost, one cut short, one intact.
+    # Chunks sent after that sync (an upload interrupted before its commit), then a power cut.
+    # Small ones go into a pack per request (one each here): one pack lost, one cut short, one
+    # intact; a full 4 MiB chunk is a blob of its own: lost.
     chunks = {name: os.urandom(5000) for name in ("lost", "short", "intact")}
+    chunks["big"] = os.urandom(4 * 1024 * 1024)
     digests = {name: hashlib.sha256(data).hexdigest() for name, data in chunks.items()}
-    resp = httpx.post(f"{backend.url}/v1/datasets/chunks", headers={"Authorization": f"Bearer {backend.key}"},
-                      content=_frame(list(chunks.values())))
-    assert resp.json()["stored"] == 3
+    auth = {"Authorization": f"Bearer {backend.key}"}
+    for data in chunks.values():
+        resp = httpx.post(f"{backend.url}/v1/datasets/chunks", headers=auth, content=_frame([data]), timeout=60)
+        assert resp.json()["stored"] == 1
     backend.stop(signal.SIGKILL)
-    (store / "blobs" / digests["lost"][:2] / digests["lost"]).unlink()
-    with open(store / "blobs" / digests["short"][:2] / digests["short"], "r+b") as f:
+    packs = {p.read_bytes(): p for p in (store / "packs").iterdir()}
+    packs[chunks["lost"]].unlink()
+    with open(packs[chunks["short"]], "r+b") as f:
         f.truncate(100)
+    (store / "blobs" / digests["big"][:2] / digests["big"]).unlink()
     backend.start(port=backend.port)
 
     for name, data in chunks.items():
         (folder / f"{name}.bin").write_bytes(data)
     v2 = client.upload("power", folder, progress=False)
-    assert (v2.version, v2.sent_chunks) == (2, 2)  # the lost and the short one travel again
+    assert (v2.version, v2.sent_chunks) == (2, 3)  # the lost, the short and the big one travel again
     assert (store / ".synced").read_text() > synced
-    for name, data in chunks.items():
-        assert (store / "blobs" / digests[name][:2] / digests[name]).read_bytes() == data
+    assert (store / "blobs" / digests["big"][:2] / digests["big"]).read_bytes() == chunks["big"]
+    stored = b"".join(p.read_bytes() for p in (store / "packs").iterdir())
+    for name in ("lost", "short", "intact"):
+        assert stored.count(chunks[name]) == 1  # the short pack went: no second copy of its head
+    assert client.dataset("power").files == 5
+
+
+def test_packs_go_once_no_kept_chunk_is_in_them(make_backend, tmp_path):
+    """Small files share a pack; deleting a version frees its chunks, and a pack goes with its last one."""
+    backend = make_backend(name="packs")
+    client = backend.client()
+    packs = backend.data_dir / "store" / "packs"
+    folder = tmp_path / "data"
+    folder.mkdir()
+    a = os.urandom(3000)
+    (folder / "a.bin").write_bytes(a)
+    (folder / "b.bin").write_bytes(os.urandom(4000))
+    v1 = client.upload("p", folder, progress=False)
+    assert v1.sent_chunks == 2 and len(list(packs.iterdir())) == 1  # both in one pack
+    (folder / "b.bin").unlink()
+    (folder / "c.bin").write_bytes(os.urandom(5000))
+    v2 = client.upload("p", folder, progress=False)
+    assert v2.sent_chunks == 1 and len(list(packs.iterdir())) == 2  # a.bin's chunk is not sent again
+    v1.delete()
+    # b.bin's chunk is forgotten, but its pack stays: it holds a.bin's, which version 2 names.
+    assert len(list(packs.iterdir())) == 2 and any(a in p.read_bytes() for p in packs.iterdir())
+    assert client.datasets()[0].ref == "p:2"
+    v2.delete()
+    assert list(packs.iterdir()) == []

@@ -173,13 +173,19 @@ def test_two_users_are_isolated(backend, pets, tmp_path):
         bob.train(Regressor(), datasets=["pets"], max_epochs=1)
     # Bob sending the same bytes stores his own reference: he must send them (no leak of what Alice has),
     # while the store keeps each blob once.
-    blobs = sorted((backend.data_dir / "store" / "blobs").rglob("*"))
+    stored = _stored(backend)
     mine = bob.upload("pets", pets[0], progress=False)
     assert mine.version == 1 and mine.sent_chunks == 7
-    assert sorted((backend.data_dir / "store" / "blobs").rglob("*")) == blobs
+    assert _stored(backend) == stored
     mine.delete()
     assert backend.client().dataset("pets", version=1).files == 5
-    assert sorted((backend.data_dir / "store" / "blobs").rglob("*")) == blobs  # Alice's bytes stay
+    assert _stored(backend) == stored  # Alice's bytes stay
+
+
+def _stored(backend) -> list[Path]:
+    """The store's blobs and packs (the objects that hold chunks)."""
+    store = backend.data_dir / "store"
+    return sorted(p for sub in ("blobs", "packs") for p in (store / sub).rglob("*") if p.is_file())
 
 
 def test_quota_refuses_an_upload_naming_quota_and_size(make_backend, tmp_path):
@@ -325,13 +331,18 @@ def test_s3_store_round_trip(make_backend, s3_server, tmp_path):
     assert (ds.version, ds.files, ds.sent_chunks) == (1, 5, 6)
     s3 = boto3.client("s3", endpoint_url=s3_server.endpoint, aws_access_key_id=ACCESS_KEY,
                       aws_secret_access_key=SECRET_KEY, region_name="us-east-1")
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="aiaas-datasets", Prefix="team-a/blobs/")["Contents"]]
-    assert len(keys) == 6  # three small files, three chunks of big.bin; the empty file has none
+    def keys(kind: str) -> list[str]:
+        listed = s3.list_objects_v2(Bucket="aiaas-datasets", Prefix=f"team-a/{kind}/")
+        return [o["Key"] for o in listed.get("Contents", [])]
+
+    # big.bin's two full chunks are blobs; the three small files and its short tail, one pack
+    # (they travelled in one request); the empty file has no chunk.
+    assert (len(keys("blobs")), len(keys("packs"))) == (2, 1)
     assert not (backend.data_dir / "store").exists()
     run = client.train(DataReader("pets"), datasets=["pets"], max_epochs=1).wait()
-    assert _run_digests(run)["files"] == _digests(folder)
+    assert _run_digests(run)["files"] == _digests(folder)  # packed chunks read by ranges
     ds.delete()
-    assert s3.list_objects_v2(Bucket="aiaas-datasets", Prefix="team-a/blobs/").get("KeyCount", 0) == 0
+    assert keys("blobs") == keys("packs") == []
 
 
 @pytest.mark.postgres

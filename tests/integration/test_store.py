@@ -53,6 +53,18 @@ def test_streams_large_objects_and_blobs_by_digest(store):
     assert store.get_bytes(blob_key(digest)) == b"content"
 
 
+def test_read_range_reads_part_of_an_object(store):
+    """How a packed chunk is read: a range of its pack."""
+    data = os.urandom(3 * 1024 * 1024 + 11)
+    store.put_bytes("packs/p1", data)
+    assert store.read_range("packs/p1", 0, 10) == data[:10]
+    assert store.read_range("packs/p1", 2 * 1024 * 1024 + 5, 70_000) == data[2 * 1024 * 1024 + 5:][:70_000]
+    assert store.read_range("packs/p1", len(data) - 4, 100) == data[-4:]  # past the end: what there is
+    assert store.read_range("packs/p1", 5, 0) == b""
+    with pytest.raises(KeyError):
+        store.read_range("packs/missing", 0, 10)
+
+
 def test_refuses_keys_that_escape(store):
     for key in ("../x", "/abs", "a/../../b", "a//b", ""):
         with pytest.raises(ValueError):

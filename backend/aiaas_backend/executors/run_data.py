@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,11 +27,12 @@ from sqlalchemy.orm import Session
 
 from aiaas_sdk.wire_datasets import DatasetManifest
 
+from .. import chunk_packs
 from ..config import Settings
-from ..datasets import run_versions
+from ..datasets import chunk_digests, run_versions
 from ..models import Run
 from ..sandbox.base import SERVER_OWNED
-from ..store import Store, blob_key
+from ..store import Store
 from ..worker.node_cache import NodeCache
 
 
@@ -63,9 +65,6 @@ class RunData:
         self._store = store
         self._copy = copy
 
-    def _fetch(self, digest: str) -> Iterator[bytes]:
-        return self._store.iter_bytes(blob_key(digest))
-
     def release(self, run_dir: Path) -> None:
         """Take a finished run's datasets out of its folder (the run's own files stay)."""
         folder = run_dir / SERVER_OWNED
@@ -87,11 +86,25 @@ class RunData:
             return {}
         folder.mkdir(parents=True)
         cache = NodeCache(self._settings.cache_dir, self._settings.dataset_cache_bytes)
+        # Where the packed chunks are, in one query at the first fetch (a cached version fetches
+        # nothing and parses no manifest). The node cache fetches from its threads while this
+        # one waits for them, so the session is not used by two threads at once.
+        packed: dict[str, chunk_packs.Location] | None = None
+        lock = threading.Lock()
+
+        def fetch(digest: str) -> Iterator[bytes]:
+            nonlocal packed
+            with lock:
+                if packed is None:
+                    packed = chunk_packs.locations(
+                        session, set().union(*(chunk_digests(v.manifest) for _d, v in versions)))
+            return chunk_packs.read(self._store, digest, packed.get(digest))
+
         placed: dict[str, Path] = {}
         try:
             for dataset, version in versions:
                 source = cache.version(version.digest,
-                                       lambda v=version: DatasetManifest.model_validate(v.manifest), self._fetch)
+                                       lambda v=version: DatasetManifest.model_validate(v.manifest), fetch)
                 target = folder / dataset.name
                 _link_tree(source, target, self._copy)
                 placed[dataset.name] = placed[f"{dataset.name}:{version.version}"] = target

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from aiaas_sdk.wire_datasets import DatasetManifest, WorkerDataset, WorkerDatasets
 
+from .. import chunk_packs
 from .. import datasets as ds
 from ..deps import SessionDep, SettingsDep, StoreDep
 from ..errors import ApiError
@@ -36,7 +37,7 @@ def run_datasets(run: WorkerRun, session: SessionDep, settings: SettingsDep) -> 
 
 @router.get("/{run_id}/chunks/{digest}", response_model=None)
 def run_chunk(digest: str, run: WorkerRun, session: SessionDep, store: StoreDep, request: Request
-              ) -> FileResponse | StreamingResponse:
+              ) -> Response:
     if not is_digest(digest):
         raise ApiError(400, f"{digest!r} is not a SHA-256 hex digest", "bad_digest")
     # Cached on the app per run: a run asks for thousands of chunks, its manifests do not change.
@@ -49,6 +50,13 @@ def run_chunk(digest: str, run: WorkerRun, session: SessionDep, store: StoreDep,
         cache[run.id] = allowed
     if digest not in allowed:
         raise ApiError(404, f"chunk {digest} is not in a dataset this run reads", "chunk_not_found")
+    where = chunk_packs.locations(session, [digest]).get(digest)
+    if where is not None:  # a small chunk, inside a pack: read whole (under PACK_BELOW bytes)
+        try:
+            data = b"".join(chunk_packs.read(store, digest, where))
+        except KeyError:
+            raise ApiError(404, f"chunk {digest} is missing from the store ({store.url})", "chunk_not_found") from None
+        return Response(data, media_type="application/octet-stream")
     key = blob_key(digest)
     if isinstance(store, FileStore):
         path = store.local_path(key)

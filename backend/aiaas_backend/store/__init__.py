@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Store, blob_key, is_digest
+from .base import Store, blob_key, is_digest, pack_key
 from .fs import FileStore
 
 if TYPE_CHECKING:
     from ..config import Settings
 
-__all__ = ["FileStore", "Store", "blob_key", "is_digest", "open_store"]
+__all__ = ["FileStore", "Store", "blob_key", "is_digest", "open_store", "pack_key"]
 
 
 def open_store(settings: Settings) -> Store:

@@ -46,6 +46,12 @@ def blob_key(digest: str) -> str:
     return f"blobs/{digest[:2]}/{digest}"
 
 
+def pack_key() -> str:
+    """A fresh name for a pack: one object holding many small blobs back to back, written
+    once and never appended to (see :mod:`aiaas_backend.chunk_packs`)."""
+    return f"packs/{uuid.uuid4().hex}"
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -90,8 +96,8 @@ class Store(ABC):
         return None
 
     def lost(self, sizes: dict[str, int]) -> list[str]:
-        """The keys of ``sizes`` whose object is missing or of another size (what a power cut
-        can leave of a write that was not synced). None lost by default."""
+        """The keys of ``sizes`` whose object is missing or shorter than its size there (what a
+        power cut can leave of a write that was not synced). None lost by default."""
         return []
 
     # -- conveniences built on the five above --------------------------------
@@ -120,6 +126,17 @@ class Store(ABC):
         finally:
             tmp.unlink(missing_ok=True)
         return size
+
+    def read_range(self, key: str, offset: int, size: int) -> bytes:
+        """``size`` bytes of the object at ``key`` from ``offset`` (fewer if it ends first);
+        :class:`KeyError` if there is none. For small ranges: they are returned whole."""
+        with self.open(key) as stream:
+            while offset > 0:  # streams need not seek: read past the start
+                skipped = stream.read(min(offset, STREAM_BLOCK))
+                if not skipped:
+                    return b""
+                offset -= len(skipped)
+            return stream.read(size)
 
     def get_bytes(self, key: str) -> bytes:
         with self.open(key) as stream:

@@ -112,7 +112,7 @@ class FileStore(Store):
         gone = []
         for key, size in sizes.items():
             try:
-                if os.stat(self._path(key)).st_size != size:
+                if os.stat(self._path(key)).st_size < size:
                     gone.append(key)
             except FileNotFoundError:
                 gone.append(key)
@@ -126,6 +126,16 @@ class FileStore(Store):
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def read_range(self, key: str, offset: int, size: int) -> bytes:
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            raise KeyError(key) from None
+        try:
+            return os.pread(fd, size, offset)
+        finally:
+            os.close(fd)
 
     def list(self, prefix: str = "") -> Iterator[str]:
         for dirpath, _dirs, files in os.walk(self.root):

@@ -68,6 +68,17 @@ class S3Store(Store):
         except self._client.exceptions.NoSuchKey:
             raise KeyError(key) from None
 
+    def read_range(self, key: str, offset: int, size: int) -> bytes:
+        if size <= 0:
+            return b""
+        try:
+            body = self._client.get_object(Bucket=self.bucket, Key=self._key(key),
+                                           Range=f"bytes={offset}-{offset + size - 1}")["Body"]
+        except self._client.exceptions.NoSuchKey:
+            raise KeyError(key) from None
+        with body:
+            return body.read()
+
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 
