@@ -44,6 +44,8 @@ def server(
     ssl_certfile: Annotated[Path | None, typer.Option(help="serve HTTPS with this PEM certificate (chain); needs "
                                                       "--ssl-keyfile")] = None,
     ssl_keyfile: Annotated[Path | None, typer.Option(help="the certificate's PEM private key")] = None,
+    workers: Annotated[int | None, typer.Option(help="API server processes sharing the port: predicts use "
+                                                "every one, the rest goes to the first [default: 1]")] = None,
 ) -> None:
     """Run the aiaas backend (API server + executor)."""
     from .sandbox import SandboxUnavailable
@@ -51,7 +53,8 @@ def server(
 
     try:
         serve(_settings(host=host, port=port, data_dir=data_dir, executor=executor, slots=slots,
-                        ray_address=ray_address, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile))
+                        ray_address=ray_address, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+                        server_workers=workers))
     except SandboxUnavailable as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

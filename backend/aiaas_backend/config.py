@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
     executor: Literal["local", "ray"] = "local"
+    # API server processes sharing the port (SO_REUSEPORT): the primary and N-1 fronts that
+    # answer predicts up to the queue and proxy the rest (docs/serving.md#several-server-processes).
+    server_workers: int = Field(default=1, ge=1, le=64)
     # The Ray cluster to use with executor "ray": "auto", "HOST:PORT" of its head, or "ray://HOST:10001".
     ray_address: str | None = None
     # Ray Train restarts a failed worker group from its last checkpoint up to this many times.

@@ -125,8 +125,8 @@ class FastPredict:
         return 200
 
 
-async def _send_error(send: Send, exc: ApiError) -> None:
-    """The same body and headers as the app's ApiError handler gives."""
+def error_answer(exc: ApiError) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The body and headers the app's ApiError handler gives for ``exc`` (the fronts send them too)."""
     fields: dict[str, object] = {"detail": exc.detail}
     if exc.code:
         fields["code"] = exc.code
@@ -134,8 +134,13 @@ async def _send_error(send: Send, exc: ApiError) -> None:
     body = json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (exc.headers or {}).items()]
+    return body, headers
+
+
+async def _send_error(send: Send, exc: ApiError) -> None:
+    body, headers = error_answer(exc)
     await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-__all__ = ["FastPredict"]
+__all__ = ["FastPredict", "error_answer"]

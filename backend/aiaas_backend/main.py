@@ -172,9 +172,11 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     predict_route = next(r for r in predict.router.routes if getattr(r, "name", None) == "predict")
     app.add_middleware(FastPredict, state=app.state, route=predict_route)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.state.rate_buckets = None  # the fronts' predicts take their tokens here too (fronts/hub.py)
     if settings.rate_requests_per_s:
         burst = settings.rate_burst or max(1, round(2 * settings.rate_requests_per_s))
-        app.add_middleware(RateLimit, buckets=TokenBuckets(settings.rate_requests_per_s, burst))
+        app.state.rate_buckets = TokenBuckets(settings.rate_requests_per_s, burst)
+        app.add_middleware(RateLimit, buckets=app.state.rate_buckets)
     if settings.metrics:
         app.add_middleware(HttpMetrics, metrics=metrics)
     return app

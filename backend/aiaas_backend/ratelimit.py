@@ -1,9 +1,10 @@
 """Requests per second per API key: a token bucket per key, before anything else runs.
 
-The buckets live in this server process's memory. That is exact for the one API
-process ``aiaas server`` runs; several API processes behind a load balancer would
-each keep their own buckets (the limit becomes N times the setting), and a restart
-refills every bucket. A shared store (Redis) would be the step for that shape.
+The buckets live in this server process's memory. That is exact for ``aiaas server``,
+also with ``--workers N``: its fronts' predicts take their tokens from the primary's
+buckets (fronts/hub.py) and their other requests go through the primary. Several
+separate API servers behind a load balancer would each keep their own buckets (the limit
+becomes N times the setting), and a restart refills every bucket. A shared store (Redis) would be the step for that shape.
 
 The bucket holds ``burst`` tokens and refills at ``rate`` per second; a request takes
 one, or is answered 429 with ``Retry-After`` (seconds until a token is back) and a body
@@ -80,17 +81,21 @@ class RateLimit:
         await self.app(scope, receive, send)
 
     async def _refuse(self, send: Send, wait: float) -> None:
-        rate, burst = self.buckets.rate, self.buckets.burst
-        retry_after = max(1, math.ceil(wait))
-        body = json.dumps({
-            "detail": (f"rate limit: this API key sent more than {rate:g} requests per second (bursts of up to "
-                       f"{burst}); this backend allows that many per key (AIAAS_RATE_REQUESTS_PER_S={rate:g}, "
-                       f"AIAAS_RATE_BURST={burst}). Retry after {retry_after} s, spread the requests out, or ask "
-                       "the backend's operator to raise AIAAS_RATE_REQUESTS_PER_S"),
-            "code": "rate_limited", "limit": "rate_requests_per_s", "value": rate,
-        }).encode()
-        await send({"type": "http.response.start", "status": 429, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"retry-after", str(retry_after).encode()),
-        ]})
+        headers, body = refusal(self.buckets, wait)
+        await send({"type": "http.response.start", "status": 429, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def refusal(buckets: TokenBuckets, wait: float) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The 429's headers and body for a key that must wait ``wait`` seconds (the fronts send it too)."""
+    rate, burst = buckets.rate, buckets.burst
+    retry_after = max(1, math.ceil(wait))
+    body = json.dumps({
+        "detail": (f"rate limit: this API key sent more than {rate:g} requests per second (bursts of up to "
+                   f"{burst}); this backend allows that many per key (AIAAS_RATE_REQUESTS_PER_S={rate:g}, "
+                   f"AIAAS_RATE_BURST={burst}). Retry after {retry_after} s, spread the requests out, or ask "
+                   "the backend's operator to raise AIAAS_RATE_REQUESTS_PER_S"),
+        "code": "rate_limited", "limit": "rate_requests_per_s", "value": rate,
+    }).encode()
+    return [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(retry_after).encode())], body

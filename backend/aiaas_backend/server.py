@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from aiaas_sdk import config as sdk_config
 
 from .config import LOOPBACK, Settings
+from .fronts import FromFront, Fronts
 from .main import create_app
 from .models import User
 from .security import create_api_key, user_for_key
@@ -93,6 +94,8 @@ def serve(settings: Settings) -> None:
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if settings.server_workers > 1:  # the fronts bind the same port (only then: one server keeps it to itself)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((settings.host, settings.port))
     port = sock.getsockname()[1]
     host = f"[{settings.host}]" if family == socket.AF_INET6 else settings.host
@@ -104,6 +107,10 @@ def serve(settings: Settings) -> None:
         key = _local_key(app.state.sessions, settings.data_dir)
         if key is not None and settings.write_config:
             _share_with_sdk(key, url)
+    fronts = None
+    if settings.server_workers > 1:
+        fronts = Fronts(settings, settings.server_workers)
+        app.add_middleware(FromFront, secret=fronts.secret)
     server = uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=False, timeout_graceful_shutdown=5,
                                            **uvicorn_options(settings)))
 
@@ -119,8 +126,18 @@ def serve(settings: Settings) -> None:
         tmp.write_text(json.dumps({"url": url, "pid": os.getpid(), "data_dir": str(settings.data_dir)}))
         tmp.replace(info)
         log.info("aiaas backend listening on %s (data in %s)", url, settings.data_dir)
+        if fronts is not None:
+            await fronts.start(app.state, port)
+
+    original_shutdown = server.shutdown
+
+    async def shutdown(sockets: list[socket.socket] | None = None) -> None:
+        if fronts is not None:  # first: their requests in flight still need the routers
+            await fronts.stop()
+        await original_shutdown(sockets=sockets)
 
     server.startup = startup  # type: ignore[method-assign]
+    server.shutdown = shutdown  # type: ignore[method-assign]
     try:
         server.run(sockets=[sock, unix])
     finally:

@@ -81,7 +81,12 @@ def target_lookup(state: Any) -> Lookup:
 
 
 def runtime_or_503(request: Request, name: str, dep_id: str) -> Any:
-    runtime = request.app.state.serving.runtime(dep_id)
+    return ready_runtime(request.app.state.serving, name, dep_id)
+
+
+def ready_runtime(serving: Any, name: str, dep_id: str) -> Any:
+    """The deployment's runtime, or a 503 while it has no ready replica (the fronts' path too)."""
+    runtime = serving.runtime(dep_id)
     if runtime is None or runtime.router.ready_replicas == 0:
         raise ApiError(503, f"deployment {name!r} has no ready replica yet; retry shortly", "not_ready",
                        {"Retry-After": "1"})
@@ -195,5 +200,5 @@ async def _answer(request: Request, name: str, dep_id: str, signature: dict | No
     return Response(json_answer(output, items), media_type="application/json")
 
 
-__all__ = ["CALLER_LEFT", "answered_before_leaving", "disconnected", "json_answer", "json_work", "predict_body", "predict_target", "router",
+__all__ = ["CALLER_LEFT", "answered_before_leaving", "disconnected", "json_answer", "json_work", "predict_body", "predict_target", "ready_runtime", "router",
            "runtime_or_503", "serving_errors", "target_lookup"]

@@ -1,0 +1,274 @@
+"""``--workers 2``: a front process shares the port with the primary (backend/aiaas_backend/fronts).
+
+Every test opens fresh connections until both processes have answered (the kernel spreads
+connections over the SO_REUSEPORT sockets; a front's answers carry ``x-aiaas-front``), and
+checks that what the primary owns (batching, the queue bound, stats, rolling updates, the
+rate limit, events) holds for the requests the front took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import threading
+import time
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+import torch
+
+from aiaas_sdk import tensor_codec
+
+from ..conftest import Backend, wait_until
+from .models import Regressor, SlowPredictor
+
+BINARY = {"Content-Type": tensor_codec.CONTENT_TYPE}
+FRONT = "x-aiaas-front"
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    b = Backend(tmp_path_factory.mktemp("workers"), slots=2, env={"AIAAS_SERVER_WORKERS": "2"}).start()
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def client(backend):
+    return backend.client()
+
+
+@pytest.fixture(scope="module")
+def versions(client):
+    torch.manual_seed(0)
+    v1 = client.train(Regressor(), max_epochs=1, name="workers-v1").wait()
+    v2 = client.train(Regressor(lr=0.5), max_epochs=2, name="workers-v2").wait()
+    return v1, v2
+
+
+@pytest.fixture(scope="module")
+def deployment(versions):
+    dep = versions[0].deploy("workers", replicas=1, max_batch_size=32, max_wait_ms=20)
+    yield dep
+    dep.delete()
+
+
+def _fronts(backend) -> list[psutil.Process]:
+    return [p for p in psutil.Process(backend.proc.pid).children()
+            if "aiaas_backend.fronts.front" in " ".join(p.cmdline())]
+
+
+def _wait_for_fronts(backend, count: int) -> None:
+    """Until ``count`` front processes run and one of them answers (it listens once started)."""
+    wait_until(lambda: len(_fronts(backend)) == count, timeout=60, what=f"{count} front processes")
+    wait_until(lambda: FRONT in httpx.get(f"{backend.url}/healthz").headers, timeout=60,
+               what="a front to answer")
+
+
+def _post(backend, key: str, name: str, body: bytes, headers: dict | None = None) -> httpx.Response:
+    """One request on a connection of its own (so the kernel picks a process for it)."""
+    return httpx.post(f"{backend.url}/v1/deployments/{name}/predict", content=body, timeout=30,
+                      headers={**BINARY, "Authorization": f"Bearer {key}", **(headers or {})})
+
+
+def _from_both(send, attempts: int = 200) -> tuple[httpx.Response, httpx.Response]:
+    """An answer from the primary and one from the front to the same request."""
+    seen: dict[bool, httpx.Response] = {}
+    for _ in range(attempts):
+        response = send()
+        seen.setdefault(FRONT in response.headers, response)
+        if len(seen) == 2:
+            return seen[False], seen[True]
+    raise AssertionError(f"only {'the front' if True in seen else 'the primary'} answered in {attempts} connections")
+
+
+async def _blast(backend, key: str, name: str, bodies: list[bytes]) -> list[httpx.Response]:
+    """All at once, one connection each."""
+    async def one(body: bytes) -> httpx.Response:
+        async with httpx.AsyncClient(timeout=60) as http:
+            return await http.post(f"{backend.url}/v1/deployments/{name}/predict", content=body,
+                                   headers={**BINARY, "Authorization": f"Bearer {key}"})
+    return await asyncio.gather(*(one(b) for b in bodies))
+
+
+async def _gets(url: str, key: str, count: int) -> list[httpx.Response]:
+    async def one() -> httpx.Response:
+        async with httpx.AsyncClient(timeout=60) as http:
+            return await http.get(url, headers={"Authorization": f"Bearer {key}"})
+    return await asyncio.gather(*(one() for _ in range(count)))
+
+
+def test_a_front_runs_and_server_json_names_the_primary(backend):
+    info = json.loads((backend.data_dir / "server.json").read_text())
+    assert info["pid"] == backend.proc.pid
+    _wait_for_fronts(backend, 1)
+
+
+def test_both_processes_answer_predicts_alike(backend, deployment):
+    x = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+    primary, front = _from_both(lambda: _post(backend, backend.key, "workers", tensor_codec.encode(x)))
+    assert primary.status_code == front.status_code == 200
+    assert front.headers["content-type"] == tensor_codec.CONTENT_TYPE
+    assert np.array_equal(tensor_codec.decode(primary.content), tensor_codec.decode(front.content))
+    assert int(front.headers[FRONT]) in {p.pid for p in _fronts(backend)}
+    # JSON numbers and items too.
+    for body in ({"inputs": x.tolist()}, {"items": x.tolist()}):
+        primary, front = _from_both(lambda body=body: _post(backend, backend.key, "workers", json.dumps(body).encode(),
+                                                            {"Content-Type": "application/json"}))
+        assert primary.status_code == front.status_code == 200, front.text
+        assert primary.json() == front.json() and primary.content == front.content
+
+
+FRAMES = {
+    "wrong shape": tensor_codec.encode(np.ones((2, 5), dtype=np.float32)),
+    "wrong dtype": tensor_codec.encode(np.ones((2, 8), dtype=np.bool_)),
+    "not a frame": b"\x00garbage",
+    "truncated frame": tensor_codec.encode(np.ones((4, 8), dtype=np.float32))[:-7],
+    "not JSON": b"{not json",
+}
+
+
+@pytest.mark.parametrize("case", sorted(FRAMES))
+def test_a_bad_body_gets_the_same_400_from_either_process(backend, deployment, case):
+    headers = {"Content-Type": "application/json"} if case == "not JSON" else {}
+    primary, front = _from_both(lambda: _post(backend, backend.key, "workers", FRAMES[case], headers))
+    assert primary.status_code == front.status_code == 400
+    assert primary.json() == front.json() and primary.headers["content-type"] == front.headers["content-type"]
+
+
+def test_batches_form_across_processes_and_stats_count_every_request(backend, deployment):
+    before = deployment.stats()
+    x = tensor_codec.encode(np.ones((1, 8), dtype=np.float32))
+    answers = asyncio.run(_blast(backend, backend.key, "workers", [x] * 96))
+    assert all(r.status_code == 200 for r in answers), {r.status_code for r in answers}
+    assert {FRONT in r.headers for r in answers} == {True, False}  # both processes took connections
+    after = deployment.stats()
+    assert after.requests - before.requests == 96
+    new_batches = {size: n - before.batch_sizes.get(size, 0) for size, n in after.batch_sizes.items()}
+    assert any(size > 1 and n > 0 for size, n in new_batches.items()), new_batches
+    assert sum(size * n for size, n in new_batches.items()) == 96
+
+
+def test_backpressure_429_comes_from_the_primary_queue_through_the_front(backend, client):
+    run = client.train(SlowPredictor(predict_sleep=0.2), max_epochs=1, name="workers-slow").wait()
+    dep = run.deploy("workers-slow", replicas=1, max_batch_size=1, max_wait_ms=0, max_queue=2)
+    try:
+        one = tensor_codec.encode(np.zeros((1, 8), dtype=np.float32))
+        answers = asyncio.run(_blast(backend, backend.key, "workers-slow", [one] * 40))
+        refused = [r for r in answers if r.status_code == 429]
+        assert any(FRONT in r.headers for r in refused) and any(FRONT not in r.headers for r in refused)
+        via_front = next(r for r in refused if FRONT in r.headers)
+        via_primary = next(r for r in refused if FRONT not in r.headers)
+        assert via_front.json() == via_primary.json() and via_front.headers["retry-after"] == "1"
+        assert dep.stats().rejected == len(refused)
+    finally:
+        dep.delete()
+
+
+def test_a_rolling_update_under_load_through_both_processes_drops_nothing(backend, deployment, versions):
+    v1, v2 = versions
+    answers: list[httpx.Response] = []
+    frame = tensor_codec.encode(np.ones((2, 8), dtype=np.float32))
+    done = threading.Event()
+
+    def load() -> None:
+        while not done.is_set():
+            answers.extend(asyncio.run(_blast(backend, backend.key, "workers", [frame] * 16)))
+
+    def answer() -> np.ndarray:
+        return tensor_codec.decode(_post(backend, backend.key, "workers", frame).raise_for_status().content)
+
+    before = deployment.stats().requests
+    first = answer()
+    loader = threading.Thread(target=load)
+    loader.start()
+    try:
+        wait_until(lambda: len(answers) >= 32, timeout=60, what="the load to be flowing")
+        deployment.update(v2.id)
+        assert deployment.run_id == v2.id
+        second = answer()
+        deployment.rollback()
+        time.sleep(1)
+    finally:
+        done.set()
+        loader.join()
+    assert deployment.run_id == v1.id
+    assert {r.status_code for r in answers} == {200}
+    assert {FRONT in r.headers for r in answers} == {True, False}
+    assert not np.allclose(first, second)
+    for r in answers:  # each answer came from one of the two versions
+        output = tensor_codec.decode(r.content)
+        assert np.allclose(output, first, atol=1e-5) or np.allclose(output, second, atol=1e-5)
+    assert deployment.stats().requests - before >= len(answers)
+
+
+def test_events_and_training_work_through_the_front(backend, client):
+    run = client.train(Regressor(step_sleep=0.05), max_epochs=3, name="workers-events")
+
+    def stream() -> httpx.Response:
+        with httpx.stream("GET", f"{backend.url}/v1/runs/{run.id}/events", timeout=120,
+                          headers={"Authorization": f"Bearer {backend.key}"}) as response:
+            response.read()
+            return response
+
+    primary, front = _from_both(stream, attempts=50)
+    for response in (primary, front):
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        events = [json.loads(line.split(": ", 1)[1]) for line in response.text.splitlines()
+                  if line.startswith("data: ") and line != "data: {}"]
+        kinds = [event.get("kind") for event in events]
+        assert "metric" in kinds and kinds[-1] == "status" and events[-1]["data"]["status"] == "succeeded", kinds
+    assert primary.text == front.text
+    assert run.wait().status == "succeeded"
+
+
+def test_a_killed_front_is_restarted_and_the_primary_keeps_serving(backend, deployment):
+    wait_until(lambda: len(_fronts(backend)) == 1, timeout=60, what="one front process")
+    victim = _fronts(backend)[0].pid
+    os.kill(victim, signal.SIGKILL)
+    x = tensor_codec.encode(np.ones((1, 8), dtype=np.float32))
+    assert _post(backend, backend.key, "workers", x).status_code == 200  # the primary alone, meanwhile
+    wait_until(lambda: [p.pid for p in _fronts(backend)] not in ([], [victim]), timeout=60,
+               what="a new front process")
+    _, front = _from_both(lambda: _post(backend, backend.key, "workers", x))
+    assert front.status_code == 200 and int(front.headers[FRONT]) != victim
+
+
+def test_the_rate_limit_is_one_limit_across_processes(make_backend):
+    rate, burst = 5.0, 30
+    backend = make_backend(AIAAS_SERVER_WORKERS="2", AIAAS_RATE_REQUESTS_PER_S=str(rate), AIAAS_RATE_BURST=str(burst))
+    _wait_for_fronts(backend, 1)
+    run = backend.client().train(Regressor(), max_epochs=1, name="workers-rate").wait()
+    dep = run.deploy("workers-rate", replicas=1)
+    # Routes the front proxies, then predicts it answers itself: a fresh key (a full bucket) for each.
+    for kind in ("proxied", "predict"):
+        key = dep.create_key()
+        one = tensor_codec.encode(np.zeros((1, 8), dtype=np.float32))
+        started = time.monotonic()
+        if kind == "proxied":
+            answers = asyncio.run(_gets(f"{backend.url}/v1/deployments/workers-rate", key, 120))
+        else:
+            answers = asyncio.run(_blast(backend, key, "workers-rate", [one] * 120))
+        elapsed = time.monotonic() - started
+        assert {FRONT in r.headers for r in answers} == {True, False}, kind
+        granted = sum(r.status_code == 200 for r in answers)
+        # One bucket for the key across processes: two would grant about twice the burst.
+        assert burst <= granted <= burst + rate * elapsed + 1, (kind, granted, elapsed)
+        refused = [r for r in answers if r.status_code == 429]
+        assert {r.json()["code"] for r in refused} == {"rate_limited"}, kind
+        assert any(FRONT in r.headers for r in refused), kind
+        assert refused[0].headers["retry-after"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
+def test_the_fronts_end_with_the_primary(make_backend, sig):
+    backend = make_backend(AIAAS_SERVER_WORKERS="3")
+    _wait_for_fronts(backend, 2)
+    fronts = _fronts(backend)
+    backend.stop(sig)
+    gone, alive = psutil.wait_procs(fronts, timeout=30)
+    assert not alive and len(gone) == 2
