@@ -9,7 +9,9 @@ http row: binary tensor frames, one row each, closed-loop from one client proces
 aiohttp's pool of ``--concurrency`` keep-alive connections, which the kernel spreads over a
 backend's processes (SO_REUSEPORT). Every backend is measured once per round, the order
 rotating between rounds; the ratios to 1 process are taken within each round and their
-median is reported, so the drift of a shared machine's load cancels out.
+median is reported, so the drift of a shared machine's load cancels out. The CPU time
+the primary and the fronts spent per request (medians of the rounds) says how much of the
+primary's work the fronts took over.
 """
 
 from __future__ import annotations
@@ -41,6 +43,13 @@ from aiaas_sdk import tensor_codec
 
 def _fronts(pid: int) -> int:
     return sum("aiaas_backend.fronts.front" in " ".join(p.cmdline()) for p in psutil.Process(pid).children())
+
+
+def _cpu_s(pid: int) -> tuple[float, float]:
+    """CPU seconds so far of the primary and of its fronts together."""
+    primary = psutil.Process(pid)
+    fronts = [p for p in primary.children() if "aiaas_backend.fronts.front" in " ".join(p.cmdline())]
+    return sum(primary.cpu_times()[:2]), sum(sum(p.cpu_times()[:2]) for p in fronts)
 
 
 def main() -> None:
@@ -75,14 +84,23 @@ def main() -> None:
                     "Authorization": f"Bearer {key}", "Content-Type": tensor_codec.CONTENT_TYPE}).raise_for_status()
             time.sleep(3)  # the fronts finish importing
 
+            cpu: dict[int, list[tuple[float, float]]] = {n: [] for n in counts}  # ms per request: primary, fronts
+
             def load(n: int) -> Point:
-                _, url, key = backends[n]
-                return asyncio.run(http_load(args.concurrency, f"{url}/v1/deployments/bench-mlp/predict", {
+                proc, url, key = backends[n]
+                before = _cpu_s(proc.pid)  # type: ignore[attr-defined]
+                point = asyncio.run(http_load(args.concurrency, f"{url}/v1/deployments/bench-mlp/predict", {
                     "content": frame,
                     "headers": {"Authorization": f"Bearer {key}", "Content-Type": tensor_codec.CONTENT_TYPE}}))
+                after = _cpu_s(proc.pid)  # type: ignore[attr-defined]
+                # The warm-up second is in the CPU time but not in the count: a slight overestimate, alike for all.
+                served = max(1.0, point[0] * args.seconds)
+                cpu[n].append(tuple(1000 * (a - b) / served for a, b in zip(after, before)))  # type: ignore[arg-type]
+                return point
 
             for n in counts:  # a warm-up round, not counted
                 load(n)
+                cpu[n].clear()
             points: dict[int, list[Point]] = {n: [] for n in counts}
             for r in range(args.rounds):
                 for n in counts[r % len(counts):] + counts[:r % len(counts)]:
@@ -98,11 +116,15 @@ def main() -> None:
           f"median of {args.rounds} rounds (order rotating)")
     print(f"load average (1, 5, 15 min): before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
           f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}; {os.cpu_count()} CPUs")
-    rows = [("server processes", "req/s", "p50 ms", "p99 ms", "errors", f"/ {reference} process(es), per round")]
+    rows = [("server processes", "req/s", "p50 ms", "p99 ms", "errors", "CPU ms/req primary, fronts",
+             f"/ {reference} process(es), per round")]
     for n in counts:
         rps, p50, p99, _ = median_point(points[n])
         ratios = [a[0] / b[0] if b[0] else float("inf") for a, b in zip(points[n], points[reference])]
+        primary_ms = statistics.median(c[0] for c in cpu[n])
+        fronts_ms = statistics.median(c[1] for c in cpu[n])
         rows.append((str(n), f"{rps:,.0f}", f"{p50:.1f}", f"{p99:.1f}", str(sum(p[3] for p in points[n])),
+                     f"{primary_ms:.2f}, {fronts_ms:.2f}",
                      f"{statistics.median(ratios):.2f}x  (" + ", ".join(f"{v:.2f}" for v in ratios) + ")"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, r in enumerate(rows):
