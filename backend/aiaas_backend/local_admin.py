@@ -29,6 +29,7 @@ from .processes import process_alive
 
 _WORKER = "aiaas_backend.worker"
 _REPLICA = "aiaas_backend.serving.replica"
+_FRONT = "aiaas_backend.fronts.front"  # --workers N: the API server's other processes
 
 
 @dataclass
@@ -68,6 +69,8 @@ def _role(proc: psutil.Process, busy: set[int]) -> str | None:
         return None
     if _REPLICA in cmdline:
         return "replica"
+    if _FRONT in cmdline:
+        return "server front"
     if _WORKER in cmdline:
         return "worker" if proc.pid in busy else "warm worker"
     return None

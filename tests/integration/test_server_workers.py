@@ -12,6 +12,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -106,6 +108,9 @@ def test_a_front_runs_and_server_json_names_the_primary(backend):
     info = json.loads((backend.data_dir / "server.json").read_text())
     assert info["pid"] == backend.proc.pid
     _wait_for_fronts(backend, 1)
+    status = subprocess.run([sys.executable, "-m", "aiaas_backend", "local", "status", "--data-dir",
+                             str(backend.data_dir)], capture_output=True, text=True, env=backend.env, check=True)
+    assert "server front" in status.stdout and str(_fronts(backend)[0].pid) in status.stdout, status.stdout
 
 
 def test_both_processes_answer_predicts_alike(backend, deployment):
