@@ -131,19 +131,25 @@ def serve(settings: Settings) -> None:
 
     original_shutdown = server.shutdown
 
-    async def shutdown(sockets: list[socket.socket] | None = None) -> None:
-        if fronts is not None:  # first: their requests in flight still need the routers
-            await fronts.stop()
-        await original_shutdown(sockets=sockets)
-
-    server.startup = startup  # type: ignore[method-assign]
-    server.shutdown = shutdown  # type: ignore[method-assign]
-    try:
-        server.run(sockets=[sock, unix])
-    finally:
+    def unadvertise() -> None:
         try:
             if json.loads(info.read_text()).get("pid") == os.getpid():
                 info.unlink()
                 (settings.api_socket_dir / "api.sock").unlink(missing_ok=True)
         except (OSError, ValueError):
             pass
+
+    async def shutdown(sockets: list[socket.socket] | None = None) -> None:
+        if fronts is not None:  # first: their requests in flight still need the routers
+            await fronts.stop()
+        await original_shutdown(sockets=sockets)
+        # Here, not only after run(): uvicorn ends by raising the SIGTERM or SIGINT it caught
+        # again, with the default handler, so code after run() never sees a signalled stop.
+        unadvertise()
+
+    server.startup = startup  # type: ignore[method-assign]
+    server.shutdown = shutdown  # type: ignore[method-assign]
+    try:
+        server.run(sockets=[sock, unix])
+    finally:
+        unadvertise()
