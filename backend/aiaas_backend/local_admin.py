@@ -183,6 +183,21 @@ def _kill(proc: psutil.Process) -> None:
         pass
 
 
+def _busy_tree(procs: list[psutil.Process], busy: set[int]) -> set[int]:
+    """The pids among ``procs`` that belong to a busy worker: the worker, what it started, and
+    the sandbox (bubblewrap) processes wrapping it. Those outlive the server on purpose, so
+    waiting for them to end would only wait out the timeout."""
+    tree = set(busy)
+    for proc in procs:
+        if proc.pid not in busy:
+            continue
+        try:
+            tree |= {p.pid for p in proc.children(recursive=True)} | {p.pid for p in proc.parents()}
+        except psutil.Error:
+            pass
+    return tree
+
+
 class StopRefused(Exception):
     """The backend still has work that a plain stop would interrupt."""
 
@@ -207,7 +222,7 @@ def stop(state: LocalBackendState, *, force: bool = False, timeout: float = 60.0
             server.kill()
             done.append(f"the server (pid {state.pid}) did not stop within {timeout:.0f} s and was killed")
         # The server stops its replicas and warm worker itself; nothing else it started may linger.
-        busy = {pid for _, _, pid, _ in state.running_runs}
+        busy = _busy_tree(others, {pid for _, _, pid, _ in state.running_runs})
         leftovers = [p for p in others if p.pid not in busy]
         if not _ended(leftovers, 10):
             for proc in leftovers:
