@@ -179,15 +179,23 @@ class LocalServing(ServingRuntime):
     async def _add_replicas(self, runtime: Runtime, run_id: str, count: int) -> int:
         runtime.starting += count
         added = 0
-        try:
-            for _ in range(count):
-                replica = await self._start_replica(runtime, run_id)
-                if replica is None:
-                    break
-                runtime.router.add_replica(replica)
+
+        async def one() -> None:
+            nonlocal added
+            replica = await self._start_replica(runtime, run_id)
+            if replica is not None:
+                runtime.router.add_replica(replica)  # serves as soon as it is ready
                 added += 1
+
+        try:
+            # Together, not one after another: a replica spends its start-up importing torch
+            # and loading weights, so n replicas were ready only after n start-ups.
+            results = await asyncio.gather(*(one() for _ in range(count)), return_exceptions=True)
         finally:
             runtime.starting -= count
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         return added
 
     async def _retire(self, runtime: Runtime, replicas: list[Replica]) -> None:
