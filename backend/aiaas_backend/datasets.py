@@ -150,7 +150,8 @@ def recover_chunks(session: Session, store: Store) -> int:
             if (where[digest][0] if digest in where else blob_key(digest)) in lost]
     for user_id, digest in gone:
         session.execute(delete(DatasetChunk).where(DatasetChunk.user_id == user_id, DatasetChunk.digest == digest))
-    lost_packs = [key for key in lost if key in {w[0] for w in where.values()}]
+    packs = {w[0] for w in where.values()}
+    lost_packs = [key for key in lost if key in packs]
     for i in range(0, len(lost_packs), 500):
         session.execute(delete(PackedChunk).where(PackedChunk.pack.in_(lost_packs[i:i + 500])))
     session.commit()

@@ -32,7 +32,7 @@ _JSON = b"application/json"
 _HEADERS = {True: [(b"content-type", _BINARY)], False: [(b"content-type", _JSON)]}
 
 
-def _bearer_and_binary(scope: Scope) -> tuple[str | None, bool | None]:
+def bearer_and_binary(scope: Scope) -> tuple[str | None, bool | None]:
     """The bearer token, and True for a tensor frame, False for JSON, None for anything else."""
     token, binary = None, None
     for key, value in scope["headers"]:
@@ -44,7 +44,7 @@ def _bearer_and_binary(scope: Scope) -> tuple[str | None, bool | None]:
     return token or None, binary
 
 
-async def _body(receive: Receive) -> bytes | None:
+async def read_body(receive: Receive) -> bytes | None:
     """The whole request body (no copy when it came in one piece), or None if the client left."""
     message = await receive()
     if message["type"] != "http.request":
@@ -95,7 +95,7 @@ class FastPredict:
         name = path[len(_PREFIX):-len(_SUFFIX)]
         if not name or "/" in name:
             return None
-        token, binary = _bearer_and_binary(scope)
+        token, binary = bearer_and_binary(scope)
         if token is None or binary is None:
             return None
         client = scope.get("client")
@@ -110,7 +110,7 @@ class FastPredict:
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send, dep_id: str, signature: Any,
                       runtime: Any, binary: bool, observe: Any) -> int:
-        body = await _body(receive)
+        body = await read_body(receive)
         if body is None:
             return 499
         output, items = await predict_body(self.state, dep_id, runtime, signature, body, binary, observe, receive)

@@ -197,7 +197,8 @@ def test_a_rolling_update_under_load_through_both_processes_drops_nothing(backen
         assert deployment.run_id == v2.id
         second = answer()
         deployment.rollback()
-        time.sleep(1)
+        after = len(answers)  # the load goes on across the rollback
+        wait_until(lambda: len(answers) >= after + 32, timeout=60, what="answers after the rollback")
     finally:
         done.set()
         loader.join()

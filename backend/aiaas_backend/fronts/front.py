@@ -29,7 +29,7 @@ from ..audit import KeyUsage
 from ..config import Settings
 from ..db import make_engine, session_factory
 from ..errors import ApiError
-from ..fast_predict import _bearer_and_binary, _body, error_answer
+from ..fast_predict import bearer_and_binary, error_answer, read_body
 from ..keys import KEY_CACHE_S
 from ..predict_targets import PredictTargets
 from ..routes.predict import (
@@ -81,7 +81,7 @@ class Front:
             path: str = scope["path"]
             if path.startswith(_PREFIX) and path.endswith(_SUFFIX):
                 name = path[len(_PREFIX):-len(_SUFFIX)]
-                token, binary = _bearer_and_binary(scope)
+                token, binary = bearer_and_binary(scope)
                 if name and "/" not in name and token is not None and binary is not None:
                     await self._predict(scope, receive, send, name, token, binary)
                     return
@@ -105,7 +105,7 @@ class Front:
         dep_id = ""
         try:
             dep_id, signature = await self.targets.get((token, name, client[0] if client else None))
-            body = await _body(receive)
+            body = await read_body(receive)
             if body is None:
                 self.link.tally(name, dep_id, 499)
                 return
