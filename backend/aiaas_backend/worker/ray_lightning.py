@@ -29,6 +29,7 @@ import functools
 import io
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -52,7 +53,7 @@ class RayLightning:
 
     strategy: type
     environment: type
-    report_callback: type  # (schedule: checkpoints.Schedule, keep=None) -> a Callback
+    report_callback: type  # (schedule: checkpoints.Schedule, keep=None, flush=None) -> a Callback
     prepare_trainer: Any  # (trainer) -> trainer
 
 
@@ -76,11 +77,14 @@ def _report_callback(pl: ModuleType) -> type:
         ``ray.train.get_checkpoint()`` when it restarts a failed group.
         """
 
-        def __init__(self, schedule: Schedule, keep: tuple[Path, Any] | None = None) -> None:
+        def __init__(self, schedule: Schedule, keep: tuple[Path, Any] | None = None,
+                     flush: Callable[[], object] | None = None) -> None:
             # keep: (where on this node, send to the API) -- rank 0 stores checkpoints itself.
+            # flush: rank 0's reporter's; the metrics of the steps a checkpoint holds reach the
+            # API before the checkpoint does, or a group resumed from it leaves a gap in the chart.
             self.schedule = schedule
             self._keep = keep
-            self._writer = CheckpointWriter(keep[1]) if keep is not None else None
+            self._writer = CheckpointWriter(keep[1], before_publish=flush) if keep is not None else None
             self._written = threading.Event()
             self._written.set()
             self._error: BaseException | None = None

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import traceback
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,8 @@ class RayRank:
         self._resume_dir = resume_dir
         self._schedule = schedule
         self._keep = keep if self.rank == 0 else None
+        #: rank 0's reporter's flush, run before a checkpoint is published (set by ``_rank_zero``)
+        self.flush: Callable[[], object] | None = None
         self._prepare: Any = None
 
     def configure(self, pl: Any, kwargs: dict[str, Any], callbacks: list[Any]) -> tuple[dict[str, Any], list[Any]]:
@@ -71,13 +74,14 @@ class RayRank:
         kwargs.pop("num_nodes", None)
         if not self.ddp:
             kwargs["devices"] = 1
-            return kwargs, [*callbacks, ray_pl.report_callback(self._schedule, self._keep)]
+            return kwargs, [*callbacks, ray_pl.report_callback(self._schedule, self._keep, self.flush)]
         self._prepare = ray_pl.prepare_trainer
         kwargs.pop("strategy", None)
         plugins = kwargs.pop("plugins", None) or []
         plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins]
         kwargs.update(devices="auto", strategy=ray_pl.strategy(), plugins=[*plugins, ray_pl.environment()])
-        return kwargs, [*callbacks, make_stop_in_step(pl), ray_pl.report_callback(self._schedule, self._keep)]
+        report = ray_pl.report_callback(self._schedule, self._keep, self.flush)
+        return kwargs, [*callbacks, make_stop_in_step(pl), report]
 
     def prepare(self, trainer: Any) -> Any:
         return self._prepare(trainer) if self._prepare is not None else trainer
@@ -133,6 +137,7 @@ def _rank_zero(assignment: dict[str, Any], artifacts: Artifacts, place: RayRank,
     logging.getLogger("httpx").setLevel(logging.WARNING)
     reporter = Reporter(assignment["api_url"], assignment.get("server_info"), run_id, attempt, assignment["token"])
     reporter.continue_numbering()
+    place.flush = reporter.flush
     workers = place.world_size
     reporter.log(f"aiaas: training on {workers} Ray Train worker{'s' if workers > 1 else ''}"
                  + (" with Lightning's DDP" if place.ddp else ""))
