@@ -6,10 +6,15 @@
     run.wait()
 """
 
-from importlib import metadata as _metadata
+from __future__ import annotations
 
-from aiaas_sdk import *  # noqa: F403 - the public names are the SDK's, listed in aiaas_sdk.__all__
-from aiaas_sdk import __all__ as _sdk_names
+from importlib import metadata as _metadata
+from typing import TYPE_CHECKING, Any
+
+import aiaas_sdk as _sdk
+
+if TYPE_CHECKING:
+    from aiaas_sdk import *  # the public names are the SDK's, listed in aiaas_sdk.__all__
 
 try:
     __version__ = _metadata.version("aiaas")
@@ -33,4 +38,17 @@ def unload_ipython_extension(ipython: object) -> None:
     magics.unload(ipython)
 
 
-__all__ = [*_sdk_names, "__version__", "load_ipython_extension", "unload_ipython_extension"]
+__all__ = [*_sdk.__all__, "__version__", "load_ipython_extension", "unload_ipython_extension"]
+
+
+def __getattr__(name: str) -> Any:
+    # The SDK's names load on first use, as in aiaas_sdk (see its docstring for why).
+    if name not in _sdk.__all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_sdk, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -29,9 +29,10 @@ what the SDK refuses before sending anything is an :class:`InvalidInput` or a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:  # only the translation below uses httpx: replicas import this module without it
+    import httpx
 
 __all__ = [
     "AiaasError",
@@ -239,6 +240,8 @@ def error_from_transport(exc: httpx.TransportError, url: str) -> BackendUnavaila
             "backend's certificate comes from your own CA, pass ca_bundle='ca.pem' to aiaas.connect() (or set "
             "AIAAS_CA_BUNDLE, or ca_bundle in the config file); the connection was closed before the API key was sent",
             code="certificate_not_trusted")
+    import httpx  # loaded already by whoever caught exc
+
     timed_out = isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout)
     kind = "timed out" if timed_out else "could not be reached"
     return BackendUnavailable(
