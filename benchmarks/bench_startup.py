@@ -14,6 +14,11 @@ repeat this starts a fresh backend on 127.0.0.1 and measures, in wall seconds:
 - ``replica spawn -> socket``: ``python -m aiaas_backend.serving.replica`` started by
   hand on the run's folder, until it listens (no server in the way);
 
+- ``worker imports`` / ``replica imports``: CPU seconds of a fresh interpreter that
+  imports the worker's (``aiaas_backend.worker.train``) or the replica's entry module
+  and exits: what every process pays before it reads its assignment
+  (``--imports-only`` measures just these);
+
 and prints medians with the load average. Noisy on a shared machine: compare
 figures taken in one run, and read the load.
 """
@@ -109,6 +114,20 @@ def replica_spawn(artifacts: Path, run_id: str, folder: Path) -> tuple[float, fl
     return wall, usage.ru_utime + usage.ru_stime
 
 
+ENTRY_MODULES = {"worker imports, CPU s": "aiaas_backend.worker.train",
+                 "replica imports, CPU s": "aiaas_backend.serving.replica"}
+
+
+def import_cpu(module: str) -> float:
+    """CPU seconds (user + system) of a fresh interpreter that imports ``module``."""
+    proc = subprocess.Popen([sys.executable, "-c", f"import {module}"], stdin=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise RuntimeError(f"importing {module} failed with {proc.returncode}")
+    return usage.ru_utime + usage.ru_stime
+
+
 def one_repeat(tmp: Path, figures: dict[str, list[float]]) -> None:
     data_dir = tmp / "backend"
     start = time.perf_counter()
@@ -148,18 +167,22 @@ def one_repeat(tmp: Path, figures: dict[str, list[float]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--imports-only", action="store_true", help="only the entry modules' import CPU")
     args = parser.parse_args()
-    figures: dict[str, list[float]] = {}
-    names = ["server start -> answering", "train() -> first metric, fresh server",
-             "train() -> first metric, back-to-back", "deploy() -> serving", "replica spawn -> socket", "replica spawn -> socket, CPU s"]
-    for name in names:
-        figures[name] = []
+    names = [] if args.imports_only else [
+        "server start -> answering", "train() -> first metric, fresh server", "train() -> first metric, back-to-back",
+        "deploy() -> serving", "replica spawn -> socket", "replica spawn -> socket, CPU s"]
+    figures: dict[str, list[float]] = {name: [] for name in [*names, *ENTRY_MODULES]}
     load_before = os.getloadavg()
     for _ in range(args.repeats):
-        with tempfile.TemporaryDirectory() as tmp:
-            one_repeat(Path(tmp), figures)
+        for name, module in ENTRY_MODULES.items():
+            figures[name].append(import_cpu(module))
+        if not args.imports_only:
+            with tempfile.TemporaryDirectory() as tmp:
+                one_repeat(Path(tmp), figures)
     load_after = os.getloadavg()
-    print_table([(f"{name}, median s", f"{statistics.median(v):.2f}") for name, v in figures.items()])
+    print_table([(f"{name}, median{'' if name.endswith('CPU s') else ' s'}", f"{statistics.median(v):.2f}")
+                 for name, v in figures.items()])
     print("\nper repeat:")
     for name, values in figures.items():
         print(f"  {name}: {[round(v, 2) for v in values]}")
