@@ -41,13 +41,15 @@ def unload_ipython_extension(ipython: object) -> None:
 __all__ = [*_sdk.__all__, "__version__", "load_ipython_extension", "unload_ipython_extension"]
 
 
-def __getattr__(name: str) -> Any:
-    # The SDK's names load on first use, as in aiaas_sdk (see its docstring for why).
-    if name not in _sdk.__all__:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(_sdk, name)
-    globals()[name] = value
-    return value
+if not TYPE_CHECKING:  # type checkers read the import above instead
+
+    def __getattr__(name: str) -> Any:
+        # The SDK's names load on first use, as in aiaas_sdk (see its docstring for why).
+        if name not in _sdk.__all__:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(_sdk, name)
+        globals()[name] = value
+        return value
 
 
 def __dir__() -> list[str]:
