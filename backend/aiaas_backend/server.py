@@ -21,6 +21,7 @@ from .main import create_app
 from .models import User
 from .security import create_api_key, user_for_key
 from .tls import serve_plain, uvicorn_options
+from .upload_socket import UploadSocket
 
 log = logging.getLogger("aiaas.server")
 
@@ -103,6 +104,12 @@ def serve(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings, lambda: url)  # migrates the store
     unix = _unix_socket(settings.api_socket_dir)
+    uploads = None
+    if settings.upload_socket:
+        uploads = UploadSocket(settings.data_dir / "upload", app.state.sessions, app.state.store,
+                               settings.user_quota_bytes, settings.max_chunk_bytes)
+        uploads.start()
+        app.state.upload_socket = uploads
     if settings.host in LOOPBACK:
         key = _local_key(app.state.sessions, settings.data_dir)
         if key is not None and settings.write_config:
@@ -142,6 +149,8 @@ def serve(settings: Settings) -> None:
     async def shutdown(sockets: list[socket.socket] | None = None) -> None:
         if fronts is not None:  # first: their requests in flight still need the routers
             await fronts.stop()
+        if uploads is not None:
+            uploads.stop()
         await original_shutdown(sockets=sockets)
         # Here, not only after run(): uvicorn ends by raising the SIGTERM or SIGINT it caught
         # again, with the default handler, so code after run() never sees a signalled stop.
