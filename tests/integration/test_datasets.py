@@ -128,8 +128,8 @@ def test_interrupted_upload_resumes_with_only_missing_chunks(backend, tmp_path):
     for i in range(12):
         (folder / f"part-{i:02d}.bin").write_bytes(rng.bytes(CHUNK))
     # An uploader killed mid-way, over HTTP (the same-host path: test_dataset_same_host.py): a
-    # child process that sends one chunk per request and is
-    # killed (SIGKILL, nothing tidied) as it starts its fourth request. Killing it from outside
+    # child process that sends one chunk per request and is killed (SIGKILL, nothing tidied)
+    # as it starts its fourth request. Killing it from outside
     # once the backend held "some" raced the upload on a busy machine: all 12 could land first.
     script = textwrap.dedent(f"""
         import os, signal
