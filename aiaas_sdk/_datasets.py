@@ -9,6 +9,10 @@ interrupted upload resumes where it stopped. The backend checks every chunk's ha
 commits the manifest as a new immutable version (or hands back the newest version if
 nothing changed). A re-upload sends its manifest as a change of the version this machine
 uploaded last (:mod:`._dataset_delta`): the few files that changed, not thousands.
+
+When the backend runs on this machine, the files are not read here at all: the backend is
+handed their open descriptors and reads, hashes and stores them itself
+(:mod:`._dataset_same_host`); the chunks then travel nowhere.
 """
 
 from __future__ import annotations

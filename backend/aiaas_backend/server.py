@@ -3,6 +3,7 @@ Unix socket in the data dir for sandboxed workers, which have no network."""
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -118,6 +119,10 @@ def serve(settings: Settings) -> None:
     if settings.server_workers > 1:
         fronts = Fronts(settings, settings.server_workers)
         app.add_middleware(FromFront, secret=fronts.secret)
+    # What start-up built (FastAPI, SQLAlchemy, pydantic: hundreds of thousands of objects) lives
+    # as long as the server: out of the collector's sight, a full collection scans only newer
+    # objects (collections were 5% of the server's CPU time taking in a GiB of dataset chunks).
+    gc.freeze()
     server = uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=False, timeout_graceful_shutdown=5,
                                            **uvicorn_options(settings)))
 

@@ -39,6 +39,7 @@ import hashlib
 import json
 import logging
 import os
+import resource
 import secrets
 import socket
 import stat
@@ -118,6 +119,21 @@ def _read_into(fd: int, view: memoryview, at: int) -> None:
         got += n
 
 
+def _connections_the_fd_limit_allows() -> int:
+    """Raise this process's open-file limit to its hard limit (a connection may hold IN_FLIGHT x
+    MAX_FDS received descriptors, and the usual soft limit is 1024), and how many connections
+    fit in it with room for everything else."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(1, min(MAX_CONNECTIONS, (soft - 512) // (IN_FLIGHT * MAX_FDS)))
+
+
 class UploadSocket:
     """The listener: one thread accepting, one per connection, a small pool per connection."""
 
@@ -134,6 +150,7 @@ class UploadSocket:
         self._sock: socket.socket | None = None
 
     def start(self) -> None:
+        self._slots = threading.BoundedSemaphore(_connections_the_fd_limit_allows())
         self.folder.mkdir(mode=0o755, parents=True, exist_ok=True)
         self.path.unlink(missing_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)

@@ -16,6 +16,8 @@ import httpx
 import numpy as np
 import pytest
 
+from ..conftest import wait_until
+
 CHUNK = 4 * 1024 * 1024
 
 
@@ -187,3 +189,43 @@ def test_the_socket_applies_the_quota(make_backend, tmp_path):
 
     with pytest.raises(PayloadTooLarge, match="quota"):
         backend.client().upload("too-big", tmp_path / "f.bin", progress=False)
+
+
+def test_an_interrupted_same_host_upload_resumes_with_only_missing_chunks(make_backend, tmp_path):
+    backend = make_backend()
+    folder = tmp_path / "many"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(12):
+        (folder / f"part-{i:02d}.bin").write_bytes(rng.bytes(CHUNK))
+    # One chunk per message; the uploader kills itself (SIGKILL, nothing tidied) as it starts
+    # its fourth message: three messages reached the backend, which finishes what it was handed.
+    script = textwrap.dedent(f"""
+        import os, signal, socket
+        import aiaas
+        from aiaas_sdk import _dataset_same_host
+        _dataset_same_host.BATCH_BYTES = {CHUNK}
+        send_fds = socket.send_fds
+        sent = []
+        def counting(sock, buffers, fds, *args):
+            if len(sent) == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+            sent.append(len(fds))
+            return send_fds(sock, buffers, fds, *args)
+        socket.send_fds = counting
+        aiaas.Client({backend.url!r}, {backend.key!r}).upload("resume", {str(folder)!r}, progress=False)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], check=False, timeout=120,
+                          env={**os.environ, "AIAAS_DATA_DIR": str(tmp_path / "sdk")})
+    assert proc.returncode == -9  # killed, not finished
+    client = backend.client()
+
+    def used() -> int:
+        return httpx.get(backend.url + "/v1/datasets",
+                         headers={"Authorization": f"Bearer {backend.key}"}).json()["used_bytes"]
+
+    wait_until(lambda: used() == 3 * CHUNK, timeout=60, what="the three chunks handed over to be stored")
+    assert "resume" not in [d.name for d in client.datasets()]  # no half-visible version
+    ds = client.upload("resume", folder, progress=False)
+    assert (ds.version, ds.files, ds.bytes, ds.sent_chunks) == (1, 12, 12 * CHUNK, 9)
+    assert used() == 12 * CHUNK
