@@ -206,7 +206,7 @@ class UploadSocket:
             user_id, answer = redeemed
             _send(conn, send_lock, {"answer": answer})
             self._batches(conn, send_lock, user_id, chunk_bytes)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, AttributeError, TypeError) as exc:  # a closed or garbled connection
             log.info("same-host upload connection ended: %s", exc)
         finally:
             conn.close()

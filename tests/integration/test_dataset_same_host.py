@@ -137,6 +137,16 @@ def test_the_socket_protocol_checks_tickets_and_descriptors(make_backend, tmp_pa
     bad, refused = _connect({**grant, "ticket": "0" * 64})
     assert refused["status"] == 401
     bad.close()
+    garbled = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    folder = os.open(os.path.dirname(grant["socket"]), os.O_PATH)
+    try:
+        garbled.connect(f"/proc/self/fd/{folder}/{os.path.basename(grant['socket'])}")
+    finally:
+        os.close(folder)
+    garbled.settimeout(60)
+    garbled.sendall(b"[1, 2]")
+    assert garbled.recv(65536) == b""  # not a hello: closed without a word
+    garbled.close()
 
     data = np.random.default_rng(3).bytes(CHUNK + 100)
     (tmp_path / "f.bin").write_bytes(data)
