@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,9 +128,16 @@ def _hash_file(path: str) -> list[tuple[str, Piece]]:
 Table = dict[str, tuple[int, list[str]]]
 
 
-def hash_files(files: dict[str, str], parallel: int, cache: HashCache | None = None) -> Table:
+# Reads files elsewhere: given ``(local file, stamp)`` pairs, their sizes and chunk digests in
+# order, or None if it cannot (the same-host upload socket, :mod:`._dataset_same_host`).
+Reader = Callable[[list[tuple[str, str]]], list[tuple[int, list[str]]] | None]
+
+
+def hash_files(files: dict[str, str], parallel: int, cache: HashCache | None = None,
+               reader: Reader | None = None) -> Table:
     """The size and chunk digests of each of ``files`` (``{path in the dataset: local file}``).
-    Files the cache knows cost a stat; only the others are read, ``parallel`` at a time."""
+    Files the cache knows cost a stat; only the others are read, by ``reader`` when it can,
+    else here, ``parallel`` at a time."""
     if cache is not None:
         cache.load(files.values())
     table: Table = {}
@@ -152,7 +159,13 @@ def hash_files(files: dict[str, str], parallel: int, cache: HashCache | None = N
             cache.put(path, stamp, [d for d, _ in pieces])
         return size, [d for d, _ in pieces]
 
-    if to_read:
+    elsewhere = reader([(path, stamp) for _rel, path, stamp in to_read]) if reader and to_read else None
+    if elsewhere is not None:
+        for (rel, path, stamp), (size, digests) in zip(to_read, elsewhere, strict=True):
+            table[rel] = (size, digests)
+            if cache is not None:
+                cache.put(path, stamp, digests)
+    elif to_read:
         with ThreadPoolExecutor(max(1, min(parallel, len(to_read)))) as pool:
             table.update(zip((rel for rel, _, _ in to_read), pool.map(read, to_read), strict=True))
     return table

@@ -103,6 +103,14 @@ class DatasetUploadPublic(BaseModel):
     missing_bytes: int
 
 
+class SameHostUploadPublic(BaseModel):
+    """A ticket for one connection to the backend's same-host upload socket (docs/datasets.md)."""
+
+    socket: str = Field(description="path of the backend's Unix socket (SOCK_SEQPACKET), on its machine")
+    ticket: str = Field(description="the first message on the socket; good for one connection within a minute")
+    answer: str = Field(description="the socket's reply to the ticket: only this backend knows it")
+
+
 class ChunkPublic(BaseModel):
     digest: str
     size: int

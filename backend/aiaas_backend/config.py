@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     user_quota_bytes: int | None = Field(default=None, ge=0)
     # The largest dataset chunk a client may send (the SDK sends 4 MiB ones).
     max_chunk_bytes: int = Field(default=64 * 1024**2, ge=1024)
+    # A client on this machine may hand the server its open files over a Unix socket in
+    # data_dir/upload instead of sending their bytes (upload_socket.py says why that is safe).
+    upload_socket: bool = True
     # Each node's read-only cache of materialised dataset versions (LRU above dataset_cache_bytes).
     dataset_cache_dir: Path | None = None
     dataset_cache_bytes: int = Field(default=50 * 1024**3, ge=0)

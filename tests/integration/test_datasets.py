@@ -127,8 +127,9 @@ def test_interrupted_upload_resumes_with_only_missing_chunks(backend, tmp_path):
     rng = np.random.default_rng(1)
     for i in range(12):
         (folder / f"part-{i:02d}.bin").write_bytes(rng.bytes(CHUNK))
-    # An uploader killed mid-way: a child process that sends one chunk per request and is
-    # killed (SIGKILL, nothing tidied) as it starts its fourth request. Killing it from outside
+    # An uploader killed mid-way, over HTTP (the same-host path: test_dataset_same_host.py): a
+    # child process that sends one chunk per request and is killed (SIGKILL, nothing tidied)
+    # as it starts its fourth request. Killing it from outside
     # once the backend held "some" raced the upload on a busy machine: all 12 could land first.
     script = textwrap.dedent(f"""
         import os, signal
@@ -144,7 +145,7 @@ def test_interrupted_upload_resumes_with_only_missing_chunks(backend, tmp_path):
             return send(body, size)
         _datasets.put_chunks = put_chunks
         client = aiaas.Client({backend.url!r}, {backend.key!r})
-        client.upload("resume", {str(folder)!r}, parallel=1, progress=False)
+        client.upload("resume", {str(folder)!r}, parallel=1, progress=False, same_host=False)
     """)
     client = backend.client()
     before = httpx.get(backend.url + "/v1/datasets", headers={"Authorization": f"Bearer {backend.key}"}).json()

@@ -17,6 +17,7 @@ from aiaas_sdk.wire_datasets import (
     DatasetsPublic,
     DatasetUploadCreate,
     DatasetUploadPublic,
+    SameHostUploadPublic,
 )
 
 from .. import chunk_intake
@@ -45,6 +46,19 @@ async def put_chunk(digest: str, request: Request, session: SessionDep, user: Cu
     return ChunkPublic(digest=digest, size=sum(len(p) for p in parts), stored=bool(stored))
 
 
+@router.post("/same-host", operation_id="open_same_host_upload")
+def open_same_host_upload(request: Request, user: CurrentUser) -> SameHostUploadPublic:
+    """A ticket for one connection to this backend's same-host upload socket: a client on the
+    backend's machine hands it open files to read instead of sending their bytes (see
+    ``upload_socket.py`` for why that is safe). 404 when the backend has none."""
+    intake = getattr(request.app.state, "upload_socket", None)
+    if intake is None:
+        raise ApiError(404, "this backend takes dataset chunks over HTTP only (AIAAS_UPLOAD_SOCKET=false, or it "
+                       "was not started by `aiaas server`)", "no_upload_socket")
+    ticket, answer = intake.tickets.issue(user.id)
+    return SameHostUploadPublic(socket=str(intake.path), ticket=ticket, answer=answer)
+
+
 @router.post("/chunks", operation_id="put_dataset_chunks")
 async def put_chunks(request: Request, session: SessionDep, user: CurrentUser, store: StoreDep,
                      settings: SettingsDep) -> ChunksPublic:
@@ -65,7 +79,7 @@ async def put_chunks(request: Request, session: SessionDep, user: CurrentUser, s
             raise ApiError(400, f"chunk {digest} claims {size} bytes but the batch ends first", "bad_batch")
         chunks.append((digest, body.take(size)))
     stored = await run_in_threadpool(chunk_intake.take, session, user, store, settings.user_quota_bytes, chunks)
-    return ChunksPublic(received=len(chunks), stored=stored)
+    return ChunksPublic(received=len(chunks), stored=len(stored))
 
 
 async def _body(request: Request, limit: int) -> list[bytes]:
