@@ -102,6 +102,8 @@ class SeaweedS3:
                 "AIAAS_S3_ACCESS_KEY_ID": ACCESS_KEY, "AIAAS_S3_SECRET_ACCESS_KEY": SECRET_KEY}
 
     def stop(self) -> None:
-        stop_process(self.proc)
+        # `weed server` stalls in its filer's graceful gRPC stop until killed (20 s at every
+        # session's end); its data is the session's scratch, so it gets 2 s, then SIGKILL.
+        stop_process(self.proc, timeout=2.0)
 
 
