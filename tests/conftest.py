@@ -51,6 +51,11 @@ RAY_TESTS = (
 )
 
 
+# Ray tests that start a cluster of their own: they run last in the Ray group, after the
+# session's cluster has stopped (an idle cluster beside theirs would only take CPU).
+OWN_RAY_CLUSTER = ("tests/notebooks/test_ray_tutorial.py::",)
+
+
 # Modules whose tests share nothing (each tutorial runs on its own embedded backend): every
 # test is a unit of its own, started right after the Ray group (they are the next longest).
 INDEPENDENT_TESTS = ("tests/notebooks/test_tutorials.py::",)
@@ -59,7 +64,7 @@ INDEPENDENT_TESTS = ("tests/notebooks/test_tutorials.py::",)
 def _group(nodeid: str) -> str:
     """The unit xdist hands to one worker: the Ray group, a test of its own, or else the
     test's module (whose module-scoped backend is then started once)."""
-    if nodeid.startswith(RAY_TESTS):
+    if nodeid.startswith(RAY_TESTS) and not nodeid.endswith("[local]"):  # any_backend's local half needs no Ray
         return "ray"
     return nodeid if nodeid.startswith(INDEPENDENT_TESTS) else nodeid.split("::", 1)[0]
 
@@ -83,7 +88,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(getattr(pytest.mark, folder))
         if "ray_cluster" in getattr(item, "fixturenames", ()) and _group(item.nodeid) != "ray":
             raise pytest.UsageError(f"{item.nodeid} uses a Ray cluster: add it to RAY_TESTS in tests/conftest.py")
-    items.sort(key=lambda item: (_group(item.nodeid) != "ray", not item.nodeid.startswith(INDEPENDENT_TESTS)))
+    items.sort(key=lambda item: (_group(item.nodeid) != "ray", item.nodeid.startswith(OWN_RAY_CLUSTER),
+                                 not item.nodeid.startswith(INDEPENDENT_TESTS)))
 
 
 class Backend:
@@ -220,7 +226,8 @@ _LAST_RAY_TEST = pytest.StashKey[str]()
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_finish(session: pytest.Session) -> None:
-    ray_tests = [item.nodeid for item in session.items if _group(item.nodeid) == "ray"]
+    ray_tests = [item.nodeid for item in session.items
+                 if _group(item.nodeid) == "ray" and not item.nodeid.startswith(OWN_RAY_CLUSTER)]
     if ray_tests:
         session.config.stash[_LAST_RAY_TEST] = ray_tests[-1]
 
