@@ -33,15 +33,19 @@ class BodySizeLimit:
         }
         return start, body
 
+    async def refuse(self, send: Send) -> None:
+        """Answer the 413 (for an app that checked the size itself)."""
+        start, body = self._reply()
+        await send(start)
+        await send({"type": "http.response.body", "body": body})
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            start, body = self._reply()
-            await send(start)
-            await send({"type": "http.response.body", "body": body})
+            await self.refuse(send)
             return
 
         seen = 0

@@ -10,6 +10,7 @@ and the answer comes back the same way. Everything else is proxied to the primar
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import json
 import logging
@@ -42,6 +43,7 @@ from ..serving.inputs import check_inputs
 from ..size_limit import BodySizeLimit
 from ..tls import uvicorn_options
 from . import wire
+from .cork import uvicorn_http_class
 from .link import PrimaryLink
 from .proxy import Proxy
 
@@ -56,6 +58,7 @@ class Front:
     """The front's ASGI app: predicts forwarded to the primary's routers, the rest proxied."""
 
     def __init__(self, settings: Settings, secret: str, predict_socket: str, api_socket: str) -> None:
+        # Predicts check their declared size here; everything else is counted on its way to the primary.
         sessions = session_factory(make_engine(settings.sqlalchemy_url))
         # What routes.deployments.deployment_for_key needs of the app's state.
         self.state = SimpleNamespace(sessions=sessions, key_usage=KeyUsage(
@@ -65,6 +68,7 @@ class Front:
         self.predict_socket = predict_socket
         self.link = PrimaryLink(on_lost=self._primary_lost)
         self.proxy = Proxy(api_socket, secret)
+        self.limit = BodySizeLimit(self.proxy, max_bytes=settings.max_upload_bytes)
         self.server: uvicorn.Server | None = None
         self.pid = str(os.getpid()).encode()
 
@@ -82,10 +86,15 @@ class Front:
             if path.startswith(_PREFIX) and path.endswith(_SUFFIX):
                 name = path[len(_PREFIX):-len(_SUFFIX)]
                 token, binary = bearer_and_binary(scope)
-                if name and "/" not in name and token is not None and binary is not None:
-                    await self._predict(scope, receive, send, name, token, binary)
+                # A body without a declared length (chunked) goes the long way, counted by the limit.
+                size = _declared_size(scope) if name and "/" not in name and token and binary is not None else None
+                if size is not None:
+                    if size > self.limit.max_bytes:
+                        await self.limit.refuse(send)
+                    else:
+                        await self._predict(scope, receive, send, name, token, binary)  # type: ignore[arg-type]
                     return
-        await self.proxy(scope, receive, send)
+        await self.limit(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -104,7 +113,8 @@ class Front:
         client = scope.get("client")
         dep_id = ""
         try:
-            dep_id, signature = await self.targets.get((token, name, client[0] if client else None))
+            entry = (token, name, client[0] if client else None)
+            dep_id, signature = self.targets.peek(entry) or await self.targets.get(entry)
             body = await read_body(receive)
             if body is None:
                 self.link.tally(name, dep_id, 499)
@@ -128,9 +138,22 @@ class Front:
             await self._error(send, ApiError(400, str(exc), "bad_inputs"))
             return
         future = self.link.submit(name, dep_id, token if self.rate_limited else "", is_tensor, payload)
+        left: set[asyncio.Future[Any]] | None = scope.get("aiaas.left")
         try:
-            if not await answered_before_leaving(future, receive):
-                return  # the primary counts the 499 when it drops the work
+            if left is None:  # a protocol that does not tell us: a task watches for the disconnect
+                if not await answered_before_leaving(future, receive):
+                    return  # the primary counts the 499 when it drops the work
+            else:  # the connection cancels the future if the caller leaves (cork.corked_http)
+                left.add(future)
+                try:
+                    await future
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if future.cancelled() and task is not None and not task.cancelling():
+                        return  # the caller left; the primary counts the 499 when it drops the work
+                    raise
+                finally:
+                    left.discard(future)
             kind, answer = future.result()
         except ConnectionError:
             await self._error(send, ApiError(503, "the primary server process stopped; retry shortly",
@@ -165,6 +188,13 @@ class Front:
         await send({"type": "http.response.body", "body": payload})
 
 
+def _declared_size(scope: Scope) -> int | None:
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
 def _die_with_parent(parent: int) -> None:
     """SIGTERM this process when the primary dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG)."""
     try:
@@ -192,10 +222,9 @@ def main() -> None:
     sock = _listen(settings.host, config["port"])
     front = Front(settings, config["secret"], wire.socket_path(config["fronts_dir"], "predict.sock"),
                   wire.socket_path(str(settings.api_socket_dir), "api.sock"))
-    app = BodySizeLimit(front, max_bytes=settings.max_upload_bytes)
     front.server = server = uvicorn.Server(uvicorn.Config(
-        app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5,
-        **uvicorn_options(settings)))
+        front, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5,
+        http=uvicorn_http_class(), **uvicorn_options(settings)))
     server.run(sockets=[sock])
 
 

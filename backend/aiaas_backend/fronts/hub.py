@@ -20,8 +20,10 @@ from aiaas_sdk import tensor_codec
 from ..errors import ApiError
 from ..fast_predict import error_answer
 from ..ratelimit import refusal
-from ..routes.predict import ready_runtime, serving_errors
+from ..routes.predict import overloaded, ready_runtime, serving_errors
+from ..serving.router import Overloaded
 from . import wire
+from .cork import Gather
 
 log = logging.getLogger("aiaas.fronts")
 
@@ -34,43 +36,28 @@ class Hub:
     def __init__(self, state: Any) -> None:
         self.state = state
         self._server: asyncio.AbstractServer | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._links: set[_FrontLink] = set()
 
     async def start(self, sock: socket.socket) -> None:
-        self._server = await asyncio.start_unix_server(self._serve, sock=sock)
+        self._server = await asyncio.get_running_loop().create_unix_server(lambda: _FrontLink(self), sock=sock)
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        for writer in list(self._writers):
-            writer.close()
+        for link in list(self._links):
+            link.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        pending: Pending = {}
-        self._writers.add(writer)
-        try:
-            while True:
-                (n,) = wire.LEN.unpack(await reader.readexactly(wire.LEN.size))
-                body = memoryview(await reader.readexactly(n))
-                request_id, kind = wire.HEAD.unpack_from(body)
-                rest = body[wire.HEAD.size:]
-                if kind == wire.WORK:
-                    self._work(request_id, wire.read_work(rest), pending, writer)
-                elif kind == wire.CANCEL:
-                    future = pending.pop(request_id, None)
-                    if future is not None:
-                        future.cancel()
-                elif kind == wire.TALLY:
-                    self.state.metrics.predict_done(*wire.read_tally(rest))
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the front stopped: its callers' connections went with it
-        finally:
-            self._writers.discard(writer)
-            for future in pending.values():
+    def _frame(self, link: _FrontLink, request_id: int, kind: int, rest: memoryview) -> None:
+        if kind == wire.WORK:
+            self._work(request_id, wire.read_work(rest), link.pending, link)
+        elif kind == wire.CANCEL:
+            future = link.pending.pop(request_id, None)
+            if future is not None:
                 future.cancel()
-            writer.close()
+        elif kind == wire.TALLY:
+            self.state.metrics.predict_done(*wire.read_tally(rest))
 
-    def _work(self, request_id: int, work: wire.Work, pending: Pending, writer: asyncio.StreamWriter) -> None:
+    def _work(self, request_id: int, work: wire.Work, pending: Pending, writer: _FrontLink) -> None:
         state, name, dep_id = self.state, work.name, work.dep_id
         buckets = state.rate_buckets
         # The rate limit runs before anything else, as the primary's middleware does (and is not
@@ -89,8 +76,10 @@ class Hub:
                 state.monitor.sample(dep_id, array)
             else:
                 items = json.loads(bytes(work.payload))
-            with serving_errors(timeout_s):
-                future = runtime.router.submit(array, state.metrics.latency_observer(name, dep_id), items)
+            future = runtime.router.submit(array, state.metrics.latency_observer(name, dep_id), items)
+        except Overloaded as exc:  # submit's one refusal; serving_errors' context manager cost more per request
+            self._error(writer, request_id, name, dep_id, overloaded(exc))
+            return
         except ApiError as exc:
             self._error(writer, request_id, name, dep_id, exc)
             return
@@ -104,7 +93,7 @@ class Hub:
                                          work.is_tensor))
 
     def _done(self, request_id: int, name: str, dep_id: str, timeout_s: float, pending: Pending,
-              writer: asyncio.StreamWriter, is_tensor: bool, future: asyncio.Future[Any]) -> None:
+              writer: _FrontLink, is_tensor: bool, future: asyncio.Future[Any]) -> None:
         pending.pop(request_id, None)
         metrics = self.state.metrics
         if future.cancelled():  # the caller left (CANCEL) or the front went away
@@ -131,11 +120,66 @@ class Hub:
             metrics.predict_done(name, dep_id, 500)
             writer.write(wire.frame(request_id, wire.FAILED))
 
-    def _error(self, writer: asyncio.StreamWriter, request_id: int, name: str, dep_id: str, exc: ApiError) -> None:
+    def _error(self, writer: _FrontLink, request_id: int, name: str, dep_id: str, exc: ApiError) -> None:
         self.state.metrics.predict_done(name, dep_id, exc.status_code)
         body, headers = error_answer(exc)
         writer.write(wire.error_frame(request_id, exc.status_code, body,
                                       {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}))
+
+
+class _FrontLink(asyncio.Protocol):
+    """One front's connection: whole frames handled as each read brings them, the answers of one
+    loop turn (a batch's) sent back in one write."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.pending: Pending = {}
+        self._transport: asyncio.Transport | None = None
+        self._out: Gather | None = None
+        self._buffer = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._out = Gather(self._send)
+        self.hub._links.add(self)
+
+    def _send(self, data: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def write(self, data: bytes) -> None:
+        if self._out is not None:
+            self._out.write(data)
+
+    def is_closing(self) -> bool:
+        return self._transport is None or self._transport.is_closing()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            if self._out is not None:
+                self._out.flush()
+            self._transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        # A frame that arrived whole is read in place (its payload a view of ``data``, not a copy).
+        buffer = self._buffer + data if self._buffer else data
+        view, at, end = memoryview(buffer), 0, len(buffer)
+        while end - at >= wire.LEN.size:
+            (n,) = wire.LEN.unpack_from(view, at)
+            if end - at - wire.LEN.size < n:
+                break
+            start = at + wire.LEN.size
+            at = start + n
+            request_id, kind = wire.HEAD.unpack_from(view, start)
+            self.hub._frame(self, request_id, kind, view[start + wire.HEAD.size:at])
+        self._buffer = buffer[at:] if at < end else b""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # The front stopped: its callers' connections went with it.
+        self.hub._links.discard(self)
+        pending, self.pending = self.pending, {}
+        for future in pending.values():
+            future.cancel()
 
 
 __all__ = ["Hub"]

@@ -5,69 +5,93 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
+from functools import partial
 
 from . import wire
+from .cork import Gather
 
 Reply = tuple[int, bytes]  # (kind, payload)
 
 
-class PrimaryLink:
+class PrimaryLink(asyncio.Protocol):
     """Sends WORK frames and resolves each request's future with the primary's reply.
+
+    The frames of one loop turn leave in one write, and every whole frame a read brings is
+    answered in that read's callback: no task or await per frame on either side.
 
     ``on_lost`` is called once when the primary closes the connection (it stopped): the
     front has nothing left to serve predicts with and stops too; the primary restarts it."""
 
     def __init__(self, on_lost: Callable[[], None]) -> None:
         self._on_lost = on_lost
-        self._writer: asyncio.StreamWriter | None = None
+        self._transport: asyncio.Transport | None = None
+        self._out: Gather | None = None
         self._pending: dict[int, asyncio.Future[Reply]] = {}
         self._ids = itertools.count(1)
-        self._reader_task: asyncio.Task[None] | None = None
+        self._buffer = b""
+        self._closed = False
 
     async def connect(self, path: str) -> None:
-        reader, self._writer = await asyncio.open_unix_connection(path)
-        self._reader_task = asyncio.get_running_loop().create_task(self._read(reader))
+        await asyncio.get_running_loop().create_unix_connection(lambda: self, path)
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        if self._reader_task is not None:
-            self._reader_task.cancel()
+        if self._out is not None:
+            self._out.flush()
+        if self._transport is not None:
+            self._transport.close()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._out = Gather(self._send)
+
+    def _send(self, data: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
 
     def submit(self, name: str, dep_id: str, key: str, is_tensor: bool, payload: bytes) -> asyncio.Future[Reply]:
         """Queue the work on the primary; cancelling the future (the caller left) drops it there."""
-        assert self._writer is not None
-        request_id = next(self._ids) & 0xFFFFFFFF
+        assert self._out is not None
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        if self._closed:
+            future.set_exception(ConnectionError("the primary server process stopped"))
+            return future
+        request_id = next(self._ids) & 0xFFFFFFFF
         self._pending[request_id] = future
-        future.add_done_callback(lambda done: self._settled(request_id, done))
-        self._writer.write(wire.work_frame(request_id, name, dep_id, key, is_tensor, payload))
+        future.add_done_callback(partial(self._settled, request_id))
+        self._out.write(wire.work_frame(request_id, name, dep_id, key, is_tensor, payload))
         return future
 
     def tally(self, name: str, dep_id: str, status: int) -> None:
         """Count a predict the front answered itself in the primary's metrics."""
-        if self._writer is not None and not self._writer.is_closing():
-            self._writer.write(wire.tally_frame(name, dep_id, status))
+        if self._out is not None and not self._closed:
+            self._out.write(wire.tally_frame(name, dep_id, status))
 
     def _settled(self, request_id: int, future: asyncio.Future[Reply]) -> None:
-        if (self._pending.pop(request_id, None) is not None and future.cancelled()
-                and self._writer is not None and not self._writer.is_closing()):
-            self._writer.write(wire.frame(request_id, wire.CANCEL))
+        if (future.cancelled() and not self._closed and self._out is not None
+                and self._pending.pop(request_id, None) is not None):
+            self._out.write(wire.frame(request_id, wire.CANCEL))
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
-        try:
-            while True:
-                (n,) = wire.LEN.unpack(await reader.readexactly(wire.LEN.size))
-                body = await reader.readexactly(n)
-                request_id, kind = wire.HEAD.unpack_from(body)
-                future = self._pending.pop(request_id, None)
-                if future is not None and not future.done():
-                    future.set_result((kind, body[wire.HEAD.size:]))
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer + data if self._buffer else data
+        view, at, end = memoryview(buffer), 0, len(buffer)
+        pending = self._pending
+        while end - at >= wire.LEN.size:
+            (n,) = wire.LEN.unpack_from(view, at)
+            if end - at - wire.LEN.size < n:
+                break
+            start = at + wire.LEN.size
+            request_id, kind = wire.HEAD.unpack_from(view, start)
+            at = start + n
+            future = pending.pop(request_id, None)
+            if future is not None and not future.done():
+                future.set_result((kind, buffer[start + wire.HEAD.size:at]))
+        self._buffer = buffer[at:] if at < end else b""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
         lost = ConnectionError("the primary server process stopped")
-        for future in self._pending.values():
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
             if not future.done():
                 future.set_exception(lost)
-        self._pending.clear()
         self._on_lost()

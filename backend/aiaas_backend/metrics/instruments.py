@@ -70,6 +70,7 @@ class Metrics:
         # The counters' children, bound once per label set: prometheus_client's ``labels()`` validates
         # and locks on every call, which on the predict path cost more than the counting itself.
         self._outcome: dict[tuple[str, str, int], tuple[Any, ...]] = {}
+        self._observers: dict[tuple[str, str], Callable[[float], None]] = {}
 
     def watch_store(self, sessions: Callable[[], Session], slots: int) -> None:
         """Collect run figures from the store at scrape time."""
@@ -80,7 +81,11 @@ class Metrics:
         """What the router calls with a successful request's latency in seconds (None when off)."""
         if not self.enabled:
             return None
-        return self.predict_latency.labels(deployment, deployment_id).observe
+        observe = self._observers.get((deployment, deployment_id))
+        if observe is None:
+            observe = self._observers[(deployment, deployment_id)] = self.predict_latency.labels(
+                deployment, deployment_id).observe
+        return observe
 
     def stream_started(self, deployment: str, deployment_id: str, seconds: float) -> None:
         """A stream sent its first piece ``seconds`` after it was queued."""

@@ -93,13 +93,18 @@ def ready_runtime(serving: Any, name: str, dep_id: str) -> Any:
     return runtime
 
 
+def overloaded(exc: Overloaded) -> ApiError:
+    """The 429 for a full queue (for callers that catch the router's refusal without :func:`serving_errors`)."""
+    return ApiError(429, str(exc), "overloaded", {"Retry-After": "1"})
+
+
 @contextmanager
 def serving_errors(timeout_s: float) -> Iterator[None]:
     """The router's refusals as HTTP answers that name the problem."""
     try:
         yield
     except Overloaded as exc:
-        raise ApiError(429, str(exc), "overloaded", {"Retry-After": "1"}) from None
+        raise overloaded(exc) from None
     except TimeoutError:
         raise ApiError(504, f"the request took longer than the deployment's timeout ({timeout_s} s)",
                        "timeout") from None
@@ -200,5 +205,5 @@ async def _answer(request: Request, name: str, dep_id: str, signature: dict | No
     return Response(json_answer(output, items), media_type="application/json")
 
 
-__all__ = ["CALLER_LEFT", "answered_before_leaving", "disconnected", "json_answer", "json_work", "predict_body", "predict_target", "ready_runtime", "router",
+__all__ = ["CALLER_LEFT", "answered_before_leaving", "disconnected", "json_answer", "json_work", "overloaded", "predict_body", "predict_target", "ready_runtime", "router",
            "runtime_or_503", "serving_errors", "target_lookup"]
