@@ -33,9 +33,10 @@ class BodySizeLimit:
         }
         return start, body
 
-    async def refuse(self, send: Send) -> None:
+    async def refuse(self, send: Send, extra_headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         """Answer the 413 (for an app that checked the size itself)."""
         start, body = self._reply()
+        start["headers"] += extra_headers
         await send(start)
         await send({"type": "http.response.body", "body": body})
 

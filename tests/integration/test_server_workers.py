@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -170,8 +171,66 @@ def test_backpressure_429_comes_from_the_primary_queue_through_the_front(backend
         via_primary = next(r for r in refused if FRONT not in r.headers)
         assert via_front.json() == via_primary.json() and via_front.headers["retry-after"] == "1"
         assert dep.stats().rejected == len(refused)
+
+        # Callers that leave: their queued work is dropped whichever process took them (the front
+        # learns it from its connection, then tells the primary). Three callers a round, one
+        # connection each: one batch starts, two wait; with 0.2 s a batch and 0.1 s patience,
+        # each round runs at most the batch already started, unless a front computed its own.
+        rounds = 4
+        before = dep.stats()
+
+        async def leave() -> None:
+            async def one_leaves() -> None:
+                async with httpx.AsyncClient(headers={**BINARY, "Authorization": f"Bearer {backend.key}"}) as http:
+                    try:
+                        await http.post(f"{backend.url}/v1/deployments/workers-slow/predict", content=one,
+                                        timeout=httpx.Timeout(5, read=0.1))
+                    except httpx.TimeoutException:
+                        pass
+            await asyncio.gather(*(one_leaves() for _ in range(3)))
+
+        for _ in range(rounds):
+            wait_until(lambda: dep.stats().queue_depth == 0, timeout=30, what="the queue to drain")
+            asyncio.run(leave())
+        after = wait_until(lambda: (st := dep.stats()).dropped - before.dropped >= rounds and st.queue_depth == 0
+                           and st, timeout=30, what="the work of callers that left to be dropped")
+        assert after.batches - before.batches <= rounds, (before, after)
     finally:
         dep.delete()
+
+
+def test_a_predict_declaring_a_body_over_the_limit_gets_413_from_either_process(backend, deployment):
+    """The front checks a predict's declared size itself (its other requests go through BodySizeLimit)."""
+    host, port = backend.url.removeprefix("http://").rsplit(":", 1)
+    request = (f"POST /v1/deployments/workers/predict HTTP/1.1\r\nHost: {host}\r\n"
+               f"Authorization: Bearer {backend.key}\r\nContent-Type: {tensor_codec.CONTENT_TYPE}\r\n"
+               f"Content-Length: {10**12}\r\n\r\n").encode()
+
+    def send() -> httpx.Response:
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(request)
+            raw = b""
+            while b"\r\n\r\n" not in raw or len(raw.partition(b"\r\n\r\n")[2]) < _length(raw):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                raw += chunk
+        head, _, body = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = dict(line.split(": ", 1) for line in lines[1:])
+        return httpx.Response(int(lines[0].split()[1]), headers=headers, content=body)
+
+    primary, front = _from_both(send)
+    assert primary.status_code == front.status_code == 413
+    assert primary.json() == front.json() and front.json()["code"] == "payload_too_large"
+
+
+def _length(raw: bytes) -> int:
+    for line in raw.partition(b"\r\n\r\n")[0].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b": ")
+        if name.lower() == b"content-length":
+            return int(value)
+    return 0
 
 
 def test_a_rolling_update_under_load_through_both_processes_drops_nothing(backend, deployment, versions):

@@ -90,7 +90,7 @@ class Front:
                 size = _declared_size(scope) if name and "/" not in name and token and binary is not None else None
                 if size is not None:
                     if size > self.limit.max_bytes:
-                        await self.limit.refuse(send)
+                        await self.limit.refuse(send, ((b"x-aiaas-front", self.pid),))
                     else:
                         await self._predict(scope, receive, send, name, token, binary)  # type: ignore[arg-type]
                     return
