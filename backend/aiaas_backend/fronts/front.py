@@ -58,7 +58,6 @@ class Front:
     """The front's ASGI app: predicts forwarded to the primary's routers, the rest proxied."""
 
     def __init__(self, settings: Settings, secret: str, predict_socket: str, api_socket: str) -> None:
-        # Predicts check their declared size here; everything else is counted on its way to the primary.
         sessions = session_factory(make_engine(settings.sqlalchemy_url))
         # What routes.deployments.deployment_for_key needs of the app's state.
         self.state = SimpleNamespace(sessions=sessions, key_usage=KeyUsage(
@@ -68,6 +67,7 @@ class Front:
         self.predict_socket = predict_socket
         self.link = PrimaryLink(on_lost=self._primary_lost)
         self.proxy = Proxy(api_socket, secret)
+        # Predicts check their declared size themselves; everything else is counted on its way to the primary.
         self.limit = BodySizeLimit(self.proxy, max_bytes=settings.max_upload_bytes)
         self.server: uvicorn.Server | None = None
         self.pid = str(os.getpid()).encode()
