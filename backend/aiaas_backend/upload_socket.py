@@ -21,7 +21,8 @@ Why this is safe on a shared, multi-user server:
   have (which would poison the chunk for every user, as chunks are stored once).
 - Who the client is comes from an API key, not from the socket: the client first asks
   ``POST /v1/datasets/same-host`` (with its key, over HTTP) for a ticket, good for one
-  connection within a minute. The reply also carries an answer the socket gives back
+  connection within a minute. Every batch checks that key again (one indexed read per
+  stored group): a key revoked or expired meanwhile ends the upload at its next batch. The reply also carries an answer the socket gives back
   before the client sends any descriptor, so a socket at that path that is not this
   backend's (a remote backend's path squatted on the client's machine) gets no files.
 - Limits: a few connections at once (more are told to use HTTP), a bounded number of
@@ -53,7 +54,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from . import chunk_intake
 from .errors import ApiError
-from .models import User
+from .models import ApiKey, User
 from .store import Store
 
 log = logging.getLogger("aiaas.upload_socket")
@@ -69,21 +70,22 @@ IDLE_SECONDS = 300.0
 
 
 class Tickets:
-    """One-connection tickets: ``issue`` for a user (over HTTP), ``redeem`` once on the socket."""
+    """One-connection tickets: ``issue`` for an API key (over HTTP), ``redeem`` once on the socket."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._open: dict[str, tuple[int, str, float]] = {}
 
-    def issue(self, user_id: int) -> tuple[str, str]:
+    def issue(self, key_id: int) -> tuple[str, str]:
         ticket, answer = secrets.token_hex(32), secrets.token_hex(32)
         now = time.monotonic()
         with self._lock:
             self._open = {t: v for t, v in self._open.items() if v[2] > now}  # drop the expired
-            self._open[ticket] = (user_id, answer, now + TICKET_SECONDS)
+            self._open[ticket] = (key_id, answer, now + TICKET_SECONDS)
         return ticket, answer
 
     def redeem(self, ticket: str) -> tuple[int, str] | None:
+        """(the API key's id, the answer), once."""
         with self._lock:
             found = self._open.pop(ticket, None)
         if found is None or found[2] < time.monotonic():
@@ -203,16 +205,16 @@ class UploadSocket:
                 _send(conn, send_lock, {"error": f"chunk_bytes must be 64 KiB to {self._max_chunk_bytes} bytes",
                                         "status": 400, "code": "bad_request"})
                 return
-            user_id, answer = redeemed
+            key_id, answer = redeemed
             _send(conn, send_lock, {"answer": answer})
-            self._batches(conn, send_lock, user_id, chunk_bytes)
+            self._batches(conn, send_lock, key_id, chunk_bytes)
         except (OSError, ValueError, AttributeError, TypeError) as exc:  # a closed or garbled connection
             log.info("same-host upload connection ended: %s", exc)
         finally:
             conn.close()
             self._slots.release()
 
-    def _batches(self, conn: socket.socket, send_lock: threading.Lock, user_id: int, chunk_bytes: int) -> None:
+    def _batches(self, conn: socket.socket, send_lock: threading.Lock, key_id: int, chunk_bytes: int) -> None:
         room = threading.BoundedSemaphore(IN_FLIGHT)
         with ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="upload-socket-batch") as pool:
             while True:
@@ -238,7 +240,7 @@ class UploadSocket:
 
                 def work(seq: Any = seq, fds: list[int] = fds, ranges: Any = ranges) -> None:
                     try:
-                        reply = self._batch(user_id, fds, ranges, chunk_bytes)
+                        reply = self._batch(key_id, fds, ranges, chunk_bytes)
                     except ApiError as exc:
                         reply = {"error": exc.detail, "status": exc.status_code, "code": exc.code}
                     except Exception as exc:  # the client must hear of it, not hang
@@ -253,7 +255,7 @@ class UploadSocket:
 
                 pool.submit(work)
 
-    def _batch(self, user_id: int, fds: list[int], ranges: Any, chunk_bytes: int) -> dict[str, Any]:
+    def _batch(self, key_id: int, fds: list[int], ranges: Any, chunk_bytes: int) -> dict[str, Any]:
         """Read, hash and store the chunks of each ``[offset, length]`` range of the file behind
         the descriptor beside it; each range's size read and digests."""
         if not (isinstance(ranges, list) and len(ranges) == len(fds)
@@ -280,9 +282,12 @@ class UploadSocket:
             if not group:
                 return
             with self._sessions() as session:
-                user = session.get(User, user_id)
+                key = session.get(ApiKey, key_id)
+                ended = key.ended() if key is not None else "deleted"
+                user = session.get(User, key.user_id) if key is not None and ended is None else None
                 if user is None:
-                    raise ApiError(401, "the ticket's user is gone", "unauthenticated")
+                    raise ApiError(401, f"the API key that opened this upload was {ended or 'orphaned'}; upload "
+                                   f"again with a working key", "unauthenticated")
                 new = chunk_intake.take(session, user, self._store, self._quota, group, verified=True)
             stored += len(new)
             stored_bytes += sum(new.values())

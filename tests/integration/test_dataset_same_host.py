@@ -182,6 +182,28 @@ def test_the_socket_protocol_checks_tickets_and_descriptors(make_backend, tmp_pa
     sock.close()
 
 
+def test_a_key_revoked_during_an_upload_stops_it_at_the_next_batch(make_backend, tmp_path):
+    backend = make_backend()
+    created = backend.client().create_key("uploader")
+    resp = httpx.post(backend.url + "/v1/datasets/same-host", headers={"Authorization": f"Bearer {created.key}"})
+    resp.raise_for_status()
+    sock, hello = _connect(resp.json())
+    assert "answer" in hello
+    data = np.random.default_rng(6).bytes(2 * CHUNK)
+    (tmp_path / "f.bin").write_bytes(data)
+    fd = os.open(tmp_path / "f.bin", os.O_RDONLY)
+    try:
+        assert _ask(sock, 1, [fd], [[0, CHUNK]])["stored"] == 1
+        backend.client().revoke_key(created.id)
+        reply = _ask(sock, 2, [fd], [[CHUNK, CHUNK]])
+    finally:
+        os.close(fd)
+        sock.close()
+    assert (reply["status"], reply["code"]) == (401, "unauthenticated") and "revoked" in reply["error"], reply
+    used = httpx.get(backend.url + "/v1/datasets", headers={"Authorization": f"Bearer {backend.key}"}).json()
+    assert used["used_bytes"] == CHUNK  # the second chunk was not stored for that user
+
+
 def test_the_socket_applies_the_quota(make_backend, tmp_path):
     backend = make_backend(AIAAS_USER_QUOTA_BYTES=str(CHUNK))
     (tmp_path / "f.bin").write_bytes(np.random.default_rng(4).bytes(CHUNK + 1))

@@ -22,9 +22,10 @@ from aiaas_sdk.wire_datasets import (
 
 from .. import chunk_intake
 from .. import datasets as ds
-from ..deps import CurrentUser, SessionDep, SettingsDep, StoreDep
+from ..deps import CurrentUser, SessionDep, SettingsDep, StoreDep, TokenDep
 from ..errors import ApiError
 from ..models import Dataset, DatasetUpload, DatasetVersion
+from ..security import api_key_for
 from ..store import is_digest
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -47,7 +48,8 @@ async def put_chunk(digest: str, request: Request, session: SessionDep, user: Cu
 
 
 @router.post("/same-host", operation_id="open_same_host_upload")
-def open_same_host_upload(request: Request, user: CurrentUser) -> SameHostUploadPublic:
+def open_same_host_upload(request: Request, session: SessionDep, token: TokenDep,
+                          user: CurrentUser) -> SameHostUploadPublic:
     """A ticket for one connection to this backend's same-host upload socket: a client on the
     backend's machine hands it open files to read instead of sending their bytes (see
     ``upload_socket.py`` for why that is safe). 404 when the backend has none."""
@@ -55,7 +57,10 @@ def open_same_host_upload(request: Request, user: CurrentUser) -> SameHostUpload
     if intake is None:
         raise ApiError(404, "this backend takes dataset chunks over HTTP only (AIAAS_UPLOAD_SOCKET=false, or it "
                        "was not started by `aiaas server`)", "no_upload_socket")
-    ticket, answer = intake.tickets.issue(user.id)
+    key = api_key_for(session, token)  # the one CurrentUser accepted; the socket checks it again per batch
+    if key is None or key.user_id != user.id:
+        raise ApiError(401, "same-host uploads need an API key; upload with one", "unauthenticated")
+    ticket, answer = intake.tickets.issue(key.id)
     return SameHostUploadPublic(socket=str(intake.path), ticket=ticket, answer=answer)
 
 
