@@ -188,6 +188,23 @@ class SameHost:
         return [r for r in results if r is not None]
 
 
+class Near:
+    """An upload's same-host connection, opened on first need (at most one try per upload)."""
+
+    def __init__(self, client: Client, enabled: bool) -> None:
+        self.client, self.tried, self.conn = client, not enabled, None
+
+    def get(self) -> SameHost | None:
+        if not self.tried:
+            self.tried = True
+            self.conn = SameHost.open(self.client)
+        return self.conn
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
 def _ranges(items: list[tuple[str, str]]) -> list[tuple[int, int, int]]:
     """``(item, offset, length)``: each file in parts of at most BATCH_BYTES (whole chunks), so
     that a reply names a bounded number of digests however large the file."""

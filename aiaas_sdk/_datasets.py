@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ._dataset_delta import Base, Bases, changes
-from ._dataset_same_host import SameHost
+from ._dataset_same_host import Near
 from ._errors import BadRequest, NotFound
 from ._hashing import HashCache, Piece, Table, hash_files, manifest_json, pieces_of
 from .config import default_data_dir
@@ -286,7 +286,7 @@ def upload(client: Client, name: str, source: Any, *, parallel: int = 8, progres
            same_host: bool = True) -> UploadResult:
     files, folder = collect(source, name)
     cache = HashCache()
-    near = _Near(client, same_host)
+    near = Near(client, same_host)
 
     def on_backend(items: list[tuple[str, str]]) -> list[tuple[int, list[str]]] | None:
         """Have a backend on this machine read, hash and store the files (None: it cannot)."""
@@ -325,25 +325,8 @@ def upload(client: Client, name: str, source: Any, *, parallel: int = 8, progres
     return result
 
 
-class _Near:
-    """The same-host upload connection, opened on first need (at most one try per upload)."""
-
-    def __init__(self, client: Client, enabled: bool) -> None:
-        self.client, self.tried, self.conn = client, not enabled, None
-
-    def get(self) -> SameHost | None:
-        if not self.tried:
-            self.tried = True
-            self.conn = SameHost.open(self.client)
-        return self.conn
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-
-
 def _send_version(client: Client, name: str, files: dict[str, str], table: Table, base: Base | None,
-                  parallel: int, progress: bool, near: _Near) -> UploadResult:
+                  parallel: int, progress: bool, near: Near) -> UploadResult:
     """Open the upload (the whole manifest, or its change from ``base``), send the chunks the
     backend lacks, commit. A base's chunks are all on the backend: only changed files' can be missing."""
     changed, removed = changes(table, base.table) if base is not None else (list(table), [])
