@@ -163,16 +163,11 @@ class _FrontLink(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         # A frame that arrived whole is read in place (its payload a view of ``data``, not a copy).
         buffer = self._buffer + data if self._buffer else data
-        view, at, end = memoryview(buffer), 0, len(buffer)
-        while end - at >= wire.LEN.size:
-            (n,) = wire.LEN.unpack_from(view, at)
-            if end - at - wire.LEN.size < n:
-                break
-            start = at + wire.LEN.size
-            at = start + n
-            request_id, kind = wire.HEAD.unpack_from(view, start)
-            self.hub._frame(self, request_id, kind, view[start + wire.HEAD.size:at])
-        self._buffer = buffer[at:] if at < end else b""
+        frames, used = wire.whole_frames(buffer)
+        view = memoryview(buffer)
+        for request_id, kind, start, end in frames:
+            self.hub._frame(self, request_id, kind, view[start:end])
+        self._buffer = buffer[used:]
 
     def connection_lost(self, exc: Exception | None) -> None:
         # The front stopped: its callers' connections went with it.

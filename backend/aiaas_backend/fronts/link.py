@@ -73,19 +73,13 @@ class PrimaryLink(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer + data if self._buffer else data
-        view, at, end = memoryview(buffer), 0, len(buffer)
+        frames, used = wire.whole_frames(buffer)
         pending = self._pending
-        while end - at >= wire.LEN.size:
-            (n,) = wire.LEN.unpack_from(view, at)
-            if end - at - wire.LEN.size < n:
-                break
-            start = at + wire.LEN.size
-            request_id, kind = wire.HEAD.unpack_from(view, start)
-            at = start + n
+        for request_id, kind, start, end in frames:
             future = pending.pop(request_id, None)
             if future is not None and not future.done():
-                future.set_result((kind, buffer[start + wire.HEAD.size:at]))
-        self._buffer = buffer[at:] if at < end else b""
+                future.set_result((kind, buffer[start:end]))
+        self._buffer = buffer[used:]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True

@@ -46,6 +46,22 @@ class Work:
     payload: memoryview
 
 
+def whole_frames(buffer: bytes) -> tuple[list[tuple[int, int, int, int]], int]:
+    """The complete frames at the start of ``buffer`` as (request id, kind, payload start, payload
+    end) offsets into it (no copies), and where the incomplete rest begins."""
+    view, at, end = memoryview(buffer), 0, len(buffer)
+    found = []
+    while end - at >= LEN.size:
+        (n,) = LEN.unpack_from(view, at)
+        if end - at - LEN.size < n:
+            break
+        start = at + LEN.size
+        request_id, kind = HEAD.unpack_from(view, start)
+        at = start + n
+        found.append((request_id, kind, start + HEAD.size, at))
+    return found, at
+
+
 def frame(request_id: int, kind: int, *parts: bytes) -> bytes:
     """One length-prefixed frame; ``parts`` are joined once."""
     body = b"".join((HEAD.pack(request_id, kind), *parts))
