@@ -351,7 +351,7 @@ class LocalExecutor(Executor):
     def _hand_over(self, assignment: dict[str, object], folder: Path) -> subprocess.Popen[bytes] | None:
         line = (json.dumps(assignment) + "\n").encode()
         for _ in range(2):
-            proc = self._warm.take(folder) or self._spawn(folder)
+            proc = self._warm.take(folder) or self._spawn(folder, [])
             if proc is None:
                 return None
             try:
@@ -364,15 +364,16 @@ class LocalExecutor(Executor):
                 proc.wait()
         return None
 
-    def _spec(self, folder: Path) -> LaunchSpec:
+    def _spec(self, folder: Path, args: list[str] | None = None) -> LaunchSpec:
         shared = {"api": self._settings.api_socket_dir} if self._launcher.isolates else {}
-        return LaunchSpec(owner=folder.name, module=self.worker_module, args=[], folder=folder, folder_writable=True,
+        return LaunchSpec(owner=folder.name, module=self.worker_module, args=args or [], folder=folder,
+                          folder_writable=True,
                           shared_ro=shared, limits=self._settings.sandbox_limits, stdin=subprocess.PIPE,
                           stdout=self._log_file)
 
-    def _spawn(self, folder: Path) -> subprocess.Popen[bytes] | None:
+    def _spawn(self, folder: Path, args: list[str]) -> subprocess.Popen[bytes] | None:
         try:
-            return self._launcher.start(self._spec(folder))
+            return self._launcher.start(self._spec(folder, args))
         except OSError:
             log.exception("could not start a worker with %s", self._settings.worker_python)
             return None

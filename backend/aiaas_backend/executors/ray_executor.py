@@ -65,8 +65,9 @@ class RayExecutor(LocalExecutor):
     def _has_room(self) -> bool:
         return len(self._workers) < self._settings.slots
 
-    def _spec(self, folder: Path) -> LaunchSpec:
+    def _spec(self, folder: Path, args: list[str] | None = None) -> LaunchSpec:
         # With the cluster's address a warm driver joins it and warms a rank before its run arrives.
+        # (Unsandboxed, it is never given a folder, so it needs no started-file.)
         return dataclasses.replace(super()._spec(folder), args=[str(self._settings.ray_address)])
 
     def _dispatch(self, session: Session) -> None:

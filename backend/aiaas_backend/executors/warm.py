@@ -8,7 +8,10 @@ compete with training for the CPU.
 Sandboxed, a process sees only the folder it was started with: the warm worker
 starts on a spare folder; when a run is handed to it, the run's files move into
 that folder and it takes the run's folder's name (the sandbox's bind mount
-follows the directory).
+follows the directory). The bind mount exists only once the sandbox is built, a moment
+after the process starts: the worker marks its folder (:data:`STARTED`) when it runs inside
+it, and the folder is handed over only after that (renamed before, the sandbox could not
+find its folder and the run failed).
 """
 
 from __future__ import annotations
@@ -26,7 +29,12 @@ from ..sandbox import Launcher
 
 log = logging.getLogger("aiaas.executor")
 
-Spawn = Callable[[Path], "subprocess.Popen[bytes] | None"]
+# Starts a worker on a folder, with extra arguments for the worker module.
+Spawn = Callable[[Path, list[str]], "subprocess.Popen[bytes] | None"]
+# The file a sandboxed warm worker creates in its folder once it runs there (worker/__main__.py).
+STARTED = ".worker-started"
+# How long a run waits for a warm worker's sandbox to be built (milliseconds, unless the machine stalls).
+_BUILD_TIMEOUT_S = 30.0
 
 
 class WarmWorker:
@@ -55,7 +63,7 @@ class WarmWorker:
             if spare is not None:
                 shutil.rmtree(spare, ignore_errors=True)
             return None
-        if spare is not None and not self._launcher.give_folder(spare, folder):
+        if spare is not None and not (self._built(warm, spare) and self._launcher.give_folder(spare, folder)):
             log.warning("could not give the run's folder %s to the warm worker; starting a fresh one", folder)
             Launcher.kill(warm.pid)
             warm.wait()
@@ -80,11 +88,24 @@ class WarmWorker:
             if self._launcher.isolates:
                 spare = self._artifacts.root / "runs" / f".warm-{secrets.token_hex(6)}"
                 spare.mkdir(parents=True)
-                self._proc, self._folder = self._spawn(spare), spare
+                self._proc, self._folder = self._spawn(spare, ["--started-file", STARTED]), spare
                 if self._proc is None:
                     self._drop_folder()
             else:
-                self._proc = self._spawn(self._artifacts.root)
+                self._proc = self._spawn(self._artifacts.root, [])
+
+    @staticmethod
+    def _built(warm: subprocess.Popen[bytes], spare: Path) -> bool:
+        """Wait until the warm worker runs inside ``spare`` (its sandbox is built); False if it
+        exited or took too long."""
+        mark = spare / STARTED
+        deadline = time.monotonic() + _BUILD_TIMEOUT_S
+        while not mark.exists():
+            if warm.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        mark.unlink()
+        return True
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
