@@ -96,12 +96,16 @@ class Backend:
     """An ``aiaas server`` subprocess with its own data dir and config file."""
 
     def __init__(self, data_dir: Path, slots: int = 1, env: dict[str, str] | None = None,
-                 ray_address: str | None = None) -> None:
+                 ray_address: str | None = None, warm: bool = True) -> None:
         self.data_dir = data_dir
         self.slots = slots
         # With a Ray address the server runs `--executor ray` against that cluster.
         self.ray_address = ray_address
         self.env = {**os.environ, "AIAAS_CONFIG": str(data_dir / "config.toml"), **(env or {})}
+        if not warm:
+            # A backend whose tests never train: its warm worker (seconds of CPU importing torch
+            # and Lightning) would only compete with the suite for the cores.
+            self.env["AIAAS_WARM_WORKER"] = "false"
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self._starts = 0
@@ -187,12 +191,19 @@ class Backend:
                 pass
 
 
+def _trains(request: pytest.FixtureRequest) -> bool:
+    """False in a module that sets ``TRAINS = False``: no test there starts a run."""
+    return bool(getattr(request.module, "TRAINS", True))
+
+
 @pytest.fixture
-def make_backend(tmp_path: Path) -> Iterator:
+def make_backend(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator:
     started: list[Backend] = []
 
-    def make(slots: int = 1, name: str = "backend", **env: str) -> Backend:
-        backend = Backend(tmp_path / name, slots=slots, env=env)
+    def make(slots: int = 1, name: str = "backend", trains: bool | None = None, **env: str) -> Backend:
+        """A fresh backend; ``trains=False`` when the test starts no run (no warm worker then)."""
+        warm = _trains(request) if trains is None else trains
+        backend = Backend(tmp_path / name, slots=slots, env=env, warm=warm)
         started.append(backend)
         return backend.start()
 
@@ -202,9 +213,9 @@ def make_backend(tmp_path: Path) -> Iterator:
 
 
 @pytest.fixture(scope="module")
-def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+def backend(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Backend]:
     """One backend per test module (workers are the slow part on a 2-core machine)."""
-    b = Backend(tmp_path_factory.mktemp("backend"), slots=2).start()
+    b = Backend(tmp_path_factory.mktemp("backend"), slots=2, warm=_trains(request)).start()
     yield b
     b.close()
 

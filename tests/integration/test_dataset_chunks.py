@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
+TRAINS = False  # no test here starts a run: its backends need no warm worker (tests/conftest.py)
+
 
 def _frame(chunks: list[bytes], digests: list[str] | None = None) -> bytes:
     digests = digests or [hashlib.sha256(c).hexdigest() for c in chunks]

@@ -11,6 +11,8 @@ import httpx
 
 import aiaas
 
+TRAINS = False  # no test here starts a run: its backends need no warm worker (tests/conftest.py)
+
 
 class Recording(httpx.HTTPTransport):
     """The real transport, noting the JSON bodies of upload sessions on their way."""

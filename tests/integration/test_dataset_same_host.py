@@ -18,6 +18,8 @@ import pytest
 
 from ..conftest import wait_until
 
+TRAINS = False  # no test here starts a run: its backends need no warm worker (tests/conftest.py)
+
 CHUNK = 4 * 1024 * 1024
 
 

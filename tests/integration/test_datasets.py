@@ -190,7 +190,7 @@ def _stored(backend) -> list[Path]:
 
 
 def test_quota_refuses_an_upload_naming_quota_and_size(make_backend, tmp_path):
-    small = make_backend(name="quota", AIAAS_USER_QUOTA_BYTES=str(3 * CHUNK))
+    small = make_backend(name="quota", trains=False, AIAAS_USER_QUOTA_BYTES=str(3 * CHUNK))
     client = small.client()
     folder = tmp_path / "q"
     folder.mkdir()

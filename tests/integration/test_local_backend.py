@@ -167,7 +167,7 @@ def test_local_stop_refuses_to_cut_a_run_short_and_a_forced_stop_loses_nothing(t
 def test_a_stopped_server_takes_back_its_address(make_backend):
     """After SIGTERM (``aiaas local stop``, systemd) server.json and the workers' socket go, so
     nothing reads a stale address; uvicorn re-raises the signal, so this is not run() returning."""
-    backend = make_backend()
+    backend = make_backend(trains=False)
     info = backend.data_dir / "server.json"
     sockets = list(backend.data_dir.rglob("api.sock"))
     assert info.exists() and sockets

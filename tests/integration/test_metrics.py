@@ -207,10 +207,10 @@ def test_a_scrape_key_reads_metrics_and_nothing_else(backend, deployment) -> Non
 
 
 def test_loopback_reads_metrics_without_a_key_only_when_configured(make_backend) -> None:
-    opened = make_backend(name="loopback", AIAAS_METRICS_LOOPBACK="true")
+    opened = make_backend(name="loopback", trains=False, AIAAS_METRICS_LOOPBACK="true")
     response = httpx.get(f"{opened.url}/metrics")
     assert response.status_code == 200 and "aiaas_worker_slots 1.0" in response.text
-    off = make_backend(name="off", AIAAS_METRICS="false")
+    off = make_backend(name="off", trains=False, AIAAS_METRICS="false")
     refused = httpx.get(f"{off.url}/metrics")
     assert refused.status_code == 404 and "AIAAS_METRICS" in refused.json()["detail"]
 

@@ -98,7 +98,8 @@ def test_deployment_and_replica_quotas(limited):
 
 
 def test_requests_per_second_per_key(tmp_path: Path):
-    b = Backend(tmp_path / "rate", env={"AIAAS_RATE_REQUESTS_PER_S": "0.5", "AIAAS_RATE_BURST": "3"}).start()
+    b = Backend(tmp_path / "rate", env={"AIAAS_RATE_REQUESTS_PER_S": "0.5", "AIAAS_RATE_BURST": "3"},
+                warm=False).start()
     try:
         alice_key = b.new_key("alice")
         alice = b.client(alice_key)

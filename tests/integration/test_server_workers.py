@@ -338,7 +338,7 @@ def test_the_rate_limit_is_one_limit_across_processes(make_backend):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
 def test_the_fronts_end_with_the_primary(make_backend, sig):
-    backend = make_backend(AIAAS_SERVER_WORKERS="3")
+    backend = make_backend(trains=False, AIAAS_SERVER_WORKERS="3")
     _wait_for_fronts(backend, 2)
     fronts = _fronts(backend)
     backend.stop(sig)

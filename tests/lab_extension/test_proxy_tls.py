@@ -20,7 +20,7 @@ def jp_server_config():
 
 @pytest.fixture(scope="module")
 def tls_backend(tmp_path_factory) -> Iterator[TlsBackend]:
-    backend = TlsBackend(tmp_path_factory.mktemp("lab-tls") / "backend").start()
+    backend = TlsBackend(tmp_path_factory.mktemp("lab-tls") / "backend", warm=False).start()
     yield backend
     backend.close()
 
