@@ -14,7 +14,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._client import AsyncClient, Client
+    from ._async_client import AsyncClient
+    from ._client import Client
     from ._connect import connect, connect_async
     from ._dataset import AsyncDataset, Dataset
     from ._datasets import data_path
@@ -44,7 +45,8 @@ if TYPE_CHECKING:
 # Where each public name is defined; keep it in step with the imports above
 # (tests/unit/test_exported_members.py checks that the two agree).
 _SOURCES: dict[str, tuple[str, ...]] = {
-    "._client": ("AsyncClient", "Client"),
+    "._async_client": ("AsyncClient",),
+    "._client": ("Client",),
     "._connect": ("connect", "connect_async"),
     "._dataset": ("AsyncDataset", "Dataset"),
     "._datasets": ("data_path",),

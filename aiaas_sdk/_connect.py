@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import os
 
-from ._client import AsyncClient, Client
+from ._async_client import AsyncClient
+from ._client import Client
 from ._local import ensure_local_backend
 
 

@@ -9,7 +9,8 @@ from ._datasets import UploadResult, delete_dataset
 from .wire_datasets import DatasetPublic
 
 if TYPE_CHECKING:
-    from ._client import AsyncClient, Client
+    from ._async_client import AsyncClient
+    from ._client import Client
 
 
 

@@ -12,7 +12,8 @@ from ._monitoring import AsyncDeploymentMonitoring, DeploymentMonitoring
 from .wire import DeploymentPublic, DeploymentStats, OptimizationReport
 
 if TYPE_CHECKING:
-    from ._client import AsyncClient, Client
+    from ._async_client import AsyncClient
+    from ._client import Client
 
 
 async def _many(predict: Any, xs: Iterable[Any], concurrency: int) -> list[Any]:
@@ -105,7 +106,7 @@ class Deployment(DeploymentMonitoring, _DeploymentBase):
         return self._client._drive(_ops.predict(self.name, x))
 
     def _aclient(self, concurrency: int = 128) -> AsyncClient:
-        from ._client import AsyncClient
+        from ._async_client import AsyncClient
 
         loop = asyncio.get_running_loop()
         if self._async is None or self._async[0] is not loop:

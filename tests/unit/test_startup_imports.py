@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 # The SDK's client side and the API server's stack: none is needed to train or to serve.
-CLIENT = ("aiaas_sdk._client", "aiaas_sdk._connect", "httpx_aiohttp", "aiohttp", "ipywidgets", "IPython")
+CLIENT = ("aiaas_sdk._client", "aiaas_sdk._async_client", "aiaas_sdk._connect", "httpx_aiohttp", "aiohttp", "ipywidgets", "IPython")
 SERVER = ("fastapi", "starlette", "sqlalchemy", "alembic", "uvicorn", "typer", "pydantic_settings",
           "prometheus_client", "aiaas_backend.main", "aiaas_backend.db", "aiaas_backend.config")
 
