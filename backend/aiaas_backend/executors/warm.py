@@ -33,8 +33,9 @@ log = logging.getLogger("aiaas.executor")
 Spawn = Callable[[Path, list[str]], "subprocess.Popen[bytes] | None"]
 # The file a sandboxed warm worker creates in its folder once it runs there (worker/__main__.py).
 STARTED = ".worker-started"
-# How long a run waits for a warm worker's sandbox to be built (milliseconds, unless the machine stalls).
-_BUILD_TIMEOUT_S = 30.0
+# How long a run waits for a warm worker's sandbox to be built (milliseconds unless the machine stalls;
+# a worker of an older aiaas never marks its folder, and is then replaced by a fresh one).
+_BUILD_TIMEOUT_S = 10.0
 
 
 class WarmWorker:
