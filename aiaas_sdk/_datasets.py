@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +31,17 @@ import httpx
 from ._dataset_delta import Base, Bases, changes
 from ._dataset_same_host import Near
 from ._errors import BadRequest, NotFound
-from ._hashing import HashCache, Piece, Table, hash_files, manifest_json, pieces_of
+from ._hashing import (
+    HashCache,
+    Piece,
+    Table,
+    cache_path,
+    connect_cache,
+    hash_files,
+    manifest_json,
+    pieces_of,
+    stamps_of,
+)
 from .config import default_data_dir
 from .wire_datasets import (
     ChunksPublic,
@@ -159,8 +169,11 @@ def _json(resp: httpx.Response | None) -> bytes:
 
 
 def create_upload(name: str, body: dict[str, Any]) -> Op[DatasetUploadPublic]:
-    """``body``: a DatasetUploadCreate in its wire form (built as plain data: thousands of files)."""
-    resp = yield _call("POST", f"/v1/datasets/{name}/uploads", json=body, idempotent=False, timeout=300)
+    """``body``: a DatasetUploadCreate in its wire form (built as plain data: thousands of files).
+    Asks the backend to commit at once when it lacks no chunk (``committed`` in the reply; an
+    older backend ignores the parameter and the upload is committed by :func:`commit_upload`)."""
+    resp = yield _call("POST", f"/v1/datasets/{name}/uploads", json=body, params={"commit": "true"},
+                       idempotent=False, timeout=300)
     return DatasetUploadPublic.model_validate_json(_json(resp))
 
 
@@ -272,7 +285,11 @@ class UploadResult:
     data: DatasetPublic
     sent_chunks: int
     sent_bytes: int
-    total_chunks: int
+    count_chunks: Callable[[], int]  # counted when shown: a re-upload holds most files' digests as noted
+
+    @property
+    def total_chunks(self) -> int:
+        return self.count_chunks()
 
 
 def _progress(total: int, enabled: bool, desc: str) -> Any:
@@ -285,7 +302,7 @@ def _progress(total: int, enabled: bool, desc: str) -> Any:
 def upload(client: Client, name: str, source: Any, *, parallel: int = 8, progress: bool = True,
            same_host: bool = True) -> UploadResult:
     files, folder = collect(source, name)
-    cache = HashCache()
+    stamps = stamps_of(files)
     near = Near(client, same_host)
 
     def on_backend(items: list[tuple[str, str]]) -> list[tuple[int, list[str]]] | None:
@@ -297,25 +314,32 @@ def upload(client: Client, name: str, source: Any, *, parallel: int = 8, progres
         with _progress(total, progress, f"upload {name}") as bar:
             return conn.read(items, bar.update)
 
+    db = connect_cache(cache_path(), check_same_thread=False)  # the hash cache and the bases: one file
     try:
+        bases = Bases(db)
+        base = bases.get(client.url, client._api_key, name)
+        # Files as the last upload noted them cost their stat only; the rest are looked up or read.
+        same = base.unchanged(files, stamps) if base is not None else set()
+        cache = HashCache(db=db)
         try:
-            table = hash_files(files, min(parallel, os.cpu_count() or 1), cache, on_backend)
+            table = hash_files({rel: path for rel, path in files.items() if rel not in same},
+                               min(parallel, os.cpu_count() or 1), cache, on_backend, stamps)
         finally:
             cache.close()
-        bases = Bases()
+        whole = base is None
         try:
-            base = bases.get(client.url, client._api_key, name)
-            try:
-                result = _send_version(client, name, files, table, base, parallel, progress, near)
-            except BadRequest as exc:
-                if base is None or exc.code != "base_mismatch":
-                    raise
-                result = _send_version(client, name, files, table, None, parallel, progress, near)  # sent whole
-            if base is None or (base.version, base.digest) != (result.data.version, result.data.digest):
-                bases.put(client.url, client._api_key, name, result.data.version, result.data.digest, table)
-        finally:
-            bases.close()
+            result = _send_version(client, name, files, table, base, parallel, progress, near)
+        except BadRequest as exc:
+            if base is None or exc.code != "base_mismatch":
+                raise
+            table.update(base.table(same))  # sent whole: every file's entry
+            result, whole = _send_version(client, name, files, table, None, parallel, progress, near), True
+        removed = [rel for rel in base.files if rel not in files] if base is not None and not whole else []
+        if whole or table or removed or (base.version, base.digest) != (result.data.version, result.data.digest):
+            bases.put(client.url, client._api_key, name, result.data.version, result.data.digest, table, files,
+                      stamps, removed, whole)
     finally:
+        db.close()
         near.close()
     if folder is not None:
         remember(client.url, result.data, folder)
@@ -328,13 +352,24 @@ def upload(client: Client, name: str, source: Any, *, parallel: int = 8, progres
 def _send_version(client: Client, name: str, files: dict[str, str], table: Table, base: Base | None,
                   parallel: int, progress: bool, near: Near) -> UploadResult:
     """Open the upload (the whole manifest, or its change from ``base``), send the chunks the
-    backend lacks, commit. A base's chunks are all on the backend: only changed files' can be missing."""
-    changed, removed = changes(table, base.table) if base is not None else (list(table), [])
+    backend lacks, commit. ``table``: every file's entry, or with a base those not noted unchanged
+    in it. A base's chunks are all on the backend: only changed files' can be missing."""
+    changed, removed = changes(table, base, files) if base is not None else (list(table), [])
     pieces = pieces_of(table, files, changed)
     body: dict[str, Any] = {"manifest": manifest_json(table, changed, pieces)}
     if base is not None:
         body.update(base={"version": base.version, "digest": base.digest}, removed=removed)
     session = client._drive(create_upload(name, body))
+
+    def total() -> int:  # distinct chunks of the version (shown as "sent N of M chunks")
+        digests = {d for _size, chunks in table.values() for d in chunks}
+        if base is not None:
+            digests.update(d for rel, noted in base.files.items() if rel in files and rel not in table
+                           for d in noted[3].split(",") if d)
+        return len(digests)
+
+    if session.committed is not None:  # nothing was missing: one request made the version
+        return UploadResult(session.committed, 0, 0, total)
     todo = [(d, pieces[d]) for d in session.missing]
     lock = threading.Lock()
     sent = [0, 0]
@@ -359,7 +394,7 @@ def _send_version(client: Client, name: str, files: dict[str, str], table: Table
                 for _ in pool.map(send, plan(todo)):
                     pass
     data = client._drive(commit_upload(name, session.id))
-    return UploadResult(data, sent[0], sent[1], len({d for _size, digests in table.values() for d in digests}))
+    return UploadResult(data, sent[0], sent[1], total)
 
 
 # -- aiaas.data_path ---------------------------------------------------------------------------

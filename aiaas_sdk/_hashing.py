@@ -33,6 +33,13 @@ class Piece:
     size: int
 
 
+def cache_path() -> Path:
+    """The SDK's cache database (hash cache and the record of last uploads), its folder made."""
+    path = default_data_dir() / "hash-cache.sqlite"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def connect_cache(path: Path, **kwargs: object) -> sqlite3.Connection:
     """The SDK's cache database. WAL without a sync per commit: a power cut may lose the last
     writes (the cache is then older, which costs a re-read), never leave it half written."""
@@ -49,10 +56,12 @@ class HashCache:
     Rows are read for a whole upload in one query and written in one transaction at
     :meth:`close`: a folder of thousands of files costs milliseconds, not a query each."""
 
-    def __init__(self, path: Path | None = None) -> None:
-        self.path = path or default_data_dir() / "hash-cache.sqlite"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = connect_cache(self.path, check_same_thread=False)
+    def __init__(self, path: Path | None = None, db: sqlite3.Connection | None = None) -> None:
+        """``db``: a connection to the cache's database to use (and leave open), instead of opening ``path``."""
+        self._own = db is None
+        if db is None:
+            db = connect_cache(path or cache_path(), check_same_thread=False)
+        self._db = db
         # Digests joined by commas, not JSON: a re-upload reads thousands of rows, and a split
         # costs a tenth of a json.loads. (``files`` held JSON lists before.)
         self._db.execute("CREATE TABLE IF NOT EXISTS file_chunks (path TEXT PRIMARY KEY, stamp TEXT, chunks TEXT)")
@@ -91,7 +100,9 @@ class HashCache:
     def close(self) -> None:
         with self._lock, self._db:
             self._db.executemany("INSERT OR REPLACE INTO file_chunks VALUES (?, ?, ?)", self._new)
-        self._db.close()
+            self._new.clear()
+        if self._own:
+            self._db.close()
 
 
 _buffers = threading.local()
@@ -133,23 +144,31 @@ Table = dict[str, tuple[int, list[str]]]
 Reader = Callable[[list[tuple[str, str]]], list[tuple[int, list[str]]] | None]
 
 
+def stamps_of(files: dict[str, str]) -> dict[str, str]:
+    """Each file's stamp (one ``stat``), by its path in the dataset."""
+    stamp = HashCache.stamp
+    return {rel: stamp(os.stat(path)) for rel, path in files.items()}
+
+
 def hash_files(files: dict[str, str], parallel: int, cache: HashCache | None = None,
-               reader: Reader | None = None) -> Table:
+               reader: Reader | None = None, stamps: dict[str, str] | None = None) -> Table:
     """The size and chunk digests of each of ``files`` (``{path in the dataset: local file}``).
-    Files the cache knows cost a stat; only the others are read, by ``reader`` when it can,
-    else here, ``parallel`` at a time."""
+    Files the cache knows cost a stat (none if ``stamps`` has theirs); only the others are read,
+    by ``reader`` when it can, else here, ``parallel`` at a time."""
+    if not files:
+        return {}
     if cache is not None:
         cache.load(files.values())
+    stamps = stamps if stamps is not None else stamps_of(files)
     table: Table = {}
     to_read: list[tuple[str, str, str]] = []
     for rel, path in files.items():
-        st = os.stat(path)
-        stamp = HashCache.stamp(st)
+        stamp = stamps[rel]
         known = cache.get(path, stamp) if cache is not None else None
         if known is None:
             to_read.append((rel, path, stamp))
         else:
-            table[rel] = (st.st_size, known)
+            table[rel] = (int(stamp.split(":", 1)[0]), known)
 
     def read(item: tuple[str, str, str]) -> tuple[int, list[str]]:
         _rel, path, stamp = item

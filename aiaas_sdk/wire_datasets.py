@@ -96,11 +96,6 @@ class DatasetUploadCreate(BaseModel):
         return self
 
 
-class DatasetUploadPublic(BaseModel):
-    id: str
-    name: str
-    missing: list[str] = Field(description="digests of the chunks this user has not sent yet: PUT them")
-    missing_bytes: int
 
 
 class SameHostUploadPublic(BaseModel):
@@ -129,6 +124,16 @@ class DatasetPublic(BaseModel):
     bytes: int
     digest: str
     created_at: UtcDatetime
+
+
+class DatasetUploadPublic(BaseModel):
+    id: str
+    name: str
+    missing: list[str] = Field(description="digests of the chunks this user has not sent yet: PUT them")
+    missing_bytes: int
+    committed: DatasetPublic | None = Field(
+        None, description="the version, when the upload was opened with commit=true and lacked no chunk: "
+        "it is committed already (there is no upload to commit)")
 
 
 class DatasetsPublic(BaseModel):

@@ -12,14 +12,15 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, inspect, select
 from sqlalchemy.orm import Session, defer
 
 from aiaas_sdk.wire import RunStatus
 from aiaas_sdk.wire_datasets import DatasetManifest, DatasetPublic
 
-from . import chunk_packs
+from . import chunk_packs, manifests
 from .errors import ApiError
+from .manifests import Manifest
 from .models import (
     Dataset,
     DatasetChunk,
@@ -182,28 +183,36 @@ def find_base(session: Session, user: User, name: str, version: int, digest: str
     return row
 
 
-def _apply(session: Session, upload: DatasetUpload, change: dict[str, Any]) -> dict[str, Any]:
-    """The whole manifest of an upload sent as a change of a base version. The base's chunks
-    need no check: this user keeps every chunk a version of theirs names."""
-    base = session.get(DatasetVersion, change["base_version_id"])
+def _base(session: Session, upload: DatasetUpload, base_version_id: int) -> tuple[DatasetVersion, Manifest | None]:
+    """The version an upload's change builds on, and its manifest when a recent commit left it in
+    memory (None: read it from the row; see :mod:`.manifests`)."""
+    base = session.get(DatasetVersion, base_version_id, options=[defer(DatasetVersion.manifest)])
     if base is None:  # deleted while this upload was open
         raise ApiError(409, f"the version upload {upload.id} is based on was deleted meanwhile; upload again "
                        "(client.upload sends the whole manifest then)", "base_mismatch")
-    files = {f["path"]: f for f in base.manifest["files"]}
-    absent = [p for p in change.get("removed", []) if p not in files]
+    return base, manifests.cached(base.digest)
+
+
+def _apply(session: Session, upload: DatasetUpload, change: dict[str, Any]) -> Manifest:
+    """The whole manifest of an upload sent as a change of a base version. The base's chunks
+    need no check: this user keeps every chunk a version of theirs names."""
+    base, built = _base(session, upload, change["base_version_id"])
+    if built is None:
+        built = manifests.whole(base.manifest["files"])
+    removed = change.get("removed", [])
+    absent = [p for p in removed if p not in built.files]
     if absent:
         raise ApiError(400, f"'removed' names {len(absent)} path(s) version {base.version} does not have, e.g. "
                        f"{absent[0]!r}; name only paths of the base version", "bad_manifest")
-    for path in change.get("removed", []):
-        del files[path]
-    for f in change["files"]:
-        files[f["path"]] = f
-    return {"files": [files[p] for p in sorted(files)]}
+    return manifests.apply(built, change["files"], removed) if change["files"] or removed else built
 
 
-def commit(session: Session, store: Store, user: User, upload: DatasetUpload) -> tuple[Dataset, DatasetVersion]:
+def commit(session: Session, store: Store, user: User, upload: DatasetUpload, *, checked: bool = False
+           ) -> tuple[Dataset, DatasetVersion]:
+    """Make ``upload`` a version (or give back the newest, if equal) and delete it. ``checked``: this
+    transaction found every chunk it names already (an upload opened with commit=true)."""
     manifest = upload.manifest  # validated when the upload was created; thousands of files: not twice
-    needed = chunk_digests(manifest)  # of a change: only its own files' (a base's are kept, see _apply)
+    needed = chunk_digests(manifest) if not checked else set()  # of a change: its own files' (see _apply)
     missing = sorted(needed - owned_chunks(session, user, needed))
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
@@ -216,24 +225,28 @@ def commit(session: Session, store: Store, user: User, upload: DatasetUpload) ->
         session.flush()
     # A version keeps its files only: chunk sizes served the upload's quota check, and a
     # thousand-file manifest is encoded, digested and (as the next base) decoded at each commit.
-    manifest = _apply(session, upload, manifest) if "base_version_id" in manifest else {"files": manifest["files"]}
-    digest = manifest_digest(manifest)
+    built = _apply(session, upload, manifest) if "base_version_id" in manifest else manifests.whole(manifest["files"])
     # Its manifest is not loaded: comparing digests is enough, and it has thousands of files.
     newest = session.scalar(select(DatasetVersion).options(defer(DatasetVersion.manifest))
                             .where(DatasetVersion.dataset_id == dataset.id)
                             .order_by(DatasetVersion.version.desc()).limit(1))
-    session.delete(upload)
-    if newest is not None and newest.digest == digest:
+    if inspect(upload).persistent:
+        session.delete(upload)
+    if newest is not None and newest.digest == built.digest:
+        manifests.remember(built)
         return dataset, newest  # nothing changed: the same version, not a new one
     # Every chunk's bytes on disk before a version names them (see Store.sync).
     store.sync()
     version = DatasetVersion(
-        dataset_id=dataset.id, version=dataset.next_version, manifest=manifest,
-        digest=digest, files=len(manifest["files"]), bytes=sum(f["size"] for f in manifest["files"]),
+        dataset_id=dataset.id, version=dataset.next_version, manifest=built.row(),
+        digest=built.digest, files=len(built.files), bytes=built.bytes,
     )
     dataset.next_version += 1
     session.add(version)
     session.flush()
+    # For the next upload's change of this version. Kept even if this transaction fails: the
+    # cache is by digest, and a digest names these files whichever version has it, if any.
+    manifests.remember(built)
     return dataset, version
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -22,12 +24,20 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
+def encode_json(value: Any) -> str:
+    """JSON columns' serializer: a value that carries its text already (a version's manifest,
+    built from its files' encodings: manifests.Encoded) is written as it is."""
+    text = getattr(value, "text", None)
+    return text if isinstance(text, str) and isinstance(value, dict) else json.dumps(value)
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10},
+                               json_serializer=encode_json)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, json_serializer=encode_json)
 
 
 def migrate(engine: Engine) -> None:

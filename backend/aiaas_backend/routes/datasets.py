@@ -130,9 +130,14 @@ class _Parts:
 
 @router.post("/{name}/uploads", status_code=status.HTTP_201_CREATED, operation_id="create_dataset_upload")
 def create_upload(name: Name, body: DatasetUploadCreate, session: SessionDep, user: CurrentUser,
-                  settings: SettingsDep) -> DatasetUploadPublic:
+                  settings: SettingsDep, store: StoreDep,
+                  commit: Annotated[bool, Query(description="commit at once if no chunk is missing")] = False,
+                  ) -> DatasetUploadPublic:
     """Start an upload: the manifest of the new version, whole or as a change of ``base``
-    (see DatasetUploadCreate). The reply names the chunks to send."""
+    (see DatasetUploadCreate). The reply names the chunks to send. With ``commit=true`` and every
+    chunk already here (a re-upload whose changed files the same-host socket stored, or an
+    unchanged one), the version is made at once and the reply carries it in ``committed``: one
+    request instead of two."""
     manifest = body.manifest
     stored = manifest.model_dump(mode="json")
     if body.base is not None:
@@ -148,6 +153,11 @@ def create_upload(name: Name, body: DatasetUploadCreate, session: SessionDep, us
     ds.check_quota(session, user, settings.user_quota_bytes, missing_bytes)
     upload = DatasetUpload(id="upl_" + uuid.uuid4().hex[:16], user_id=user.id, name=name,
                            manifest=stored)
+    if commit and not missing:  # never stored: the version is made in this transaction
+        dataset, version = ds.commit(session, store, user, upload, checked=True)
+        session.commit()
+        return DatasetUploadPublic(id=upload.id, name=name, missing=[], missing_bytes=0,
+                                   committed=ds.public(dataset, version))
     session.add(upload)
     session.commit()
     return DatasetUploadPublic(id=upload.id, name=name, missing=missing, missing_bytes=missing_bytes)
