@@ -140,3 +140,90 @@ def test_bad_changes_are_refused_naming_the_problem(backend, tmp_path):
     assert resp.status_code == 409 and resp.json()["code"] == "base_mismatch"
     assert [d.version for d in client.datasets() if d.name == "changes"] == [1]
 
+
+
+def _folder_digests(folder) -> dict[str, list[str]]:
+    return {p.relative_to(folder).as_posix(): [hashlib.sha256(p.read_bytes()).hexdigest()] if p.stat().st_size else []
+            for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_version_built_from_a_change_equals_the_whole_upload_of_the_folder(make_backend, tmp_path):
+    """The commit builds a change's version from the base's files (kept in memory by the commit
+    that made the base, or read from its row after a restart): its files, bytes and digest are
+    those of the same folder uploaded whole."""
+    backend = make_backend()
+    folder = tmp_path / "folder"
+    names = ["plain.bin", "sp ace.bin", 'quo"te.bin', "ünï/cödé.bin", "d/e/f.bin", "empty.bin"]
+    for i, rel in enumerate(names):
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(os.urandom(50 + i) if rel != "empty.bin" else b"")
+    client = backend.client()
+    client.upload("built", folder, progress=False)
+    for restart in (False, True):  # the base in the server's memory, then only in its row
+        if restart:
+            backend.stop()
+            backend.start(port=backend.port)
+            client = backend.client()
+        (folder / "sp ace.bin").write_bytes(os.urandom(77))
+        (folder / "d/e/f.bin").unlink()
+        (folder / f"new-{restart}.bin").write_bytes(b"new")
+        changed = client.upload("built", folder, progress=False)
+        whole = client.upload(f"whole-{restart:d}", folder, progress=False)  # no record of a base: sent whole
+        assert (changed.files, changed.bytes, changed.data.digest) == (whole.files, whole.bytes, whole.data.digest)
+        assert _manifest(backend, "built") == _manifest(backend, f"whole-{restart:d}")
+        assert _files(_manifest(backend, "built")) == _folder_digests(folder)
+        (folder / "d/e").mkdir(parents=True, exist_ok=True)
+        (folder / "d/e/f.bin").write_bytes(b"back")
+
+
+def test_an_upload_opened_with_commit_is_committed_when_nothing_is_missing(backend, tmp_path):
+    client = backend.client()
+    auth = {"Authorization": f"Bearer {backend.key}"}
+    folder = tmp_path / "one"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a")
+    v1 = client.upload("at-once", folder, progress=False)
+    url = f"{backend.url}/v1/datasets/at-once/uploads"
+    base = {"version": v1.version, "digest": v1.data.digest}
+    # Every chunk here: the version is made in that request, and there is no upload left to commit.
+    resp = httpx.post(url, params={"commit": "true"}, json={"manifest": {"files": []}, "base": base,
+                                                              "removed": ["a.txt"]}, headers=auth)
+    assert resp.status_code == 201
+    made = resp.json()
+    assert made["committed"]["version"] == 2 and made["committed"]["files"] == 0
+    assert httpx.post(f"{url}/{made['id']}/commit", headers=auth).status_code == 404
+    # A chunk missing: an ordinary upload (nothing committed), committed once the chunk is sent.
+    digest = hashlib.sha256(b"late").hexdigest()
+    body = {"manifest": {"files": [{"path": "late.txt", "size": 4, "chunks": [digest]}],
+                         "chunk_sizes": {digest: 4}}}
+    opened = httpx.post(url, params={"commit": "true"}, json=body, headers=auth).json()
+    assert opened["committed"] is None and opened["missing"] == [digest]
+    assert [d.version for d in client.datasets() if d.name == "at-once"] == [2, 1]
+    httpx.put(f"{backend.url}/v1/datasets/chunks/{digest}", content=b"late", headers=auth).raise_for_status()
+    assert httpx.post(f"{url}/{opened['id']}/commit", headers=auth).json()["version"] == 3
+    # A bad change is refused in that request, and nothing is made.
+    resp = httpx.post(url, params={"commit": "true"}, json={"manifest": {"files": []}, "base": base,
+                                                              "removed": ["nope.txt"]}, headers=auth)
+    assert resp.status_code == 400 and "'nope.txt'" in resp.json()["detail"]
+    assert [d.version for d in client.datasets() if d.name == "at-once"] == [3, 2, 1]
+
+
+def test_the_record_of_the_last_upload_is_trusted_only_for_the_same_local_file(backend, tmp_path):
+    """A file is taken as unchanged from the record only if it is the same local file with the
+    same stamp: the same paths uploaded from another folder are read, not assumed (their inodes
+    differ here; the record also names the local file, for inode numbers that repeat across
+    file systems), and a touched file is read again but is no change."""
+    recording = Recording()
+    client = aiaas.Client(backend.url, backend.key, transport=recording)
+    one, two = tmp_path / "one", tmp_path / "two"
+    for folder in (one, two):
+        folder.mkdir()
+        (folder / "x.bin").write_bytes(os.urandom(64))
+        (folder / "same.bin").write_bytes(b"same")
+    client.upload("where", one, progress=False)
+    v2 = client.upload("where", two, progress=False)  # other files, same paths: x.bin differs
+    assert [f["path"] for f in recording.sessions[-1]["manifest"]["files"]] == ["x.bin"]
+    assert _files(_manifest(backend, "where")) == _folder_digests(two) and v2.version == 2
+    os.utime(two / "same.bin", ns=(1, 1))  # touched, not changed: read again, not sent as a change
+    assert client.upload("where", two, progress=False).version == 2
+    assert recording.sessions[-1]["manifest"]["files"] == []
