@@ -29,7 +29,6 @@ class _DatasetBase:
         #: Chunks and bytes this upload sent (None for a dataset looked up, not uploaded).
         self.sent_chunks = result.sent_chunks if result else None
         self.sent_bytes = result.sent_bytes if result else None
-        self._count_chunks = result.count_chunks if result else None  # counted when shown
 
     name = property(lambda self: self.data.name)
     version = property(lambda self: self.data.version)
@@ -48,8 +47,7 @@ class _DatasetBase:
         d = self.data
         text = f"Dataset {self.ref} · {d.files} files · {_human(d.bytes)} · {d.created_at:%Y-%m-%d %H:%M:%S}"
         if self.sent_chunks is not None:
-            total = self._count_chunks() if self._count_chunks is not None else None
-            text += (f"\nsent {self.sent_chunks} of {total} chunks ({_human(self.sent_bytes or 0)}); "
+            text += (f"\nsent {self.sent_chunks} chunks ({_human(self.sent_bytes or 0)} of {_human(d.bytes)}); "
                      "the backend had the rest")
         return text
 

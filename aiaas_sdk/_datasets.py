@@ -20,11 +20,11 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 
@@ -93,6 +93,13 @@ def collect(source: Any, name: str) -> tuple[dict[str, str], Path | None]:
     return _walk(folder), folder
 
 
+def _checked(rel: str) -> str:
+    """check_dataset_path for a path the walk built: its parts are names from scandir (never
+    empty, ".", ".." or with "/" or NUL), so only a backslash or the length can be wrong, and
+    the full check runs only then (a call per file was a third of a 6,445-file walk)."""
+    return check_dataset_path(rel) if "\\" in rel or len(rel) > 1024 else rel
+
+
 def _walk(root: Path) -> dict[str, str]:
     """Every file under ``root`` (resolved), by its path inside it. Only symlinks are resolved
     (one scandir per folder, no stat per plain file): a folder of thousands of files lists fast."""
@@ -111,7 +118,9 @@ def _walk(root: Path) -> dict[str, str]:
         with os.scandir(here) as entries:
             for entry in entries:
                 rel = prefix + entry.name
-                if entry.is_symlink():
+                if entry.is_file(follow_symlinks=False):  # the common case first: one call
+                    out[_checked(rel)] = entry.path
+                elif entry.is_symlink():
                     target = Path(entry.path).resolve()
                     if not _inside(target, root):
                         raise BadRequest(f"refused before sending: {entry.path} is a symlink to {target}, outside "
@@ -119,11 +128,9 @@ def _walk(root: Path) -> dict[str, str]:
                     if target.is_dir():
                         todo.append((Path(entry.path), rel + "/"))
                     elif target.is_file():
-                        out[check_dataset_path(rel)] = entry.path
+                        out[_checked(rel)] = entry.path
                 elif entry.is_dir(follow_symlinks=False):
                     todo.append((Path(entry.path), rel + "/"))
-                elif entry.is_file(follow_symlinks=False):
-                    out[check_dataset_path(rel)] = entry.path
                 # sockets, fifos: not data
     return out
 
@@ -285,14 +292,24 @@ class UploadResult:
     data: DatasetPublic
     sent_chunks: int
     sent_bytes: int
-    count_chunks: Callable[[], int]  # counted when shown: a re-upload holds most files' digests as noted
 
-    @property
-    def total_chunks(self) -> int:
-        return self.count_chunks()
+
+class _NoBar:
+    """The bar of an upload without one (progress=False): tqdm is not even imported (40 ms)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def update(self, n: int) -> None:
+        pass
 
 
 def _progress(total: int, enabled: bool, desc: str) -> Any:
+    if not enabled:
+        return _NoBar()
     from tqdm.auto import tqdm  # a widget in notebooks, text in a terminal
 
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, disable=not enabled,
@@ -334,8 +351,9 @@ def upload(client: Client, name: str, source: Any, *, parallel: int = 8, progres
                 raise
             table.update(base.table(same))  # sent whole: every file's entry
             result, whole = _send_version(client, name, files, table, None, parallel, progress, near), True
-        removed = [rel for rel in base.files if rel not in files] if base is not None and not whole else []
-        if whole or table or removed or (base.version, base.digest) != (result.data.version, result.data.digest):
+        removed = [rel for rel in base.seen if rel not in files] if base is not None and not whole else []
+        if base is None or whole or table or removed or \
+                (base.version, base.digest) != (result.data.version, result.data.digest):
             bases.put(client.url, client._api_key, name, result.data.version, result.data.digest, table, files,
                       stamps, removed, whole)
     finally:
@@ -361,15 +379,8 @@ def _send_version(client: Client, name: str, files: dict[str, str], table: Table
         body.update(base={"version": base.version, "digest": base.digest}, removed=removed)
     session = client._drive(create_upload(name, body))
 
-    def total() -> int:  # distinct chunks of the version (shown as "sent N of M chunks")
-        digests = {d for _size, chunks in table.values() for d in chunks}
-        if base is not None:
-            digests.update(d for rel, noted in base.files.items() if rel in files and rel not in table
-                           for d in noted[3].split(",") if d)
-        return len(digests)
-
     if session.committed is not None:  # nothing was missing: one request made the version
-        return UploadResult(session.committed, 0, 0, total)
+        return UploadResult(session.committed, 0, 0)
     todo = [(d, pieces[d]) for d in session.missing]
     lock = threading.Lock()
     sent = [0, 0]
@@ -394,7 +405,7 @@ def _send_version(client: Client, name: str, files: dict[str, str], table: Table
                 for _ in pool.map(send, plan(todo)):
                     pass
     data = client._drive(commit_upload(name, session.id))
-    return UploadResult(data, sent[0], sent[1], total)
+    return UploadResult(data, sent[0], sent[1])
 
 
 # -- aiaas.data_path ---------------------------------------------------------------------------

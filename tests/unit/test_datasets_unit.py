@@ -31,6 +31,27 @@ def test_manifest_refuses_duplicates_and_non_digests():
         ManifestFile(path="a", size=1, chunks=["xyz"])
 
 
+def test_the_folder_walk_refuses_what_the_path_rules_refuse(tmp_path):
+    """The walk checks only what a name from the file system can get wrong (a backslash, the
+    length): in a folder's name or a file's, it is refused before anything is sent."""
+    (tmp_path / "ok" / "a\\b").mkdir(parents=True)
+    (tmp_path / "ok" / "a\\b" / "f").write_bytes(b"x")
+    with pytest.raises(ValueError, match="not a relative path"):
+        _datasets.collect(tmp_path / "ok", "t")
+    (tmp_path / "long").mkdir()
+    (tmp_path / "long" / ("d" * 200)).mkdir()
+    deep = tmp_path / "long" / ("d" * 200)
+    for _ in range(5):  # 6 x 201 characters
+        deep = deep / ("d" * 200)
+        deep.mkdir()
+    (deep / "f").write_bytes(b"x")
+    with pytest.raises(ValueError, match="not a relative path"):
+        _datasets.collect(tmp_path / "long", "t")
+    (tmp_path / "fine" / "x y" / "ü").mkdir(parents=True)
+    (tmp_path / "fine" / "x y" / "ü" / "f.bin").write_bytes(b"x")
+    assert list(_datasets.collect(tmp_path / "fine", "t")[0]) == ["x y/ü/f.bin"]
+
+
 def test_hashing_splits_files_into_chunks(tmp_path, monkeypatch):
     monkeypatch.setattr(_hashing, "CHUNK_BYTES", 10)
     (tmp_path / "d").mkdir()
