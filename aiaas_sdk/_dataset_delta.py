@@ -32,14 +32,14 @@ from ._hashing import Table
 class Base:
     version: int
     digest: str
-    seen: dict[str, str]  # path in the dataset -> "local file\0its stamp" when it was uploaded
+    seen: dict[str, str]  # path in the dataset -> "local file|its stamp" when it was uploaded (see _seen)
     _db: sqlite3.Connection
     _key: tuple[str, str]
 
     def unchanged(self, files: dict[str, str], stamps: dict[str, str]) -> set[str]:
         """The paths of ``files`` read from the same local file, with the same stamp, as noted."""
         seen = self.seen
-        return {rel for rel, local in files.items() if seen.get(rel) == local + "\0" + stamps[rel]}
+        return {rel for rel, local in files.items() if seen.get(rel) == _seen(local, stamps[rel])}
 
     def table(self, paths: Iterable[str]) -> Table:
         """The noted size and chunks of ``paths`` (files of this version)."""
@@ -54,6 +54,12 @@ class Base:
         if len(out) != len(wanted):  # an unreadable record: never guess
             raise KeyError(f"the record of {self._key[1]!r} lacks {len(wanted) - len(out)} file(s)")
         return out
+
+
+def _seen(local: str, stamp: str) -> str:
+    # A stamp has no "|" (digits and ":"), so two of these are equal only if both parts are;
+    # "|" needs no escape in JSON (a NUL did, and made the record twice as slow to read).
+    return local + "|" + stamp
 
 
 def _owner(url: str, api_key: str | None) -> str:
@@ -95,7 +101,7 @@ class Bases:
         entries of ``table`` replace or add to those noted, ``removed`` go; ``whole``: the table
         is all the version holds."""
         key = (_owner(url, api_key), name)
-        seen = {rel: local + "\0" + stamps[rel] for rel, local in files.items()}
+        seen = {rel: _seen(local, stamps[rel]) for rel, local in files.items()}
         rows = [(*key, rel, size, ",".join(chunks)) for rel, (size, chunks) in table.items()]
         with self._db:
             if whole:

@@ -28,7 +28,7 @@ Why this is safe on a shared, multi-user server:
 - Limits: a few connections at once (more are told to use HTTP), a bounded number of
   descriptors per message, two batches in flight per connection; the quota is checked as
   on the HTTP route. A descriptor on a file system that blocks its reads (a hostile FUSE
-  mount) holds only its own connection's threads.
+  mount) holds only its own connection's share of the batch threads (IN_FLIGHT of them).
 
 ``AIAAS_UPLOAD_SOCKET=false`` turns it off; the SDK then sends every chunk over HTTP.
 """
@@ -46,7 +46,7 @@ import socket
 import stat
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -99,20 +99,31 @@ def _send(conn: socket.socket, lock: threading.Lock, message: dict[str, Any]) ->
         conn.sendall(data)
 
 
-_arenas = threading.local()
+class Arenas:
+    """Read buffers for batches, kept between uploads: at most IN_FLIGHT of them (64 MiB), the
+    largest. A fresh buffer costs its page faults (zeroing it is most of that): a fresh 32 MiB
+    one per batch thread cost as much as hashing the bytes of a 19 MB re-upload."""
 
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._free: list[memoryview] = []
 
-def _arena(need: int, chunk_bytes: int) -> memoryview:
-    """This thread's read buffer (reused for every batch: no allocation and page faults per chunk),
-    big enough for ``need`` bytes up to GROUP_BYTES. A connection's threads are its own, so a
-    small re-upload allocates (and faults in) what it reads, not GROUP_BYTES per thread: two
-    fresh 32 MiB buffers were a third of the server's time for a 19 MB change."""
-    size = max(chunk_bytes, min(GROUP_BYTES, 1 << max(0, need - 1).bit_length()))
-    arena = getattr(_arenas, "arena", None)
-    if arena is None or len(arena) < size:
-        _arenas.arena = None  # the old one goes before the new one is allocated
-        arena = _arenas.arena = memoryview(bytearray(size))
-    return arena
+    def take(self, need: int, chunk_bytes: int) -> memoryview:
+        """A buffer of at least ``need`` bytes up to GROUP_BYTES (and never under a chunk)."""
+        size = max(chunk_bytes, min(GROUP_BYTES, need))
+        with self._lock:
+            fits = [a for a in self._free if len(a) >= size]
+            if fits:
+                arena = min(fits, key=len)
+                self._free.remove(arena)
+                return arena
+        return memoryview(bytearray(size))
+
+    def give(self, arena: memoryview) -> None:
+        with self._lock:
+            self._free.append(arena)
+            self._free.sort(key=len, reverse=True)
+            del self._free[IN_FLIGHT:]
 
 
 def _read_into(fd: int, view: memoryview, at: int) -> None:
@@ -155,9 +166,16 @@ class UploadSocket:
         self._max_chunk_bytes = max_chunk_bytes
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._sock: socket.socket | None = None
+        self._arenas = Arenas()
+        self._pool: ThreadPoolExecutor | None = None
 
     def start(self) -> None:
-        self._slots = threading.BoundedSemaphore(_connections_the_fd_limit_allows())
+        connections = _connections_the_fd_limit_allows()
+        self._slots = threading.BoundedSemaphore(connections)
+        # One pool for every connection's batches, each connection at most IN_FLIGHT at a time
+        # (its own semaphore) and waiting for its own before it ends: threads are not started per
+        # upload, and a batch stuck in a read holds only its own connection's share.
+        self._pool = ThreadPoolExecutor(connections * IN_FLIGHT, thread_name_prefix="upload-socket-batch")
         self.folder.mkdir(mode=0o755, parents=True, exist_ok=True)
         self.path.unlink(missing_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -174,6 +192,8 @@ class UploadSocket:
         threading.Thread(target=self._accept, name="upload-socket", daemon=True).start()
 
     def stop(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
         sock, self._sock = self._sock, None
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -221,7 +241,9 @@ class UploadSocket:
 
     def _batches(self, conn: socket.socket, send_lock: threading.Lock, key_id: int, chunk_bytes: int) -> None:
         room = threading.BoundedSemaphore(IN_FLIGHT)
-        with ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="upload-socket-batch") as pool:
+        assert self._pool is not None
+        futures: list[Future[None]] = []
+        try:
             while True:
                 room.acquire()  # backpressure: the socket is not read while IN_FLIGHT batches work
                 data, fds, flags, _ = socket.recv_fds(conn, MESSAGE_BYTES, MAX_FDS)
@@ -258,7 +280,10 @@ class UploadSocket:
                     with contextlib.suppress(OSError):
                         _send(conn, send_lock, {"seq": seq, **reply})
 
-                pool.submit(work)
+                futures = [f for f in futures if not f.done()]
+                futures.append(self._pool.submit(work))
+        finally:
+            wait(futures)  # its batches end (their descriptors closed) before the connection does
 
     def _batch(self, key_id: int, fds: list[int], ranges: Any, chunk_bytes: int) -> dict[str, Any]:
         """Read, hash and store the chunks of each ``[offset, length]`` range of the file behind
@@ -276,9 +301,16 @@ class UploadSocket:
                 raise ApiError(400, f"descriptor {i} of the batch is not a regular file: only files are uploaded",
                                "not_a_file")
             spans.append((offset, max(0, min(offset + length, st.st_size) - offset)))
+        arena = self._arenas.take(sum(size for _offset, size in spans), chunk_bytes)
+        try:
+            return self._read_and_store(key_id, fds, spans, chunk_bytes, arena)
+        finally:
+            self._arenas.give(arena)
+
+    def _read_and_store(self, key_id: int, fds: list[int], spans: list[tuple[int, int]], chunk_bytes: int,
+                        arena: memoryview) -> dict[str, Any]:
         digests: list[list[str]] = [[] for _ in fds]
         stored = stored_bytes = 0
-        arena = _arena(sum(size for _offset, size in spans), chunk_bytes)
         group: list[tuple[str, list[memoryview]]] = []
         held = 0
 
