@@ -33,16 +33,17 @@ class Base:
     version: int
     digest: str
     seen: dict[str, str]  # path in the dataset -> "local file|its stamp" when it was uploaded (see _seen)
+    patches: int  # how many of them are noted apart from the record's JSON text (see Bases.put)
     _db: sqlite3.Connection
     _key: tuple[str, str]
 
     def unchanged(self, files: dict[str, str], stamps: dict[str, str]) -> set[str]:
         """The paths of ``files`` read from the same local file, with the same stamp, as noted."""
-        seen = self.seen
-        return {rel for rel, local in files.items() if seen.get(rel) == _seen(local, stamps[rel])}
+        seen = self.seen  # (_seen inlined: a call per file was a third of this)
+        return {rel for rel, local in files.items() if seen.get(rel) == local + "|" + stamps[rel]}
 
     def table(self, paths: Iterable[str]) -> Table:
-        """The noted size and chunks of ``paths`` (files of this version)."""
+        """The noted size and chunks of those of ``paths`` the record has (files of this version)."""
         wanted = list(paths)
         out: Table = {}
         for i in range(0, len(wanted), 500):  # bounded IN lists
@@ -51,8 +52,6 @@ class Base:
                     f"SELECT path, size, chunks FROM base_files WHERE owner = ? AND name = ? AND path IN "
                     f"({','.join('?' * len(part))})", (*self._key, *part)):
                 out[rel] = (size, chunks.split(",") if chunks else [])
-        if len(out) != len(wanted):  # an unreadable record: never guess
-            raise KeyError(f"the record of {self._key[1]!r} lacks {len(wanted) - len(out)} file(s)")
         return out
 
 
@@ -69,9 +68,13 @@ def _owner(url: str, api_key: str | None) -> str:
 
 class Bases:
     """The last version this machine uploaded of each dataset (see the module docstring), in the
-    hash cache's database (``db``: the upload's one connection to it). The stamps are one JSON
-    text per dataset (read whole at each upload: 2 ms for 6,445 files, where as many rows took
-    15), the files' entries rows (few are read, and few rewritten)."""
+    hash cache's database (``db``: the upload's one connection to it).
+
+    The stamps are one JSON text per dataset, read whole at each upload (2 ms for 6,445 files,
+    where as many rows took 15), plus the few changed since it was written, as rows: a re-upload
+    of a few files writes those, not the 650 KB text again (which cost more than the rest of the
+    record's work, twice over with SQLite's checkpoint). The files' entries are rows (few are
+    read, and few rewritten)."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
@@ -80,6 +83,9 @@ class Bases:
             db.execute("DROP TABLE IF EXISTS bases")
             db.execute("CREATE TABLE IF NOT EXISTS base_versions (owner TEXT, name TEXT, version INTEGER, "
                        "digest TEXT, seen TEXT, PRIMARY KEY (owner, name))")
+            # A path's stamp since the text was written (NULL: the path is gone).
+            db.execute("CREATE TABLE IF NOT EXISTS base_seen (owner TEXT, name TEXT, path TEXT, seen TEXT, "
+                       "PRIMARY KEY (owner, name, path)) WITHOUT ROWID")
             db.execute("CREATE TABLE IF NOT EXISTS base_files (owner TEXT, name TEXT, path TEXT, size INTEGER, "
                        "chunks TEXT, PRIMARY KEY (owner, name, path)) WITHOUT ROWID")
 
@@ -93,36 +99,54 @@ class Bases:
             seen = json.loads(row[2])
         except (TypeError, ValueError):  # unreadable: the whole manifest goes
             return None
-        return Base(row[0], row[1], seen, self._db, key)
+        patches = self._db.execute("SELECT path, seen FROM base_seen WHERE owner = ? AND name = ?", key).fetchall()
+        for path, value in patches:
+            if value is None:
+                seen.pop(path, None)
+            else:
+                seen[path] = value
+        return Base(row[0], row[1], seen, len(patches), self._db, key)
 
     def put(self, url: str, api_key: str | None, name: str, version: int, digest: str, table: Table,
-            files: dict[str, str], stamps: dict[str, str], removed: Iterable[str] = (), whole: bool = False) -> None:
-        """Note ``version`` as the last upload of ``name`` from ``files`` (with ``stamps``): the
-        entries of ``table`` replace or add to those noted, ``removed`` go; ``whole``: the table
-        is all the version holds."""
+            files: dict[str, str], stamps: dict[str, str], removed: Iterable[str] = (),
+            base: Base | None = None) -> None:
+        """Note ``version`` as the last upload of ``name`` from ``files`` (with ``stamps``). With
+        ``base`` (what get returned), it is that version changed: the entries of ``table`` replace
+        or add to those noted, ``removed`` go. Without, ``table`` is all the version holds."""
         key = (_owner(url, api_key), name)
-        seen = {rel: _seen(local, stamps[rel]) for rel, local in files.items()}
+        removed = list(removed)
+        changed = {rel: _seen(files[rel], stamps[rel]) for rel in table}
         rows = [(*key, rel, size, ",".join(chunks)) for rel, (size, chunks) in table.items()]
         with self._db:
-            if whole:
+            if base is None:
                 self._db.execute("DELETE FROM base_files WHERE owner = ? AND name = ?", key)
             self._db.executemany("DELETE FROM base_files WHERE owner = ? AND name = ? AND path = ?",
                                  [(*key, rel) for rel in removed])
             self._db.executemany("INSERT OR REPLACE INTO base_files VALUES (?, ?, ?, ?, ?)", rows)
+            if base is not None and base.patches + len(changed) + len(removed) <= max(256, len(base.seen) // 8):
+                self._db.executemany("INSERT OR REPLACE INTO base_seen VALUES (?, ?, ?, ?)",
+                                     [(*key, rel, value) for rel, value in changed.items()] +
+                                     [(*key, rel, None) for rel in removed])
+                self._db.execute("UPDATE base_versions SET version = ?, digest = ? WHERE owner = ? AND name = ?",
+                                 (version, digest, *key))
+                return
+            # The whole text again (the first time, or once the rows would grow past an eighth of it).
+            seen = {rel: _seen(local, stamps[rel]) for rel, local in files.items()}
+            self._db.execute("DELETE FROM base_seen WHERE owner = ? AND name = ?", key)
             self._db.execute("INSERT OR REPLACE INTO base_versions VALUES (?, ?, ?, ?, ?)",
                              (*key, version, digest, json.dumps(seen, separators=(",", ":"))))
 
     def forget(self, url: str, api_key: str | None, name: str) -> None:
         key = (_owner(url, api_key), name)
         with self._db:
-            self._db.execute("DELETE FROM base_versions WHERE owner = ? AND name = ?", key)
-            self._db.execute("DELETE FROM base_files WHERE owner = ? AND name = ?", key)
+            for table in ("base_versions", "base_seen", "base_files"):
+                self._db.execute(f"DELETE FROM {table} WHERE owner = ? AND name = ?", key)
 
 
 def changes(table: Table, base: Base, files: dict[str, str]) -> tuple[list[str], list[str]]:
     """The paths of ``table`` (the files read or looked up) that are new or differ from ``base``,
     and the paths only ``base`` has (gone from ``files``)."""
     noted = base.table(rel for rel in table if rel in base.seen)
-    changed = [rel for rel, entry in table.items() if noted.get(rel) != entry]
+    changed = [rel for rel, entry in table.items() if noted.get(rel) != entry]  # not noted: sent
     removed = [rel for rel in base.seen if rel not in files]
     return changed, removed

@@ -349,13 +349,15 @@ def upload(client: Client, name: str, source: Any, *, parallel: int = 8, progres
         except BadRequest as exc:
             if base is None or exc.code != "base_mismatch":
                 raise
-            table.update(base.table(same))  # sent whole: every file's entry
+            table.update(base.table(same))  # sent whole: every file's entry (read, if not noted)
+            table.update(hash_files({rel: files[rel] for rel in same if rel not in table}, parallel, None, on_backend,
+                                    stamps))
             result, whole = _send_version(client, name, files, table, None, parallel, progress, near), True
         removed = [rel for rel in base.seen if rel not in files] if base is not None and not whole else []
         if base is None or whole or table or removed or \
                 (base.version, base.digest) != (result.data.version, result.data.digest):
             bases.put(client.url, client._api_key, name, result.data.version, result.data.digest, table, files,
-                      stamps, removed, whole)
+                      stamps, removed, None if whole else base)
     finally:
         db.close()
         near.close()

@@ -227,3 +227,33 @@ def test_the_record_of_the_last_upload_is_trusted_only_for_the_same_local_file(b
     os.utime(two / "same.bin", ns=(1, 1))  # touched, not changed: read again, not sent as a change
     assert client.upload("where", two, progress=False).version == 2
     assert recording.sessions[-1]["manifest"]["files"] == []
+
+
+def test_many_small_reuploads_keep_the_record_right(backend, tmp_path):
+    """Stamps changed since the record's text was written are noted apart, then folded back into
+    it once they grow: across both, each version is the folder, and only changes travel."""
+    import random
+
+    rng = random.Random(4)
+    folder = tmp_path / "small-steps"
+    folder.mkdir()
+    for i in range(40):
+        (folder / f"f{i:02d}.bin").write_bytes(os.urandom(20))
+    recording = Recording()
+    client = aiaas.Client(backend.url, backend.key, transport=recording)
+    client.upload("steps", folder, progress=False)
+    for step in range(14):  # 30 stamps a step: past the 256 noted apart by the tenth
+        present = sorted(p.name for p in folder.iterdir())
+        edited = rng.sample(present, 28)
+        for name in edited:
+            (folder / name).write_bytes(os.urandom(20))
+        gone = rng.choice([n for n in present if n not in edited])
+        (folder / gone).unlink()
+        (folder / f"new{step:02d}.bin").write_bytes(os.urandom(20))
+        v = client.upload("steps", folder, progress=False)
+        sent = recording.sessions[-1]
+        assert sorted(f["path"] for f in sent["manifest"]["files"]) == sorted(edited + [f"new{step:02d}.bin"])
+        assert sent["removed"] == [gone] and v.version == step + 2
+        assert _files(_manifest(backend, "steps")) == _folder_digests(folder)
+    again = client.upload("steps", folder, progress=False)
+    assert again.version == 15 and recording.sessions[-1]["manifest"]["files"] == []
