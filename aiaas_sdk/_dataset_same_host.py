@@ -20,6 +20,7 @@ import hmac
 import json
 import os
 import socket
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -189,18 +190,34 @@ class SameHost:
 
 
 class Near:
-    """An upload's same-host connection, opened on first need (at most one try per upload)."""
+    """An upload's same-host connection, opened on first need (at most one try per upload), or
+    ahead of it: :meth:`start` opens it on a thread while the caller goes on (its ticket's round
+    trip and the socket's greeting overlap the ``stat`` of the rest of the folder)."""
 
     def __init__(self, client: Client, enabled: bool) -> None:
         self.client, self.tried, self.conn = client, not enabled, None
+        self._opening: threading.Thread | None = None
+
+    def _open(self) -> None:
+        self.conn = SameHost.open(self.client)
+
+    def start(self) -> None:
+        if not self.tried:
+            self.tried = True
+            self._opening = threading.Thread(target=self._open, name="aiaas-same-host", daemon=True)
+            self._opening.start()
 
     def get(self) -> SameHost | None:
         if not self.tried:
             self.tried = True
-            self.conn = SameHost.open(self.client)
+            self._open()
+        if self._opening is not None:
+            self._opening.join()
         return self.conn
 
     def close(self) -> None:
+        if self._opening is not None:
+            self._opening.join()
         if self.conn is not None:
             self.conn.close()
 

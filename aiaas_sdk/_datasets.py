@@ -319,7 +319,6 @@ def _progress(total: int, enabled: bool, desc: str) -> Any:
 def upload(client: Client, name: str, source: Any, *, parallel: int = 8, progress: bool = True,
            same_host: bool = True) -> UploadResult:
     files, folder = collect(source, name)
-    stamps = stamps_of(files)
     near = Near(client, same_host)
 
     def on_backend(items: list[tuple[str, str]]) -> list[tuple[int, list[str]]] | None:
@@ -335,8 +334,9 @@ def upload(client: Client, name: str, source: Any, *, parallel: int = 8, progres
     try:
         bases = Bases(db)
         base = bases.get(client.url, client._api_key, name)
-        # Files as the last upload noted them cost their stat only; the rest are looked up or read.
-        same = base.unchanged(files, stamps) if base is not None else set()
+        # Files as the last upload noted them cost their stat only; the rest are looked up or read,
+        # and at the first of them the same-host connection starts opening.
+        stamps, same = _stat(files, base, near)
         cache = HashCache(db=db)
         try:
             table = hash_files({rel: path for rel, path in files.items() if rel not in same},
@@ -367,6 +367,23 @@ def upload(client: Client, name: str, source: Any, *, parallel: int = 8, progres
         result.sent_chunks += near.conn.stored_chunks
         result.sent_bytes += near.conn.stored_bytes
     return result
+
+
+def _stat(files: dict[str, str], base: Base | None, near: Near) -> tuple[dict[str, str], set[str]]:
+    """Each file's stamp, and the paths ``base`` notes unchanged (see Base.unchanged); ``near``
+    starts opening at the first other one (for an unchanged folder, never)."""
+    if base is None:
+        near.start()
+        return stamps_of(files), set()
+    stamps: dict[str, str] = {}
+    stamp, seen = HashCache.stamp, base.seen
+    for rel, path in files.items():
+        stamps[rel] = now = stamp(os.stat(path))
+        if seen.get(rel) != path + "|" + now:  # Base.unchanged's test, inlined (thousands of files)
+            near.start()
+            break
+    stamps.update((rel, stamp(os.stat(path))) for rel, path in files.items() if rel not in stamps)
+    return stamps, base.unchanged(files, stamps)
 
 
 def _send_version(client: Client, name: str, files: dict[str, str], table: Table, base: Base | None,
