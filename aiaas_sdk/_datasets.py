@@ -350,8 +350,8 @@ def upload(client: Client, name: str, source: Any, *, parallel: int = 8, progres
             if base is None or exc.code != "base_mismatch":
                 raise
             table.update(base.table(same))  # sent whole: every file's entry (read, if not noted)
-            table.update(hash_files({rel: files[rel] for rel in same if rel not in table}, parallel, None, on_backend,
-                                    stamps))
+            table.update(hash_files({rel: files[rel] for rel in same if rel not in table},
+                                    min(parallel, os.cpu_count() or 1), None, on_backend, stamps))
             result, whole = _send_version(client, name, files, table, None, parallel, progress, near), True
         removed = [rel for rel in base.seen if rel not in files] if base is not None and not whole else []
         if base is None or whole or table or removed or \
