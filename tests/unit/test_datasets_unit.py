@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 import aiaas
 from aiaas_backend.worker.node_cache import NodeCache
-from aiaas_sdk import _datasets, _hashing
+from aiaas_sdk import _dataset_sources, _hashing
 from aiaas_sdk.wire_datasets import DatasetManifest, ManifestFile, check_dataset_path
 
 
@@ -37,7 +37,7 @@ def test_the_folder_walk_refuses_what_the_path_rules_refuse(tmp_path):
     (tmp_path / "ok" / "a\\b").mkdir(parents=True)
     (tmp_path / "ok" / "a\\b" / "f").write_bytes(b"x")
     with pytest.raises(ValueError, match="not a relative path"):
-        _datasets.collect(tmp_path / "ok", "t")
+        _dataset_sources.collect(tmp_path / "ok", "t")
     (tmp_path / "long").mkdir()
     (tmp_path / "long" / ("d" * 200)).mkdir()
     deep = tmp_path / "long" / ("d" * 200)
@@ -46,10 +46,10 @@ def test_the_folder_walk_refuses_what_the_path_rules_refuse(tmp_path):
         deep.mkdir()
     (deep / "f").write_bytes(b"x")
     with pytest.raises(ValueError, match="not a relative path"):
-        _datasets.collect(tmp_path / "long", "t")
+        _dataset_sources.collect(tmp_path / "long", "t")
     (tmp_path / "fine" / "x y" / "ü").mkdir(parents=True)
     (tmp_path / "fine" / "x y" / "ü" / "f.bin").write_bytes(b"x")
-    assert list(_datasets.collect(tmp_path / "fine", "t")[0]) == ["x y/ü/f.bin"]
+    assert list(_dataset_sources.collect(tmp_path / "fine", "t")[0]) == ["x y/ü/f.bin"]
 
 
 def test_hashing_splits_files_into_chunks(tmp_path, monkeypatch):
@@ -57,7 +57,7 @@ def test_hashing_splits_files_into_chunks(tmp_path, monkeypatch):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "f").write_bytes(b"0123456789" * 2 + b"x")
     (tmp_path / "e").write_bytes(b"")
-    files, _ = _datasets.collect(tmp_path, "t")
+    files, _ = _dataset_sources.collect(tmp_path, "t")
     table = _hashing.hash_files(files, parallel=2)
     assert table["e"] == (0, []) and table["d/f"][0] == 21
     assert table["d/f"][1] == [hashlib.sha256(b"0123456789").hexdigest()] * 2 + [hashlib.sha256(b"x").hexdigest()]
