@@ -96,8 +96,6 @@ class DatasetUploadCreate(BaseModel):
         return self
 
 
-
-
 class SameHostUploadPublic(BaseModel):
     """A ticket for one connection to the backend's same-host upload socket (docs/datasets.md)."""
 
