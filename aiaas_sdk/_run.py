@@ -10,7 +10,8 @@ from . import _ops
 from .wire import MetricPoint, RunEvent, RunPublic, RunStatus
 
 if TYPE_CHECKING:
-    from ._client import AsyncClient, Client
+    from ._async_client import AsyncClient
+    from ._client import Client
 
 
 class _RunBase:
@@ -159,7 +160,7 @@ class Run(_RunBase):
     async def aevents(self, after: int = 0) -> AsyncIterator[RunEvent]:
         """:meth:`events` for async code (``async for ev in run.aevents()``), on its own
         async connection to the same backend."""
-        from ._client import AsyncClient
+        from ._async_client import AsyncClient
 
         async with AsyncClient(self._client.url, self._client._api_key, timeout=self._client._timeout,
                                **self._client._tls_args) as aclient:

@@ -24,7 +24,8 @@ from ._errors import ServerError, error_from_response, error_from_transport, inv
 from .wire import StreamRequest
 
 if TYPE_CHECKING:
-    from ._client import AsyncClient, Client
+    from ._async_client import AsyncClient
+    from ._client import Client
 
 _RETRY = frozenset({429, 503})
 _ATTEMPTS = 8
