@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Self
 import httpx
 
 from ._dataset_delta import Base, Bases, changes
+from ._dataset_local import local_copy, remember
 from ._dataset_same_host import Near
 from ._dataset_sources import collect
 from ._errors import BadRequest, NotFound
@@ -43,7 +44,6 @@ from ._hashing import (
     pieces_of,
     stamps_of,
 )
-from .config import default_data_dir
 from .wire_datasets import (
     ChunksPublic,
     DatasetPublic,
@@ -260,7 +260,8 @@ def upload(client: Client, name: str, source: Any, *, parallel: int = 8, progres
         db.close()
         near.close()
     if folder is not None:
-        remember(client.url, result.data, folder)
+        walked = not (isinstance(source, str | os.PathLike) and Path(source).expanduser().is_file())
+        remember(client, result.data, folder, files, stamps, walked)
     if near.conn is not None:  # what the backend read from our files itself
         result.sent_chunks += near.conn.stored_chunks
         result.sent_bytes += near.conn.stored_bytes
@@ -328,31 +329,15 @@ def _send_version(client: Client, name: str, files: dict[str, str], table: Table
 # -- aiaas.data_path ---------------------------------------------------------------------------
 
 
-def _record_path() -> Path:
-    return default_data_dir() / "datasets.json"
-
-
-def remember(url: str, data: DatasetPublic, folder: Path) -> None:
-    """Note where this notebook's copy of a version is, for data_path in local runs."""
-    path = _record_path()
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        record = {}
-    for ref in (data.name, f"{data.name}:{data.version}"):
-        record[ref] = str(folder)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(path)
-
-
 def data_path(name: str) -> Path:
     """The folder of dataset ``name`` (``"pets"`` or ``"pets:2"``), read-only.
 
     On a worker: the run's copy, materialised before your code started (submit the run with
     ``datasets=["pets"]``). In the notebook (``Trainer.fit`` in-process): the folder this
-    machine uploaded it from, so the same ``LightningDataModule`` works in both places.
+    machine uploaded the version from while it still holds exactly that version, else a copy
+    fetched from the backend you connected to (``aiaas.connect``) into this machine's cache,
+    so the same ``LightningDataModule`` reads the same bytes in both places. ``"pets"`` is the
+    newest version, as in a run.
     """
     on_worker = os.environ.get(ENV)
     if on_worker is not None:
@@ -361,11 +346,4 @@ def data_path(name: str) -> Path:
             return Path(mapping[name])
         raise NotFound(f"this run has no dataset {name!r} (it has {sorted(mapping) or 'none'}): "
                        f"submit it with client.train(..., datasets=[{name.split(':')[0]!r}])")
-    try:
-        record = json.loads(_record_path().read_text())
-    except (OSError, ValueError):
-        record = {}
-    if name in record and Path(record[name]).exists():
-        return Path(record[name])
-    raise NotFound(f"no local copy of dataset {name!r} on this machine: upload it from here with "
-                   f"client.upload({name.split(':')[0]!r}, PATH), or train remotely with datasets=[{name!r}]")
+    return local_copy(name)

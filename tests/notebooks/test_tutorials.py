@@ -90,6 +90,10 @@ def check_your_own_data(nb: nbformat.NotebookNode, text: str) -> None:
     sent = re.search(r"version 2: 1798 files, sent (\d+) chunks \((\d+) bytes\)", text)
     assert sent and 1 <= int(sent.group(1)) <= 41, text[-3000:]  # the 40 images and the labels, at most
     assert "run 1 read ['digits-png:1']" in text
+    # Version 1 after the folder changed: a copy from the backend with its 1797 labels, not the edited folder.
+    v1 = re.search(r"digits-png:1 -> (\S+) with (\d+) labelled images", text)
+    assert v1 and "/cache/versions/" in v1.group(1) and v1.group(2) == "1797", text[-3000:]
+    assert re.search(r"digits-png -> \S+data/digits\n", text), text[-3000:]  # the newest: the folder itself
     accs = dict(re.findall(r"^(digits-from-files|digits-v2): read digits-png:[12], val_acc ([0-9.]+)", text, re.M))
     assert float(accs["digits-from-files"]) > 0.8 and float(accs["digits-v2"]) > 0.8, text[-3000:]
 

@@ -11,8 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 import aiaas
-from aiaas_backend.worker.node_cache import NodeCache
 from aiaas_sdk import _dataset_sources, _hashing
+from aiaas_sdk._node_cache import NodeCache
 from aiaas_sdk.wire_datasets import DatasetManifest, ManifestFile, check_dataset_path
 
 

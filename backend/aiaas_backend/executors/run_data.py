@@ -25,6 +25,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from aiaas_sdk._node_cache import NodeCache
 from aiaas_sdk.wire_datasets import DatasetManifest
 
 from .. import chunk_packs
@@ -33,7 +34,6 @@ from ..datasets import chunk_digests, run_versions
 from ..models import Run
 from ..sandbox.base import SERVER_OWNED
 from ..store import Store
-from ..worker.node_cache import NodeCache
 
 
 def _link_tree(source: Path, target: Path, copy: bool) -> None:

@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, status
+from fastapi.responses import Response
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
@@ -27,6 +28,7 @@ from ..errors import ApiError
 from ..models import Dataset, DatasetUpload, DatasetVersion
 from ..security import api_key_for
 from ..store import is_digest
+from .chunk_reads import chunk_response
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -45,6 +47,19 @@ async def put_chunk(digest: str, request: Request, session: SessionDep, user: Cu
     stored = await run_in_threadpool(chunk_intake.take, session, user, store, settings.user_quota_bytes,
                                      [(digest, parts)])
     return ChunkPublic(digest=digest, size=sum(len(p) for p in parts), stored=bool(stored))
+
+
+@router.get("/chunks/{digest}", operation_id="get_dataset_chunk", response_model=None,
+            responses={200: {"content": {"application/octet-stream": {}}, "description": "the chunk's bytes"}})
+def get_chunk(digest: str, session: SessionDep, user: CurrentUser, store: StoreDep) -> Response:
+    """One chunk of this user's datasets (the notebook's ``aiaas.data_path`` fetches a version
+    with it). Only chunks the user sent themself: another user's get 404, like unknown ones."""
+    if not is_digest(digest):
+        raise ApiError(400, f"{digest!r} is not a SHA-256 hex digest (64 lowercase hex digits)", "bad_digest")
+    if not ds.owned_chunks(session, user, {digest}):
+        raise ApiError(404, f"chunk {digest} is not in your datasets: list a version's chunks with "
+                       "GET /v1/datasets/{name}/manifest", "chunk_not_found")
+    return chunk_response(session, store, digest)
 
 
 @router.post("/same-host", operation_id="open_same_host_upload")

@@ -7,18 +7,16 @@ dataset versions its own run reads.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, Response, StreamingResponse
+from fastapi.responses import Response
 
 from aiaas_sdk.wire_datasets import DatasetManifest, WorkerDataset, WorkerDatasets
 
-from .. import chunk_packs
 from .. import datasets as ds
 from ..deps import SessionDep, SettingsDep, StoreDep
 from ..errors import ApiError
-from ..store import FileStore, Store, blob_key, is_digest
+from ..store import is_digest
+from .chunk_reads import chunk_response
 from .worker import WorkerRun
 
 router = APIRouter(prefix="/v1/worker/runs", tags=["worker"], include_in_schema=False)
@@ -50,21 +48,4 @@ def run_chunk(digest: str, run: WorkerRun, session: SessionDep, store: StoreDep,
         cache[run.id] = allowed
     if digest not in allowed:
         raise ApiError(404, f"chunk {digest} is not in a dataset this run reads", "chunk_not_found")
-    where = chunk_packs.locations(session, [digest]).get(digest)
-    if where is not None:  # a small chunk, inside a pack: read whole (under PACK_BELOW bytes)
-        try:
-            data = b"".join(chunk_packs.read(store, digest, where))
-        except KeyError:
-            raise ApiError(404, f"chunk {digest} is missing from the store ({store.url})", "chunk_not_found") from None
-        return Response(data, media_type="application/octet-stream")
-    key = blob_key(digest)
-    if isinstance(store, FileStore):
-        path = store.local_path(key)
-        if not path.exists():
-            raise ApiError(404, f"chunk {digest} is missing from the store ({store.url})", "chunk_not_found")
-        return FileResponse(path, media_type="application/octet-stream")
-    return StreamingResponse(_stream(store, key), media_type="application/octet-stream")
-
-
-def _stream(store: Store, key: str) -> Iterator[bytes]:
-    yield from store.iter_bytes(key)
+    return chunk_response(session, store, digest)

@@ -11,9 +11,8 @@ from typing import Any
 
 import httpx
 
+from aiaas_sdk._node_cache import NodeCache
 from aiaas_sdk.wire_datasets import WorkerDatasets
-
-from .node_cache import NodeCache
 
 # What aiaas.data_path reads: {"pets": "/cache/versions/...", "pets:2": "..."}.
 ENV = "AIAAS_DATASETS"

@@ -1,4 +1,5 @@
-"""A node's read-only cache of dataset versions, shared by every run on the node.
+"""A node's read-only cache of dataset versions, shared by every run on the node (and, on a
+notebook's machine, what ``aiaas.data_path`` fetches a version into).
 
 Layout under the cache dir::
 
@@ -26,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
-from aiaas_sdk.wire_datasets import DatasetManifest, ManifestFile
+from .wire_datasets import DatasetManifest, ManifestFile
 
 # fetch(digest) -> the chunk's bytes as an iterator of blocks.
 Fetch = Callable[[str], Iterator[bytes]]
@@ -48,13 +49,13 @@ class NodeCache:
         for sub in ("files", "versions", "locks"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         # Shared locks held for this process's life: the versions its run reads are never evicted.
-        self._held: list[IO[bytes]] = []
+        self._held: dict[str, IO[bytes]] = {}
         # Whether this handle built a version (the cache may have outgrown its size).
         self.grew = False
 
     def close(self) -> None:
         """Release this process's read locks (its run ended): its versions may be evicted."""
-        for lock in self._held:
+        for lock in self._held.values():
             lock.close()
         self._held.clear()
 
@@ -65,6 +66,9 @@ class NodeCache:
         """The read-only folder of this version, built first if it is not here. ``manifest`` may
         be a function that gives it: a cached version of thousands of files is then not parsed."""
         path = self.root / "versions" / digest
+        if digest in self._held and path.is_dir():  # this handle reads it already
+            os.utime(path)
+            return path
         lock = self._lock(digest)
         if not path.is_dir():
             fcntl.flock(lock, fcntl.LOCK_EX)  # one builder per node; the others wait, then find it built
@@ -75,7 +79,10 @@ class NodeCache:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
         fcntl.flock(lock, fcntl.LOCK_SH)
-        self._held.append(lock)
+        if digest in self._held:  # this handle holds its read lock already
+            lock.close()
+        else:
+            self._held[digest] = lock
         os.utime(path)  # the LRU clock
         return path
 
@@ -131,6 +138,7 @@ class NodeCache:
         stats every file in it: a run whose versions were all cached must not pay for that)."""
         if only_if_grew and not self.grew:
             return []
+        self.grew = False  # measured now: the next call need not, unless a version is built meanwhile
         if self.size() <= self.max_bytes:
             return []
         removed = []
