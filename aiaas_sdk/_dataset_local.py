@@ -52,10 +52,8 @@ def cache_root() -> Path:
 
 def fingerprint(files: dict[str, str], stamps: dict[str, str]) -> str:
     """One digest of every file's path in the dataset, local file and stamp."""
-    h = hashlib.sha256()
-    for rel in sorted(files):
-        h.update(f"{rel}\0{files[rel]}\0{stamps[rel]}\n".encode())
-    return h.hexdigest()
+    text = "".join([f"{rel}\0{files[rel]}\0{stamps[rel]}\n" for rel in sorted(files)])
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _read_record() -> dict[str, Any]:
