@@ -1,0 +1,95 @@
+"""Datasets on the other stores and executors: chunks in a real S3-compatible server
+(SeaweedFS), the database on PostgreSQL, a Ray Train worker reading through the API."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import aiaas
+
+from .models import Regressor
+from .test_datasets import DataReader, _digests, _make_folder, _run_digests
+
+
+def test_s3_store_round_trip(make_backend, s3_server, tmp_path):
+    """The same journey with the chunks in a real S3-compatible server (SeaweedFS)."""
+    import boto3
+
+    from ..s3_server import ACCESS_KEY, SECRET_KEY
+
+    backend = make_backend(name="on-s3", **s3_server.env("s3://aiaas-datasets/team-a"))
+    client = backend.client()
+    folder = _make_folder(tmp_path / "pets", big_chunks=2.5)
+    ds = client.upload("pets", folder, progress=False)
+    assert (ds.version, ds.files, ds.sent_chunks) == (1, 5, 6)
+    s3 = boto3.client("s3", endpoint_url=s3_server.endpoint, aws_access_key_id=ACCESS_KEY,
+                      aws_secret_access_key=SECRET_KEY, region_name="us-east-1")
+    def keys(kind: str) -> list[str]:
+        listed = s3.list_objects_v2(Bucket="aiaas-datasets", Prefix=f"team-a/{kind}/")
+        return [o["Key"] for o in listed.get("Contents", [])]
+
+    # big.bin's two full chunks are blobs; the three small files and its short tail, one pack
+    # (they travelled in one request); the empty file has no chunk.
+    assert (len(keys("blobs")), len(keys("packs"))) == (2, 1)
+    assert not (backend.data_dir / "store").exists()
+    run = client.train(DataReader("pets"), datasets=["pets"], max_epochs=1).wait()
+    assert _run_digests(run)["files"] == _digests(folder)  # packed chunks read by ranges
+    ds.delete()
+    assert keys("blobs") == keys("packs") == []
+
+
+@pytest.mark.postgres
+def test_datasets_on_postgres(make_backend, tmp_path):
+    from .test_postgres import _admin, psycopg  # noqa: F401 - skips when there is no PostgreSQL
+
+    name = f"aiaas_test_{os.urandom(5).hex()}"
+    with _admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        backend = make_backend(name="pg", AIAAS_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
+        client = backend.client()
+        folder = _make_folder(tmp_path / "pets", big_chunks=1.5)
+        first = client.upload("pets", folder, progress=False)
+        (folder / "labels.csv").write_text("changed\n")
+        second = client.upload("pets", folder, progress=False)
+        assert (first.version, second.version, second.sent_chunks) == (1, 2, 1)
+        run = client.train(DataReader("pets"), datasets=["pets:2"], max_epochs=1).wait()
+        assert run.datasets == ["pets:2"] and _run_digests(run)["files"] == _digests(folder)
+        first.delete()
+        assert [d.ref for d in client.datasets()] == ["pets:2"]
+        from .test_dataset_chunks import check_chunk_intake
+
+        check_chunk_intake(backend.url, backend.key)
+        with pytest.raises(aiaas.BadRequest, match="in use by run") as info:
+            run = client.train(Regressor(step_sleep=0.05), datasets=["pets:2"], max_epochs=100)
+            second.delete()
+        assert info.value.status_code == 409
+        run.cancel()
+        bob = backend.client(backend.new_key("bob-pg"))
+        with pytest.raises(aiaas.NotFound, match="no dataset 'pets"):
+            bob.dataset("pets")
+    finally:
+        backend.close()
+        with _admin() as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.timeout(600)  # a Ray cluster, SeaweedFS and a Ray Train job on a small shared machine
+def test_ray_run_reads_a_dataset_from_the_object_store(ray_cluster, s3_server, tmp_path):
+    """A Ray Train worker reads a dataset whose chunks live in S3-compatible storage, fetched
+    through the API into its node's cache (no shared file system, no store credentials)."""
+    from ..conftest import Backend
+
+    backend = Backend(tmp_path / "ray-backend", slots=1, ray_address=ray_cluster.address,
+                      env={**s3_server.env("s3://aiaas-ray/data"), "AIAAS_RAY_CPUS_PER_REPLICA": "0.5"})
+    backend.start(timeout=120)
+    try:
+        client = backend.client()
+        folder = _make_folder(tmp_path / "pets", big_chunks=1.5)
+        client.upload("pets", folder, progress=False)
+        run = client.train(DataReader("pets"), datasets=["pets"], max_epochs=1, accelerator="cpu").wait()
+        assert run.datasets == ["pets:1"] and _run_digests(run)["files"] == _digests(folder)
+    finally:
+        backend.close()
