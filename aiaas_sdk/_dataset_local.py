@@ -20,6 +20,8 @@ import hashlib
 import json
 import os
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,7 @@ from .config import default_data_dir
 from .wire_datasets import DatasetManifest, DatasetPublic
 
 if TYPE_CHECKING:
+    from ._async_client import AsyncClient
     from ._client import Client
 
 # The cache's size bound: the backend's setting of the same name, the same default.
@@ -39,7 +42,7 @@ DEFAULT_CACHE_BYTES = 50 * 1024**3
 _CACHES: dict[Path, Any] = {}
 # The client that last uploaded to each backend: data_path fetches with it (a script may use
 # aiaas.Client directly, without connect()). Weak: data_path never keeps a client alive.
-_UPLOADERS: dict[str, weakref.ref[Client]] = {}
+_UPLOADERS: dict[str, weakref.ref[Client | AsyncClient]] = {}
 
 
 def record_path() -> Path:
@@ -74,8 +77,8 @@ def _write_record(update: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def remember(client: Client, data: DatasetPublic, folder: Path, files: dict[str, str], stamps: dict[str, str],
-             walked: bool) -> None:
+def remember(client: Client | AsyncClient, data: DatasetPublic, folder: Path, files: dict[str, str],
+             stamps: dict[str, str], walked: bool) -> None:
     """Note that ``folder`` holds this version as uploaded (``walked``: the whole folder is the
     dataset, so a file added later changes it too; else only ``files`` are)."""
     _UPLOADERS[client.url] = weakref.ref(client)
@@ -96,19 +99,24 @@ def _intact(entry: dict[str, Any]) -> Path | None:
         return None
 
 
-def _client_for(entry: dict[str, Any] | None) -> Client | None:
+@contextmanager
+def _backend(entry: dict[str, Any] | None) -> Iterator[Client | None]:
     """The client to ask the backend with: the one that uploaded this entry, else the notebook's
     connection (aiaas.connect) when it is to the same backend or nothing was uploaded from here."""
+    from ._client import Client
     from ._connect import last_connected
 
     uploader = _UPLOADERS.get(entry["url"]) if entry is not None else None
-    client = uploader() if uploader is not None else None
-    if client is not None:
-        return client
+    owner = uploader() if uploader is not None else None
+    if isinstance(owner, Client) and not owner._http.is_closed:
+        yield owner
+        return
+    if owner is not None and not isinstance(owner, Client):  # an AsyncClient; data_path is synchronous
+        with Client(owner.url, owner._api_key, timeout=owner._timeout, **owner._tls_args) as twin:
+            yield twin
+        return
     connected = last_connected()
-    if connected is not None and (entry is None or entry.get("url") == connected.url):
-        return connected
-    return None
+    yield connected if connected is not None and (entry is None or entry.get("url") == connected.url) else None
 
 
 def local_copy(ref: str) -> Path:
@@ -119,20 +127,20 @@ def local_copy(ref: str) -> Path:
         if Path(entry).exists():
             return Path(entry)
         entry = None
-    client = _client_for(entry)
     here = _intact(entry) if entry is not None and entry.get("folder") else None
     if here is not None and pinned:
         return here
-    if client is not None:
-        try:
-            data = client.dataset(name, int(pinned) if pinned else None).data
-        except BackendUnavailable:
-            if here is None:
-                raise
-            return here  # the backend is down: the folder the newest version known here came from
-        if here is not None and entry is not None and entry.get("digest") == data.digest:
-            return here
-        return fetch(client, data)
+    with _backend(entry) as client:
+        if client is not None:
+            try:
+                data = client.dataset(name, int(pinned) if pinned else None).data
+            except BackendUnavailable:
+                if here is None:
+                    raise
+                return here  # the backend is down: the folder the newest version known here came from
+            if here is not None and entry is not None and entry.get("digest") == data.digest:
+                return here
+            return fetch(client, data)
     if here is not None:
         return here
     cached = cache_root() / "versions" / entry["digest"] if entry is not None and entry.get("digest") else None

@@ -56,7 +56,7 @@ class AsyncClientDatasets:
 
             with Client(self.url, self._api_key, timeout=self._timeout, **self._tls_args) as sync:
                 return _datasets.upload(sync, name, source, parallel=parallel, progress=progress,
-                                        same_host=same_host)
+                                        same_host=same_host, owner=self)  # type: ignore[arg-type]
 
         result = await asyncio.to_thread(work)
         return AsyncDataset(self, result.data, result)

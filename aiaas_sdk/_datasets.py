@@ -52,6 +52,7 @@ from .wire_datasets import (
 )
 
 if TYPE_CHECKING:
+    from ._async_client import AsyncClient
     from ._client import Client
     from ._ops import Call, Op
 
@@ -215,7 +216,9 @@ def _progress(total: int, enabled: bool, desc: str) -> Any:
 
 
 def upload(client: Client, name: str, source: Any, *, parallel: int = 8, progress: bool = True,
-           same_host: bool = True) -> UploadResult:
+           same_host: bool = True, owner: AsyncClient | None = None) -> UploadResult:
+    """Upload ``source`` as a version of dataset ``name`` with ``client`` (``owner``: the async
+    client this upload runs for, which data_path then fetches with)."""
     files, folder = collect(source, name)
     near = Near(client, same_host)
 
@@ -261,7 +264,7 @@ def upload(client: Client, name: str, source: Any, *, parallel: int = 8, progres
         near.close()
     if folder is not None:
         walked = not (isinstance(source, str | os.PathLike) and Path(source).expanduser().is_file())
-        remember(client, result.data, folder, files, stamps, walked)
+        remember(owner or client, result.data, folder, files, stamps, walked)
     if near.conn is not None:  # what the backend read from our files itself
         result.sent_chunks += near.conn.stored_chunks
         result.sent_bytes += near.conn.stored_bytes

@@ -109,3 +109,16 @@ def test_chunks_are_read_only_by_the_user_who_sent_them(backend, tmp_path):
     assert resp.status_code == 404 and resp.json()["code"] == "chunk_not_found"
     resp = get("not-a-digest", backend.key)
     assert resp.status_code == 400 and "SHA-256" in resp.json()["detail"]
+
+
+def test_an_async_upload_is_fetched_with_its_clients_settings(backend, tmp_path, no_connection):
+    import asyncio
+
+    folder = _folder(tmp_path / "async")
+    aclient = aiaas.AsyncClient(backend.url, backend.key)
+    ds = asyncio.run(aclient.upload("local-async", folder, progress=False))
+    want = _digests(folder)
+    assert aiaas.data_path(ds.ref) == folder.resolve()
+    (folder / "empty.txt").write_bytes(b"not empty any more")
+    copy = aiaas.data_path(ds.ref)
+    assert copy != folder.resolve() and _digests(copy) == want
