@@ -96,7 +96,8 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
                                  bool(settings.gpus))
         # Unprivileged sandboxes share the server's uid: they get copies of datasets, not links.
         run_data = RunData(settings, store, copy=launcher.isolates and os.geteuid() != 0)
-        executor = LocalExecutor(settings, sessions, artifacts, api_url, bus, launcher, run_data)
+        executor = LocalExecutor(settings, sessions, artifacts, api_url, bus, launcher, run_data,
+                                 RunFiles(store, artifacts))
         serving = LocalServing(artifacts, settings.data_dir, launcher, settings.gpus, settings.replica_threads,
                                settings.sandbox_limits)
 

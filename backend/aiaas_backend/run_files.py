@@ -10,7 +10,8 @@ everything that runs beside the API -- the checkpoint download, local serving,
 the executor's "resume from" check -- already reads it. On the default store
 both are one file (a hard link), so nothing is stored twice.
 
-Local workers keep writing the run's folder directly: they run on the API's machine.
+Local workers write the run's folder directly (they run on the API's machine); once one has
+ended with success, the executor puts the run's final files into the store the same way.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import hmac
 import os
 from pathlib import Path
 
-from .artifacts import FINAL_FILES, Artifacts
+from .artifacts import FINAL_FILES, Artifacts, open_regular
 from .store import Store
 
 CODE = "code.bin"
@@ -57,6 +58,23 @@ class RunFiles:
         size = self.store.put_file(store_key(run_id, name), spooled)
         os.replace(spooled, self.local(run_id, name))
         return size
+
+    def keep(self, run_id: str) -> list[str]:
+        """Put a local run's final files into the store, as a Ray run's arrive there, once its
+        worker is gone: the store is then the durable copy, and a data dir that lost the folder
+        gets them back through :meth:`find`. On the default store a hard link (nothing copied)."""
+        kept = []
+        for name in FINAL_FILES.values():
+            path = self.local(run_id, name)
+            try:
+                # The worker wrote the folder: a link it left (to the database, say) is never
+                # followed. It has exited, so nothing can swap the file after this check.
+                os.close(open_regular(path))
+            except OSError:
+                continue
+            self.store.put_file(store_key(run_id, name), path)
+            kept.append(name)
+        return kept
 
     def find(self, run_id: str, name: str) -> Path | None:
         """The run's ``name`` on this machine, brought back from the store if the folder lost

@@ -23,6 +23,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -40,6 +41,7 @@ from ..lifecycle import set_status
 from ..models import Run
 from ..processes import process_alive
 from ..reports import apply_leftovers
+from ..run_files import RunFiles
 from ..sandbox import LaunchSpec, Launcher, Watch
 from ..security import new_worker_token
 from .base import Executor
@@ -106,6 +108,7 @@ class LocalExecutor(Executor):
         bus: EventBus,
         launcher: Launcher,
         run_data: RunData | None = None,
+        files: RunFiles | None = None,
     ) -> None:
         self._settings = settings
         self._run_data = run_data
@@ -120,6 +123,8 @@ class LocalExecutor(Executor):
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="aiaas-executor", daemon=True)
         self._log_file: IO[bytes] | None = None
+        self._files = files
+        self._keeper = ThreadPoolExecutor(1, thread_name_prefix="aiaas-keep-files")
 
     # -- Executor -----------------------------------------------------------
     @property
@@ -147,6 +152,7 @@ class LocalExecutor(Executor):
         if self._thread.is_alive():
             self._thread.join(timeout=10)
         self._warm.stop()
+        self._keeper.shutdown(wait=True)  # a run's files half-way to the store finish first
         # Busy workers keep running on purpose: the next start adopts them.
         if self._log_file:
             self._log_file.close()
@@ -180,6 +186,7 @@ class LocalExecutor(Executor):
                 self._workers[run.id] = _Worker(run.id, run.attempt, gpu_ids, proc, self._watch(proc.pid, run.id))
             else:
                 self._finish(session, run, "its worker was gone when the server restarted", requeue=True)
+                self._keep_if_succeeded(run)
 
     def _reap(self, session: Session) -> None:
         for run_id, worker in list(self._workers.items()):
@@ -194,7 +201,20 @@ class LocalExecutor(Executor):
             if run is not None and run.attempt == worker.attempt:
                 self._finish(session, run, reason, requeue=False)
                 session.commit()
+                self._keep_if_succeeded(run)
                 self._bus.publish(run_id)
+
+    def _keep_if_succeeded(self, run: Run) -> None:
+        """A succeeded run's final files into the store (run_files.py), off the scheduling loop:
+        on S3 that is an upload."""
+        if self._files is not None and run.status == RunStatus.succeeded.value:
+            self._keeper.submit(self._keep, run.id)
+
+    def _keep(self, run_id: str) -> None:
+        try:
+            self._files.keep(run_id)  # type: ignore[union-attr]
+        except Exception:  # the folder still has them; the store's copy is what failed
+            log.exception("run %s: storing its final files failed", run_id)
 
     def _finish(self, session: Session, run: Run, reason: str, *, requeue: bool) -> None:
         """Settle a run whose worker is gone, using what it left on disk first."""
