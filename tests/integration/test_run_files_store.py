@@ -31,6 +31,8 @@ def test_a_local_runs_final_files_reach_the_store_and_come_back(make_backend, s3
             assert stored.read() == want[n]
         os.unlink(folder / n)  # the data dir lost them (a disk replaced, a server moved)
 
+    got = run.download_checkpoint(tmp_path / "final.ckpt")
+    assert got.read_bytes() == want["final.ckpt"]
     dep = run.deploy("from-the-store")
     try:
         x = torch.randn(3, 8)

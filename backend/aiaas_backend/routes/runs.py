@@ -214,6 +214,7 @@ def get_logs(
 )
 def download_checkpoint(
     run_id: str,
+    request: Request,
     session: SessionDep,
     user: CurrentUser,
     artifacts: ArtifactsDep,
@@ -222,6 +223,8 @@ def download_checkpoint(
     """The final checkpoint: ``lightning`` (a Trainer checkpoint) or ``weights`` (a state_dict)."""
     run = _owned(session, user, run_id)
     path = artifacts.final(run.id, kind)
+    if not path.exists() and run.status == RunStatus.succeeded.value:
+        request.app.state.run_files.find(run.id, FINAL_FILES[kind])  # the folder lost it: from the store
     try:
         # The worker wrote this file: a link it left there (to the database, to another
         # run's checkpoint) must not be served, nor anything but a regular file.
