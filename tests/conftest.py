@@ -47,7 +47,7 @@ RAY_TESTS = (
     "tests/integration/test_ray_store.py::",
     "tests/integration/test_train.py::",
     "tests/notebooks/test_ray_tutorial.py::",
-    "tests/integration/test_dataset_stores.py::test_ray_run_",
+    "tests/integration/test_other_stores.py::test_ray_run_",
 )
 
 

@@ -1,25 +1,35 @@
-"""Datasets on the other stores and executors: chunks in a real S3-compatible server
-(SeaweedFS), the database on PostgreSQL, a Ray Train worker reading through the API."""
+"""The other stores and executors: dataset chunks and a local run's final files in a real
+S3-compatible server (SeaweedFS), datasets on PostgreSQL, a Ray Train worker reading a dataset
+through the API."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+import torch
 
 import aiaas
 
+from ..conftest import Backend, wait_until
 from .models import Regressor
 from .test_datasets import DataReader, _digests, _make_folder, _run_digests
 
 
-def test_s3_store_round_trip(make_backend, s3_server, tmp_path):
+@pytest.fixture(scope="module")
+def s3_backend(s3_server, tmp_path_factory):
+    backend = Backend(tmp_path_factory.mktemp("on-s3"), env=s3_server.env("s3://aiaas-datasets/team-a")).start()
+    yield backend
+    backend.close()
+
+
+def test_s3_store_round_trip(s3_backend, s3_server, tmp_path):
     """The same journey with the chunks in a real S3-compatible server (SeaweedFS)."""
     import boto3
 
     from ..s3_server import ACCESS_KEY, SECRET_KEY
 
-    backend = make_backend(name="on-s3", **s3_server.env("s3://aiaas-datasets/team-a"))
+    backend = s3_backend
     client = backend.client()
     folder = _make_folder(tmp_path / "pets", big_chunks=2.5)
     ds = client.upload("pets", folder, progress=False)
@@ -38,6 +48,38 @@ def test_s3_store_round_trip(make_backend, s3_server, tmp_path):
     assert _run_digests(run)["files"] == _digests(folder)  # packed chunks read by ranges
     ds.delete()
     assert keys("blobs") == keys("packs") == []
+
+
+def test_a_local_runs_final_files_reach_the_store_and_come_back(s3_backend, s3_server, tmp_path):
+    """Once a local run succeeded its final files are in the store (on S3, the durable copy): a
+    backend whose data dir lost them deploys and downloads the run again from there."""
+    from aiaas_backend.store.s3 import S3Store
+
+    from ..s3_server import ACCESS_KEY, SECRET_KEY
+
+    backend = s3_backend
+    store = S3Store("s3://aiaas-datasets/team-a", endpoint_url=s3_server.endpoint, access_key_id=ACCESS_KEY,
+                    secret_access_key=SECRET_KEY)
+    run = backend.client().train(Regressor(), max_epochs=1).wait()
+    names = ("weights.pt", "final.ckpt")
+    wait_until(lambda: all(store.exists(f"runs/{run.id}/{n}") for n in names), timeout=30,
+               what="the run's final files in the S3 store")
+    folder = backend.data_dir / "artifacts" / "runs" / run.id
+    want = {n: (folder / n).read_bytes() for n in names}
+    for n in names:
+        with store.open(f"runs/{run.id}/{n}") as stored:
+            assert stored.read() == want[n]
+        os.unlink(folder / n)  # the data dir lost them (a disk replaced, a server moved)
+
+    got = run.download_checkpoint(tmp_path / "final.ckpt")
+    assert got.read_bytes() == want["final.ckpt"]
+    dep = run.deploy("from-the-store")
+    try:
+        x = torch.randn(3, 8)
+        assert dep.predict(x).shape == (3, 1)
+        assert (folder / "weights.pt").read_bytes() == want["weights.pt"]  # brought back from the store
+    finally:
+        dep.delete()
 
 
 @pytest.mark.postgres
