@@ -130,22 +130,21 @@ def local_copy(ref: str) -> Path:
     here = _intact(entry) if entry is not None and entry.get("folder") else None
     if here is not None and pinned:
         return here
+    cached = cache_root() / "versions" / entry["digest"] if entry is not None and entry.get("digest") else None
+    offline = here or (cached if cached is not None and cached.is_dir() else None)
     with _backend(entry) as client:
         if client is not None:
             try:
                 data = client.dataset(name, int(pinned) if pinned else None).data
             except BackendUnavailable:
-                if here is None:
+                if offline is None:
                     raise
-                return here  # the backend is down: the folder the newest version known here came from
+                return offline  # the backend is down: the copy of the newest version known here
             if here is not None and entry is not None and entry.get("digest") == data.digest:
                 return here
             return fetch(client, data)
-    if here is not None:
-        return here
-    cached = cache_root() / "versions" / entry["digest"] if entry is not None and entry.get("digest") else None
-    if cached is not None and cached.is_dir():
-        return cached
+    if offline is not None:
+        return offline
     raise NotFound(f"no copy of dataset {ref!r} on this machine: connect to its backend first "
                    f"(aiaas.connect(URL, api_key=...)) so data_path can fetch it, or upload it from here with "
                    f"client.upload({name!r}, PATH)")
