@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._dataset_delta import _owner
 from ._errors import BackendUnavailable, BadRequest, NotFound
 from ._hashing import stamps_of
 from .config import default_data_dir
@@ -40,8 +41,9 @@ DEFAULT_CACHE_BYTES = 50 * 1024**3
 # One cache handle per cache folder, kept for the process's life: its read locks keep the
 # versions this notebook fetched from being evicted under it.
 _CACHES: dict[Path, Any] = {}
-# The client that last uploaded to each backend: data_path fetches with it (a script may use
-# aiaas.Client directly, without connect()). Weak: data_path never keeps a client alive.
+# The client that last uploaded as each user of each backend (by _owner: the key's hash, never
+# the key): data_path fetches with it (a script may use aiaas.Client directly, without
+# connect()). Weak: data_path never keeps a client alive.
 _UPLOADERS: dict[str, weakref.ref[Client | AsyncClient]] = {}
 
 
@@ -81,8 +83,9 @@ def remember(client: Client | AsyncClient, data: DatasetPublic, folder: Path, fi
              stamps: dict[str, str], walked: bool) -> None:
     """Note that ``folder`` holds this version as uploaded (``walked``: the whole folder is the
     dataset, so a file added later changes it too; else only ``files`` are)."""
-    _UPLOADERS[client.url] = weakref.ref(client)
-    entry = {"folder": str(folder), "url": client.url, "version": data.version, "digest": data.digest,
+    owner = _owner(client.url, client._api_key)
+    _UPLOADERS[owner] = weakref.ref(client)
+    entry = {"folder": str(folder), "owner": owner, "version": data.version, "digest": data.digest,
              "fingerprint": fingerprint(files, stamps), "files": None if walked else files}
     _write_record({data.name: entry, f"{data.name}:{data.version}": entry})
 
@@ -102,11 +105,12 @@ def _intact(entry: dict[str, Any]) -> Path | None:
 @contextmanager
 def _backend(entry: dict[str, Any] | None) -> Iterator[Client | None]:
     """The client to ask the backend with: the one that uploaded this entry, else the notebook's
-    connection (aiaas.connect) when it is to the same backend or nothing was uploaded from here."""
+    connection (aiaas.connect) when it is the same user of the same backend, or nothing was
+    uploaded from here."""
     from ._client import Client
     from ._connect import last_connected
 
-    uploader = _UPLOADERS.get(entry["url"]) if entry is not None else None
+    uploader = _UPLOADERS.get(entry.get("owner", "")) if entry is not None else None
     owner = uploader() if uploader is not None else None
     if isinstance(owner, Client) and not owner._http.is_closed:
         yield owner
@@ -116,7 +120,8 @@ def _backend(entry: dict[str, Any] | None) -> Iterator[Client | None]:
             yield twin
         return
     connected = last_connected()
-    yield connected if connected is not None and (entry is None or entry.get("url") == connected.url) else None
+    same = connected is not None and (entry is None or entry.get("owner") == _owner(connected.url, connected._api_key))
+    yield connected if same else None
 
 
 def local_copy(ref: str) -> Path:
@@ -167,12 +172,12 @@ def fetch(client: Client, data: DatasetPublic) -> Path:
         return DatasetManifest.model_validate_json(resp.content)
 
     def chunk(digest: str) -> Any:
-        resp = client._send(_call("GET", f"/v1/datasets/chunks/{digest}"))
+        resp = client._send(_call("GET", f"/v1/datasets/{data.name}/chunks/{digest}"))
         assert resp is not None
         yield resp.content
 
     path = cache.version(data.digest, manifest, chunk)
     cache.evict(only_if_grew=True)
-    _write_record({f"{data.name}:{data.version}": {"url": client.url, "version": data.version,
-                                                   "digest": data.digest}})
+    _write_record({f"{data.name}:{data.version}": {"owner": _owner(client.url, client._api_key),
+                                                   "version": data.version, "digest": data.digest}})
     return path

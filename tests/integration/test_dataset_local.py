@@ -98,15 +98,19 @@ def test_chunks_are_read_only_by_the_user_who_sent_them(backend, tmp_path):
     small = next(f for f in manifest["files"] if f["path"] == "imgs/2.bin")["chunks"][0]  # in a pack
     large = next(f for f in manifest["files"] if f["path"] == "big.bin")["chunks"][0]  # a blob of its own
 
-    def get(digest: str, key: str) -> httpx.Response:
-        return httpx.get(f"{backend.url}/v1/datasets/chunks/{digest}", headers={"Authorization": f"Bearer {key}"})
+    def get(digest: str, key: str, name: str = "local-own") -> httpx.Response:
+        return httpx.get(f"{backend.url}/v1/datasets/{name}/chunks/{digest}", headers={"Authorization": f"Bearer {key}"})
 
     for digest in (small, large):
         resp = get(digest, backend.key)
         assert resp.status_code == 200 and hashlib.sha256(resp.content).hexdigest() == digest
     bob = backend.new_key("bob-local")
+    bob_client = backend.client(bob)
+    bob_client.upload("local-own", tmp_path / "own" / "empty.txt", progress=False)  # his own dataset of that name
     resp = get(large, bob)
     assert resp.status_code == 404 and resp.json()["code"] == "chunk_not_found"
+    resp = get(large, backend.key, name="no-such-dataset")
+    assert resp.status_code == 404 and "no-such-dataset" in resp.json()["detail"]
     resp = get("not-a-digest", backend.key)
     assert resp.status_code == 400 and "SHA-256" in resp.json()["detail"]
 
@@ -122,3 +126,14 @@ def test_an_async_upload_is_fetched_with_its_clients_settings(backend, tmp_path,
     (folder / "empty.txt").write_bytes(b"not empty any more")
     copy = aiaas.data_path(ds.ref)
     assert copy != folder.resolve() and _digests(copy) == want
+
+
+def test_two_users_of_one_backend_each_fetch_their_own(backend, tmp_path, no_connection):
+    alice, bob = backend.client(), backend.client(backend.new_key("bob-local-two"))
+    mine = _folder(tmp_path / "alice")
+    alice.upload("local-two", mine, progress=False)
+    want = _digests(mine)
+    bob.upload("local-two-bob", _folder(tmp_path / "bob"), progress=False)  # the latest uploader is Bob now
+    (mine / "big.bin").write_bytes(b"changed")
+    copy = aiaas.data_path("local-two:1")  # fetched as Alice, who uploaded it
+    assert copy != mine.resolve() and _digests(copy) == want

@@ -49,19 +49,6 @@ async def put_chunk(digest: str, request: Request, session: SessionDep, user: Cu
     return ChunkPublic(digest=digest, size=sum(len(p) for p in parts), stored=bool(stored))
 
 
-@router.get("/chunks/{digest}", operation_id="get_dataset_chunk", response_model=None,
-            responses={200: {"content": {"application/octet-stream": {}}, "description": "the chunk's bytes"}})
-def get_chunk(digest: str, session: SessionDep, user: CurrentUser, store: StoreDep) -> Response:
-    """One chunk of this user's datasets (the notebook's ``aiaas.data_path`` fetches a version
-    with it). Only chunks the user sent themself: another user's get 404, like unknown ones."""
-    if not is_digest(digest):
-        raise ApiError(400, f"{digest!r} is not a SHA-256 hex digest (64 lowercase hex digits)", "bad_digest")
-    if not ds.owned_chunks(session, user, {digest}):
-        raise ApiError(404, f"chunk {digest} is not in your datasets: list a version's chunks with "
-                       "GET /v1/datasets/{name}/manifest", "chunk_not_found")
-    return chunk_response(session, store, digest)
-
-
 @router.post("/same-host", operation_id="open_same_host_upload")
 def open_same_host_upload(request: Request, session: SessionDep, token: TokenDep,
                           user: CurrentUser) -> SameHostUploadPublic:
@@ -214,6 +201,21 @@ def get_manifest(name: Name, session: SessionDep, user: CurrentUser,
                  version: Annotated[int | None, Query(ge=1)] = None) -> dict:  # type: ignore[type-arg]
     """The version's files: path, size and chunk digests of each."""
     return ds.find(session, user, name, version)[1].manifest
+
+
+@router.get("/{name}/chunks/{digest}", operation_id="get_dataset_chunk", response_model=None,
+            responses={200: {"content": {"application/octet-stream": {}}, "description": "the chunk's bytes"}})
+def get_chunk(name: Name, digest: str, session: SessionDep, user: CurrentUser, store: StoreDep) -> Response:
+    """One chunk of this user's dataset ``name`` (its manifest lists them; the notebook's
+    ``aiaas.data_path`` fetches a version with it). Only chunks the user sent themself:
+    another user's get 404, like unknown ones."""
+    ds.find(session, user, name)  # first: another user's dataset is a 404, whatever the digest
+    if not is_digest(digest):
+        raise ApiError(400, f"{digest!r} is not a SHA-256 hex digest (64 lowercase hex digits)", "bad_digest")
+    if not ds.owned_chunks(session, user, {digest}):
+        raise ApiError(404, f"chunk {digest} is not in your datasets: a version's chunks are listed by "
+                       f"GET /v1/datasets/{name}/manifest", "chunk_not_found")
+    return chunk_response(session, store, digest)
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, operation_id="delete_dataset")
