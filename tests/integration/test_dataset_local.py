@@ -13,12 +13,9 @@ import pytest
 import aiaas
 from aiaas_sdk import _connect, _dataset_local
 
+from .test_datasets import _digests
+
 TRAINS = False  # no test here starts a run: its backends need no warm worker (tests/conftest.py)
-
-
-def _digests(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture

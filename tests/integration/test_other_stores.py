@@ -122,8 +122,6 @@ def test_datasets_on_postgres(make_backend, tmp_path):
 def test_ray_run_reads_a_dataset_from_the_object_store(ray_cluster, s3_server, tmp_path):
     """A Ray Train worker reads a dataset whose chunks live in S3-compatible storage, fetched
     through the API into its node's cache (no shared file system, no store credentials)."""
-    from ..conftest import Backend
-
     backend = Backend(tmp_path / "ray-backend", slots=1, ray_address=ray_cluster.address,
                       env={**s3_server.env("s3://aiaas-ray/data"), "AIAAS_RAY_CPUS_PER_REPLICA": "0.5"})
     backend.start(timeout=120)
