@@ -19,8 +19,9 @@ import atexit
 import hashlib
 import json
 import os
+import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,21 @@ def fingerprint(files: dict[str, str], stamps: dict[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def fingerprint_soon(files: dict[str, str], stamps: dict[str, str]) -> Callable[[], str]:
+    """:func:`fingerprint` taken on a thread of its own (an upload takes it while it waits for the
+    backend's commit); call what this returns for it."""
+    out: list[str] = []
+    thread = threading.Thread(target=lambda: out.append(fingerprint(files, stamps)), name="aiaas-fingerprint",
+                              daemon=True)
+    thread.start()
+
+    def result() -> str:
+        thread.join()
+        return out[0] if out else fingerprint(files, stamps)
+
+    return result
+
+
 def _read_record() -> dict[str, Any]:
     try:
         record = json.loads(record_path().read_text())
@@ -80,13 +96,14 @@ def _write_record(update: dict[str, Any]) -> None:
 
 
 def remember(client: Client | AsyncClient, data: DatasetPublic, folder: Path, files: dict[str, str],
-             stamps: dict[str, str], walked: bool) -> None:
-    """Note that ``folder`` holds this version as uploaded (``walked``: the whole folder is the
-    dataset, so a file added later changes it too; else only ``files`` are)."""
+             printed: str, walked: bool) -> None:
+    """Note that ``folder`` holds this version as uploaded, ``files`` with the :func:`fingerprint`
+    ``printed`` (``walked``: the whole folder is the dataset, so a file added later changes it
+    too; else only ``files`` are)."""
     owner = _owner(client.url, client._api_key)
     _UPLOADERS[owner] = weakref.ref(client)
     entry = {"folder": str(folder), "owner": owner, "version": data.version, "digest": data.digest,
-             "fingerprint": fingerprint(files, stamps), "files": None if walked else files}
+             "fingerprint": printed, "files": None if walked else files}
     _write_record({data.name: entry, f"{data.name}:{data.version}": entry})
 
 

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any, Self
 import httpx
 
 from ._dataset_delta import Base, Bases, changes
-from ._dataset_local import local_copy, remember
+from ._dataset_early import Early
+from ._dataset_local import fingerprint_soon, local_copy, remember
 from ._dataset_same_host import Near
 from ._dataset_sources import collect
 from ._errors import BadRequest, NotFound
@@ -37,8 +38,8 @@ from ._hashing import (
     HashCache,
     Piece,
     Table,
+    cache_db,
     cache_path,
-    connect_cache,
     hash_files,
     manifest_json,
     pieces_of,
@@ -196,6 +197,8 @@ class UploadResult:
 class _NoBar:
     """The bar of an upload without one (progress=False): tqdm is not even imported (40 ms)."""
 
+    total = 0
+
     def __enter__(self) -> Self:
         return self
 
@@ -203,6 +206,9 @@ class _NoBar:
         pass
 
     def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
 
@@ -231,61 +237,75 @@ def upload(client: Client, name: str, source: Any, *, parallel: int = 8, progres
         with _progress(total, progress, f"upload {name}") as bar:
             return conn.read(items, bar.update)
 
-    db = connect_cache(cache_path(), check_same_thread=False)  # the hash cache and the bases: one file
     try:
-        bases = Bases(db)
-        base = bases.get(client.url, client._api_key, name)
-        # Files as the last upload noted them cost their stat only; the rest are looked up or read,
-        # and at the first of them the same-host connection starts opening.
-        stamps, same = _stat(files, base, near)
-        cache = HashCache(db=db)
-        try:
-            table = hash_files({rel: path for rel, path in files.items() if rel not in same},
-                               min(parallel, os.cpu_count() or 1), cache, on_backend, stamps)
-        finally:
-            cache.close()
-        whole = base is None
-        try:
-            result = _send_version(client, name, files, table, base, parallel, progress, near)
-        except BadRequest as exc:
-            if base is None or exc.code != "base_mismatch":
-                raise
-            table.update(base.table(same))  # sent whole: every file's entry (read, if not noted)
-            table.update(hash_files({rel: files[rel] for rel in same if rel not in table},
-                                    min(parallel, os.cpu_count() or 1), None, on_backend, stamps))
-            result, whole = _send_version(client, name, files, table, None, parallel, progress, near), True
-        removed = [rel for rel in base.seen if rel not in files] if base is not None and not whole else []
-        if base is None or whole or table or removed or \
-                (base.version, base.digest) != (result.data.version, result.data.digest):
-            bases.put(client.url, client._api_key, name, result.data.version, result.data.digest, table, files,
-                      stamps, removed, None if whole else base)
+        with cache_db(cache_path()) as db:  # the hash cache and the bases: one file
+            bases = Bases(db)
+            base = bases.get(client.url, client._api_key, name)
+            # Files as the last upload noted them cost their stat only; the rest are looked up or read.
+            # On a re-upload, a backend on this machine reads each changed file as soon as it is found.
+            early = Early(near, lambda: _progress(0, progress, f"upload {name}")) if base and same_host else None
+            try:
+                stamps, same = _stat(files, base, near, early)
+            finally:
+                found = early.finish() if early is not None else {}
+            cache = HashCache(db=db)
+            try:
+                table: Table = dict(found)
+                for rel, (_size, digests) in found.items():
+                    cache.put(files[rel], stamps[rel], digests)
+                rest = {rel: path for rel, path in files.items() if rel not in same and rel not in table}
+                table.update(hash_files(rest, min(parallel, os.cpu_count() or 1), cache, on_backend, stamps))
+            finally:
+                cache.close()
+            # data_path's record of the folder, taken while the backend commits.
+            printed = fingerprint_soon(files, stamps) if folder is not None else None
+            whole = base is None
+            try:
+                result = _send_version(client, name, files, table, base, parallel, progress, near)
+            except BadRequest as exc:
+                if base is None or exc.code != "base_mismatch":
+                    raise
+                table.update(base.table(same))  # sent whole: every file's entry (read, if not noted)
+                table.update(hash_files({rel: files[rel] for rel in same if rel not in table},
+                                        min(parallel, os.cpu_count() or 1), None, on_backend, stamps))
+                result, whole = _send_version(client, name, files, table, None, parallel, progress, near), True
+            removed = [rel for rel in base.seen if rel not in files] if base is not None and not whole else []
+            if base is None or whole or table or removed or \
+                    (base.version, base.digest) != (result.data.version, result.data.digest):
+                bases.put(client.url, client._api_key, name, result.data.version, result.data.digest, table, files,
+                          stamps, removed, None if whole else base)
     finally:
-        db.close()
         near.close()
     if folder is not None:
         walked = not (isinstance(source, str | os.PathLike) and Path(source).expanduser().is_file())
-        remember(owner or client, result.data, folder, files, stamps, walked)
+        assert printed is not None
+        remember(owner or client, result.data, folder, files, printed(), walked)
     if near.conn is not None:  # what the backend read from our files itself
         result.sent_chunks += near.conn.stored_chunks
         result.sent_bytes += near.conn.stored_bytes
     return result
 
 
-def _stat(files: dict[str, str], base: Base | None, near: Near) -> tuple[dict[str, str], set[str]]:
-    """Each file's stamp, and the paths ``base`` notes unchanged (see Base.unchanged); ``near``
-    starts opening at the first other one (for an unchanged folder, never)."""
+def _stat(files: dict[str, str], base: Base | None, near: Near,
+          early: Early | None) -> tuple[dict[str, str], set[str]]:
+    """Each file's stamp, and the paths ``base`` notes unchanged (see Base.unchanged); each other
+    one goes to ``early`` as it is found, or ``near`` starts opening at the first (for an
+    unchanged folder, never)."""
     if base is None:
         near.start()
         return stamps_of(files), set()
     stamps: dict[str, str] = {}
+    same: set[str] = set()
     stamp, seen = HashCache.stamp, base.seen
     for rel, path in files.items():
         stamps[rel] = now = stamp(os.stat(path))
-        if seen.get(rel) != path + "|" + now:  # Base.unchanged's test, inlined (thousands of files)
+        if seen.get(rel) == path + "|" + now:  # Base.unchanged's test, inlined (thousands of files)
+            same.add(rel)
+        elif early is not None:
+            early.add(rel, path, now)
+        else:
             near.start()
-            break
-    stamps.update((rel, stamp(os.stat(path))) for rel, path in files.items() if rel not in stamps)
-    return stamps, base.unchanged(files, stamps)
+    return stamps, same
 
 
 def _send_version(client: Client, name: str, files: dict[str, str], table: Table, base: Base | None,
