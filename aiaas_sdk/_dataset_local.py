@@ -19,9 +19,8 @@ import atexit
 import hashlib
 import json
 import os
-import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,21 +59,6 @@ def fingerprint(files: dict[str, str], stamps: dict[str, str]) -> str:
     """One digest of every file's path in the dataset, local file and stamp."""
     text = "".join([f"{rel}\0{files[rel]}\0{stamps[rel]}\n" for rel in sorted(files)])
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def fingerprint_soon(files: dict[str, str], stamps: dict[str, str]) -> Callable[[], str]:
-    """:func:`fingerprint` taken on a thread of its own (an upload takes it while it waits for the
-    backend's commit); call what this returns for it."""
-    out: list[str] = []
-    thread = threading.Thread(target=lambda: out.append(fingerprint(files, stamps)), name="aiaas-fingerprint",
-                              daemon=True)
-    thread.start()
-
-    def result() -> str:
-        thread.join()
-        return out[0] if out else fingerprint(files, stamps)
-
-    return result
 
 
 def _read_record() -> dict[str, Any]:

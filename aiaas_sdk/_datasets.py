@@ -30,7 +30,7 @@ import httpx
 
 from ._dataset_delta import Base, Bases, changes
 from ._dataset_early import Early
-from ._dataset_local import fingerprint_soon, local_copy, remember
+from ._dataset_local import fingerprint, local_copy, remember
 from ._dataset_same_host import Near
 from ._dataset_sources import collect
 from ._errors import BadRequest, NotFound
@@ -246,6 +246,8 @@ def upload(client: Client, name: str, source: Any, *, parallel: int = 8, progres
             early = Early(near, lambda: _progress(0, progress, f"upload {name}")) if base and same_host else None
             try:
                 stamps, same = _stat(files, base, near, early)
+                # data_path's record of the folder, taken here while the backend reads the changed files.
+                printed = fingerprint(files, stamps) if folder is not None else None
             finally:
                 found = early.finish() if early is not None else {}
             cache = HashCache(db=db)
@@ -257,8 +259,6 @@ def upload(client: Client, name: str, source: Any, *, parallel: int = 8, progres
                 table.update(hash_files(rest, min(parallel, os.cpu_count() or 1), cache, on_backend, stamps))
             finally:
                 cache.close()
-            # data_path's record of the folder, taken while the backend commits.
-            printed = fingerprint_soon(files, stamps) if folder is not None else None
             whole = base is None
             try:
                 result = _send_version(client, name, files, table, base, parallel, progress, near)
@@ -279,7 +279,7 @@ def upload(client: Client, name: str, source: Any, *, parallel: int = 8, progres
     if folder is not None:
         walked = not (isinstance(source, str | os.PathLike) and Path(source).expanduser().is_file())
         assert printed is not None
-        remember(owner or client, result.data, folder, files, printed(), walked)
+        remember(owner or client, result.data, folder, files, printed, walked)
     if near.conn is not None:  # what the backend read from our files itself
         result.sent_chunks += near.conn.stored_chunks
         result.sent_bytes += near.conn.stored_bytes
