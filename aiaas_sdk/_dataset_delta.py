@@ -37,11 +37,6 @@ class Base:
     _db: sqlite3.Connection
     _key: tuple[str, str]
 
-    def unchanged(self, files: dict[str, str], stamps: dict[str, str]) -> set[str]:
-        """The paths of ``files`` read from the same local file, with the same stamp, as noted."""
-        seen = self.seen  # (_seen inlined: a call per file was a third of this)
-        return {rel for rel, local in files.items() if seen.get(rel) == local + "|" + stamps[rel]}
-
     def table(self, paths: Iterable[str]) -> Table:
         """The noted size and chunks of those of ``paths`` the record has (files of this version)."""
         wanted = list(paths)

@@ -54,6 +54,12 @@ class Early:
             self._thread.start()
 
     def _run(self) -> None:
+        try:
+            self._send()
+        except Exception as exc:  # noqa: BLE001 - raised in the caller's thread by finish()
+            self._error = exc
+
+    def _send(self) -> None:
         conn = self._near.get()
         while True:
             with self._wake:
@@ -66,13 +72,9 @@ class Early:
             # file at once, the next the many found meanwhile.
             bar = self._bar
             bar.total = (bar.total or 0) + sum(int(stamp.split(":")[0]) for _rel, _path, stamp in items)
-            try:
-                read = conn.read([(path, stamp) for _rel, path, stamp in items], bar.update)
-                for (rel, _path, _stamp), result in zip(items, read, strict=True):
-                    self._found[rel] = result
-            except Exception as exc:  # noqa: BLE001 - raised in the caller's thread by finish()
-                self._error = exc
-                return
+            read = conn.read([(path, stamp) for _rel, path, stamp in items], bar.update)
+            for (rel, _path, _stamp), result in zip(items, read, strict=True):
+                self._found[rel] = result
 
     def finish(self) -> Found:
         """Wait for the files added so far; what the backend read of them. Raises what the

@@ -243,7 +243,8 @@ def upload(client: Client, name: str, source: Any, *, parallel: int = 8, progres
             base = bases.get(client.url, client._api_key, name)
             # Files as the last upload noted them cost their stat only; the rest are looked up or read.
             # On a re-upload, a backend on this machine reads each changed file as soon as it is found.
-            early = Early(near, lambda: _progress(0, progress, f"upload {name}")) if base and same_host else None
+            early = Early(near, lambda: _progress(0, progress, f"upload {name}")) if base is not None and same_host \
+                else None
             try:
                 stamps, same = _stat(files, base, near, early)
                 # data_path's record of the folder, taken here while the backend reads the changed files.
@@ -288,7 +289,8 @@ def upload(client: Client, name: str, source: Any, *, parallel: int = 8, progres
 
 def _stat(files: dict[str, str], base: Base | None, near: Near,
           early: Early | None) -> tuple[dict[str, str], set[str]]:
-    """Each file's stamp, and the paths ``base`` notes unchanged (see Base.unchanged); each other
+    """Each file's stamp, and the paths ``base`` notes unchanged (read from the same local file,
+    with the same stamp); each other
     one goes to ``early`` as it is found, or ``near`` starts opening at the first (for an
     unchanged folder, never)."""
     if base is None:
@@ -299,7 +301,7 @@ def _stat(files: dict[str, str], base: Base | None, near: Near,
     stamp, seen = HashCache.stamp, base.seen
     for rel, path in files.items():
         stamps[rel] = now = stamp(os.stat(path))
-        if seen.get(rel) == path + "|" + now:  # Base.unchanged's test, inlined (thousands of files)
+        if seen.get(rel) == path + "|" + now:  # see _dataset_delta._seen (inlined: thousands of files)
             same.add(rel)
         elif early is not None:
             early.add(rel, path, now)
