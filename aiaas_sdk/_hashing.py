@@ -55,21 +55,28 @@ def connect_cache(path: Path, **kwargs: object) -> sqlite3.Connection:
 # notebook uploading again should not pay each time; SQLite checkpoints a kept one as its WAL grows.
 _IDLE: dict[Path, list[sqlite3.Connection]] = {}
 _IDLE_LOCK = threading.Lock()
-_IDLE_PID = os.getpid()
 _INHERITED: list[sqlite3.Connection] = []
+
+
+def _forget_in_child() -> None:
+    """A forked child never uses its parent's connections, nor closes them (kept from the GC), and
+    gets a lock of its own (another thread of the parent may have held it at the fork)."""
+    global _IDLE_LOCK
+    _INHERITED.extend(db for dbs in _IDLE.values() for db in dbs)
+    _IDLE.clear()
+    _IDLE_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 @contextmanager
 def cache_db(path: Path) -> Iterator[sqlite3.Connection]:
     """A connection to the cache database at ``path`` for one upload (uploads at once get one
     each), kept open afterwards for the next."""
-    global _IDLE_PID
     with _IDLE_LOCK:
-        if _IDLE_PID != os.getpid():  # a forked child: never touch the parent's connections
-            _INHERITED.extend(db for dbs in _IDLE.values() for db in dbs)  # nor close them (no GC)
-            _IDLE.clear()
-            _IDLE_PID = os.getpid()
-        idle = _IDLE.setdefault(path, [])
+        idle = _IDLE.get(path)
         db = idle.pop() if idle else None
     if db is None:
         db = connect_cache(path, check_same_thread=False)
@@ -80,7 +87,7 @@ def cache_db(path: Path) -> Iterator[sqlite3.Connection]:
         raise
     with _IDLE_LOCK:
         closing = [db]
-        if _IDLE_PID == os.getpid() and len(_IDLE.get(path, [])) < 2:
+        if len(_IDLE.get(path, [])) < 2:
             # Only the last data dir's are kept (a process rarely changes it; a test suite that
             # does would otherwise hold files open in every one).
             closing = [old for other in list(_IDLE) if other != path for old in _IDLE.pop(other)]

@@ -83,12 +83,21 @@ def chunk_digests(manifest: DatasetManifest | dict[str, Any]) -> set[str]:
     return {d for f in files for d in (f.chunks if not isinstance(f, dict) else f["chunks"])}
 
 
-def find(session: Session, user: User, name: str, version: int | None = None) -> tuple[Dataset, DatasetVersion]:
-    """``name`` at ``version`` (None: the newest), or a 404."""
+def find_dataset(session: Session, user: User, name: str, version: int | None = None) -> Dataset:
+    """This user's dataset ``name`` (no version loaded: a manifest can be thousands of files), or a
+    404 (``version``: the one the caller asked for, named in the error)."""
     dataset = session.scalar(select(Dataset).where(Dataset.user_id == user.id, Dataset.name == name))
     if dataset is None:
         raise not_found(name, version)
-    query = select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id)
+    return dataset
+
+
+def find(session: Session, user: User, name: str, version: int | None = None) -> tuple[Dataset, DatasetVersion]:
+    """``name`` at ``version`` (None: the newest), or a 404."""
+    dataset = find_dataset(session, user, name, version)
+    # The manifest (thousands of files) is read only when the caller uses it: most need the row.
+    query = (select(DatasetVersion).options(defer(DatasetVersion.manifest))
+             .where(DatasetVersion.dataset_id == dataset.id))
     query = query.where(DatasetVersion.version == version) if version is not None else \
         query.order_by(DatasetVersion.version.desc()).limit(1)
     row = session.scalar(query)

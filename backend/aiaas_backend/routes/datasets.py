@@ -209,7 +209,7 @@ def get_chunk(name: Name, digest: str, session: SessionDep, user: CurrentUser, s
     """One chunk of this user's dataset ``name`` (its manifest lists them; the notebook's
     ``aiaas.data_path`` fetches a version with it). Only chunks the user sent themself:
     another user's get 404, like unknown ones."""
-    ds.find(session, user, name)  # first: another user's dataset is a 404, whatever the digest
+    ds.find_dataset(session, user, name)  # first: another user's dataset is a 404, whatever the digest
     if not is_digest(digest):
         raise ApiError(400, f"{digest!r} is not a SHA-256 hex digest (64 lowercase hex digits)", "bad_digest")
     if not ds.owned_chunks(session, user, {digest}):
