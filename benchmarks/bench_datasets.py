@@ -199,12 +199,12 @@ def warm_pages(root: Path, size: int, enabled: bool = True) -> None:
         scratch.unlink()
 
 
-def _round(root: Path, folder: Path, i: int, warm: bool) -> tuple[dict, tuple[subprocess.Popen[bytes], str, str, dict]]:
+def _round(root: Path, folder: Path, size: int, i: int, warm: bool
+           ) -> tuple[dict, tuple[subprocess.Popen[bytes], str, str, dict]]:
     """One `cp -r` (then `sync`) and one first upload to a fresh backend, back to back; the
     backend is left running. Copies and stores stay until the end: deleting thousands of files
     just before an upload would make ext4 skip their recently freed inodes while it creates the
     store's (measured: a fifth of the server's CPU time), a cost the copy did not pay."""
-    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     warm_pages(root, size * 3 // 2, warm)
     t, cpu = time.perf_counter(), _children_cpu()
     subprocess.run(["cp", "-r", str(folder), str(root / f"copy{i}")], check=True)
@@ -223,6 +223,23 @@ def _round(root: Path, folder: Path, i: int, warm: bool) -> tuple[dict, tuple[su
         proc.wait()
         raise
     return {"cp": cp, "first": first}, (proc, url, key, env)
+
+
+def reuploads(root: Path, folder: Path, files: list[Path], rng: random.Random, url: str, key: str, pid: int,
+              how: str, env: dict[str, str], warm: bool) -> tuple[list[dict], int]:
+    """Three re-uploads, each after changing a different 1% of the folder's bytes; the bytes
+    changed each time."""
+    size = sum(f.stat().st_size for f in files)
+    out = []
+    for _ in range(3):
+        changed = change_share(files, size // 100, rng)
+        warm_pages(root, 256 * 1024 * 1024, warm)
+        out.append(upload(url, key, "big", folder, pid, how, env))
+    return out, changed
+
+
+def _median(uploads: list[dict]) -> dict:
+    return sorted(uploads, key=lambda u: u["s"])[len(uploads) // 2]
 
 
 def main() -> None:
@@ -246,18 +263,15 @@ def main() -> None:
         subprocess.run(["sync"], check=False)
         rounds = []
         for i in range(args.rounds):
-            result, (proc, url, key, env) = _round(root, folder, i, not args.no_warm)
+            result, (proc, url, key, env) = _round(root, folder, size, i, not args.no_warm)
             rounds.append(result)
             if i < args.rounds - 1:
                 proc.terminate()
                 proc.wait()
         try:  # the last round's backend: re-uploads and runs
             again = upload(url, key, "big", folder, proc.pid, env=env)
-            rng, edits = random.Random(1), []
-            for _ in range(3):
-                changed = change_share(files, size // 100, rng)
-                warm_pages(root, 256 * 1024 * 1024, not args.no_warm)
-                edits.append(upload(url, key, "big", folder, proc.pid, env=env))
+            rng = random.Random(1)
+            edits, changed = reuploads(root, folder, files, rng, url, key, proc.pid, "same-host", env, not args.no_warm)
             small = root / "small"
             make_folder(small, 1024 * 1024, seed=2)
             upload(url, key, "small", small, proc.pid, env=env)
@@ -276,11 +290,8 @@ def main() -> None:
             warm_pages(root, size * 3 // 2, not args.no_warm)
             far = {"AIAAS_DATA_DIR": str(root / "sdk-http")}
             http = upload(url, key, "big", folder, proc.pid, "http", far)
-            http_edits = []
-            for _ in range(3):  # the same 1% re-uploads, the way to a backend on another machine
-                change_share(files, size // 100, rng)
-                warm_pages(root, 256 * 1024 * 1024, not args.no_warm)
-                http_edits.append(upload(url, key, "big", folder, proc.pid, "http", far))
+            # The same 1% re-uploads, the way to a backend on another machine.
+            http_edits, _ = reuploads(root, folder, files, rng, url, key, proc.pid, "http", far, not args.no_warm)
         finally:
             proc.terminate()
             proc.wait()
@@ -290,8 +301,7 @@ def main() -> None:
     cp_median = statistics.median(r["cp"]["s"] for r in rounds)
     first = rounds[-1]["first"]  # the re-uploads' own backend
     first_median = statistics.median(r["first"]["s"] for r in rounds)
-    edit = sorted(edits, key=lambda e: e["s"])[len(edits) // 2]
-    http_edit = sorted(http_edits, key=lambda e: e["s"])[len(http_edits) // 2]
+    edit, http_edit = _median(edits), _median(http_edits)
     uploads = [*(r["first"] for r in rounds), *edits, http, *http_edits]
     rows = [("dataset", f"{args.size_mb} MiB in {len(files)} files (8-48 MB, 100 KB-2 MB, 4-64 KB); "
              f"{'not ' if args.no_warm else ''}warmed before each copy and upload")]
