@@ -72,7 +72,7 @@ class Early:
             # file at once, the next the many found meanwhile.
             bar = self._bar
             bar.total = (bar.total or 0) + sum(int(stamp.split(":")[0]) for _rel, _path, stamp in items)
-            read = conn.read([(path, stamp) for _rel, path, stamp in items], bar.update)
+            read = conn.read([(path, stamp) for _rel, path, stamp in items], bar.update, flush=True)
             for (rel, _path, _stamp), result in zip(items, read, strict=True):
                 self._found[rel] = result
 

@@ -113,9 +113,12 @@ class SameHost:
     def close(self) -> None:
         self._sock.close()
 
-    def read(self, items: list[tuple[str, str]], done: Callable[[int], None]) -> list[tuple[int, list[str]]]:
+    def read(self, items: list[tuple[str, str]], done: Callable[[int], None], flush: bool = False
+             ) -> list[tuple[int, list[str]]]:
         """Size and chunk digests of each ``(path, stamp)``, read, hashed and stored by the backend;
-        ``done(bytes)`` after each batch. A file whose stamp changed meanwhile is refused."""
+        ``done(bytes)`` after each batch. A file whose stamp changed meanwhile is refused.
+        ``flush``: the backend flushes what it stored before answering (a commit follows soon,
+        which then waits for no disk; a first upload's GiB is flushed once, at its commit)."""
         ranges = [(items[i][0], offset, length) for i, offset, length in _ranges(items)]
         owner = [i for i, _offset, _length in _ranges(items)]
 
@@ -125,7 +128,7 @@ class SameHost:
             return HashCache.stamp(os.fstat(fd)) == stamp and size == ranges[k][2]
 
         out: list[tuple[int, list[str]]] = [(int(stamp.split(":")[0]), []) for _path, stamp in items]
-        for k, (_size, digests) in enumerate(self._exchange(ranges, check, done)):
+        for k, (_size, digests) in enumerate(self._exchange(ranges, check, done, flush)):
             out[owner[k]][1].extend(digests)
         return out
 
@@ -140,7 +143,7 @@ class SameHost:
         self._exchange(ranges, check, done)
 
     def _exchange(self, ranges: list[tuple[str, int, int]], check: Callable[[int, int, int, list[str]], bool],
-                  done: Callable[[int], None]) -> list[tuple[int, list[str]]]:
+                  done: Callable[[int], None], flush: bool = False) -> list[tuple[int, list[str]]]:
         """Send ``(path, offset, length)`` ranges in messages, IN_FLIGHT at a time; their sizes and
         digests as the backend read them, each passed through ``check`` while its file is open."""
         results: list[tuple[int, list[str]] | None] = [None] * len(ranges)
@@ -155,7 +158,8 @@ class SameHost:
                     try:
                         for path, _offset, _length in ranges[first:first + count]:
                             fds.append(os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)))
-                        message = {"seq": sent, "ranges": [[o, n] for _p, o, n in ranges[first:first + count]]}
+                        message = {"seq": sent, "ranges": [[o, n] for _p, o, n in ranges[first:first + count]],
+                                   **({"flush": True} if flush else {})}
                         socket.send_fds(self._sock, [json.dumps(message).encode()], fds)
                     except BaseException:
                         for fd in fds:

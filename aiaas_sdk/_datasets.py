@@ -225,7 +225,6 @@ def upload(client: Client, name: str, source: Any, *, parallel: int = 8, progres
            same_host: bool = True, owner: AsyncClient | None = None) -> UploadResult:
     """Upload ``source`` as a version of dataset ``name`` with ``client`` (``owner``: the async
     client this upload runs for, which data_path then fetches with)."""
-    files, folder = collect(source, name)
     near = Near(client, same_host)
 
     def on_backend(items: list[tuple[str, str]]) -> list[tuple[int, list[str]]] | None:
@@ -241,6 +240,11 @@ def upload(client: Client, name: str, source: Any, *, parallel: int = 8, progres
         with cache_db(cache_path()) as db:  # the hash cache and the bases: one file
             bases = Bases(db)
             base = bases.get(client.url, client._api_key, name)
+            if base is not None:
+                # A re-upload: the backend's socket is reached while the folder is walked and stat'ed,
+                # ready for the first changed file (an unchanged folder wastes a ticket's round trip).
+                near.start()
+            files, folder = collect(source, name)
             # Files as the last upload noted them cost their stat only; the rest are looked up or read.
             # On a re-upload, a backend on this machine reads each changed file as soon as it is found.
             early = Early(near, lambda: _progress(0, progress, f"upload {name}")) if base is not None and same_host \

@@ -74,13 +74,16 @@ def insert_ignoring_duplicates(session: Session, table: Table, rows: list[dict[s
 
 
 def take(session: Session, user: User, store: Store, quota: int | None,
-         chunks: Sequence[tuple[str, Parts]], *, verified: bool = False) -> dict[str, int]:
+         chunks: Sequence[tuple[str, Parts]], *, verified: bool = False, durable: bool = False) -> dict[str, int]:
     """Verify ``chunks``, store the ones the backend lacks (the small ones as one pack, see
     :mod:`.chunk_packs`), and record those this user had not sent before; returns those
     new to the user, with their sizes. Nothing is recorded if one is bad.
 
     ``verified``: the caller computed each digest from these very bytes (the same-host
-    socket hashes what it read), so hashing them again would check nothing."""
+    socket hashes what it read), so hashing them again would check nothing. ``durable``: flush
+    what was written before recording it, so that a commit naming these chunks finds them
+    flushed (the socket's batches end while the client still stats its folder; the commit
+    then waits for no disk)."""
     if not verified:
         verify(chunks)
     fresh = {digest: data for digest, data in chunks}
@@ -93,15 +96,20 @@ def take(session: Session, user: User, store: Store, quota: int | None,
     packed = chunk_packs.locations(session, (d for d in fresh if sizes[d] < chunk_packs.PACK_BELOW))
     to_pack = {d: parts for d, parts in fresh.items() if sizes[d] < chunk_packs.PACK_BELOW and d not in packed}
     pack_rows: list[dict[str, object]] = []
+    written: list[str] = []
     try:
         if to_pack:
-            _key, pack_rows = chunk_packs.write_pack(store, to_pack)
+            key, pack_rows = chunk_packs.write_pack(store, to_pack)
+            written.append(key)
         for digest, parts in fresh.items():
             if sizes[digest] < chunk_packs.PACK_BELOW:
                 continue
             key = blob_key(digest)
             if not store.exists(key):  # another user's identical chunk: stored once
                 store.put_parts(key, parts)
+                written.append(key)
+        if durable and written:
+            store.sync(written)
     except Exception as exc:  # S3 and disk failures alike: the SDK retries a 503
         raise ApiError(503, f"the dataset store ({store.url}) failed: {type(exc).__name__}: {exc}; "
                        "the upload resumes where it stopped when you call it again", "store_unavailable",

@@ -20,7 +20,7 @@ unnamed in its pack.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -47,6 +47,15 @@ def locations(session: Session, digests: Iterable[str]) -> dict[str, Location]:
                 .where(PackedChunk.digest.in_(ordered[i:i + 500]))):
             out[digest] = (pack, offset, size)
     return out
+
+
+def keys(session: Session, digests: Collection[str], limit: int) -> set[str] | None:
+    """The store keys holding ``digests`` (their packs, or their blobs), or None when there are
+    more than ``limit`` digests (the caller then syncs the whole store)."""
+    if len(digests) > limit:
+        return None
+    where = locations(session, digests)
+    return {where[d][0] if d in where else blob_key(d) for d in digests}
 
 
 def write_pack(store: Store, chunks: dict[str, Parts]) -> tuple[str, list[dict[str, object]]]:

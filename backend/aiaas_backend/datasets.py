@@ -33,6 +33,11 @@ from .models import (
 from .store import Store, blob_key
 
 
+# A commit naming more new chunks than this syncs the whole store at once, without looking up
+# where each is (a first upload's thousands); fewer, and it asks the store to sync their objects.
+FEW_SYNC_CHUNKS = 1024
+
+
 def not_found(name: str, version: int | None = None) -> ApiError:
     what = f"{name}:{version}" if version is not None else name
     return ApiError(404, f"no dataset {what!r} for this API key; list yours with client.datasets(), "
@@ -244,8 +249,9 @@ def commit(session: Session, store: Store, user: User, upload: DatasetUpload, *,
     if newest is not None and newest.digest == built.digest:
         manifests.remember(built)
         return dataset, newest  # nothing changed: the same version, not a new one
-    # Every chunk's bytes on disk before a version names them (see Store.sync).
-    store.sync()
+    # Every chunk's bytes on disk before a version names them (see Store.sync): those its own files
+    # name (of a change, the changed files'; the base's were synced when the base was made).
+    store.sync(chunk_packs.keys(session, chunk_digests(manifest), FEW_SYNC_CHUNKS))
     version = DatasetVersion(
         dataset_id=dataset.id, version=dataset.next_version, manifest=built.row(),
         digest=built.digest, files=len(built.files), bytes=built.bytes,

@@ -7,7 +7,10 @@ runs on the server's machine, it can instead pass the file descriptors of its fi
 ``<data dir>/upload/upload.sock`` (``SCM_RIGHTS`` on a ``SOCK_SEQPACKET`` Unix socket): the
 server reads each file once, hashes each chunk once, and stores the chunks this user lacks
 through the same :func:`.chunk_intake.take` as the HTTP route. The reply tells the client
-the size and chunk digests of each file, which it then puts in its manifest as usual.
+the size and chunk digests of each file, which it then puts in its manifest as usual. A
+message with ``"flush": true`` has what it stored flushed to disk before the reply (a
+re-upload's files, sent while the client still stats its folder: the commit then finds them
+flushed); others are flushed by the commit.
 
 Why this is safe on a shared, multi-user server:
 
@@ -255,8 +258,12 @@ class UploadSocket:
                 try:
                     message = json.loads(data)
                     seq, ranges = message["seq"], message["ranges"]
+                    # The client asks for its bytes flushed with the batch: a commit follows soon
+                    # and then finds them on disk (see chunk_intake.take).
+                    durable = message.get("flush") is True
                 except (ValueError, KeyError, TypeError):
                     seq = ranges = None
+                    durable = False
                 if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC) or seq is None:
                     for fd in fds:
                         os.close(fd)
@@ -265,9 +272,9 @@ class UploadSocket:
                     room.release()
                     continue
 
-                def work(seq: Any = seq, fds: list[int] = fds, ranges: Any = ranges) -> None:
+                def work(seq: Any = seq, fds: list[int] = fds, ranges: Any = ranges, durable: bool = durable) -> None:
                     try:
-                        reply = self._batch(key_id, fds, ranges, chunk_bytes)
+                        reply = self._batch(key_id, fds, ranges, chunk_bytes, durable)
                     except ApiError as exc:
                         reply = {"error": exc.detail, "status": exc.status_code, "code": exc.code}
                     except Exception as exc:  # the client must hear of it, not hang
@@ -285,7 +292,8 @@ class UploadSocket:
         finally:
             wait(futures)  # its batches end (their descriptors closed) before the connection does
 
-    def _batch(self, key_id: int, fds: list[int], ranges: Any, chunk_bytes: int) -> dict[str, Any]:
+    def _batch(self, key_id: int, fds: list[int], ranges: Any, chunk_bytes: int, durable: bool = False
+               ) -> dict[str, Any]:
         """Read, hash and store the chunks of each ``[offset, length]`` range of the file behind
         the descriptor beside it; each range's size read and digests."""
         if not (isinstance(ranges, list) and len(ranges) == len(fds)
@@ -303,12 +311,12 @@ class UploadSocket:
             spans.append((offset, max(0, min(offset + length, st.st_size) - offset)))
         arena = self._arenas.take(sum(size for _offset, size in spans), chunk_bytes)
         try:
-            return self._read_and_store(key_id, fds, spans, chunk_bytes, arena)
+            return self._read_and_store(key_id, fds, spans, chunk_bytes, arena, durable)
         finally:
             self._arenas.give(arena)
 
     def _read_and_store(self, key_id: int, fds: list[int], spans: list[tuple[int, int]], chunk_bytes: int,
-                        arena: memoryview) -> dict[str, Any]:
+                        arena: memoryview, durable: bool = False) -> dict[str, Any]:
         digests: list[list[str]] = [[] for _ in fds]
         stored = stored_bytes = 0
         group: list[tuple[str, list[memoryview]]] = []
@@ -325,7 +333,8 @@ class UploadSocket:
                 if user is None:
                     raise ApiError(401, f"the API key that opened this upload was {ended or 'orphaned'}; upload "
                                    f"again with a working key", "unauthenticated")
-                new = chunk_intake.take(session, user, self._store, self._quota, group, verified=True)
+                new = chunk_intake.take(session, user, self._store, self._quota, group, verified=True,
+                                        durable=durable)
             stored += len(new)
             stored_bytes += sum(new.values())
             group.clear()

@@ -19,7 +19,7 @@ import re
 import uuid
 from datetime import datetime
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -84,11 +84,12 @@ class Store(ABC):
         """Remove the object at ``key``; no error if there is none."""
 
     # -- durability: only a store on a local disk has anything to do ---------------
-    def sync(self) -> None:
-        """Make every object written so far survive a power cut. Writes are not flushed one by
-        one (an fsync per chunk costs a journal commit each): a dataset version is committed
-        only after one sync of everything written before it. Nothing to do by default: an
-        object store's PUT is durable once it returns."""
+    def sync(self, keys: Collection[str] | None = None) -> None:
+        """Make the objects at ``keys`` (None: every object written so far) survive a power cut.
+        Writes are not flushed one by one (an fsync per chunk costs a journal commit each): a
+        dataset version is committed only after a sync of the objects it names that are new
+        since its base. Nothing to do by default: an object store's PUT is durable once it
+        returns."""
 
     def synced_until(self) -> datetime | None:
         """Objects written before this time were flushed by a :meth:`sync`; those written after
