@@ -144,7 +144,7 @@ def resolve(session: Session, user: User, refs: list[str]) -> list[dict[str, Any
 def recover_chunks(session: Session, store: Store) -> int:
     """At start: forget the chunks whose bytes a power cut took (written after the store's last
     sync, then missing or short), so the next upload sends them again; returns how many rows
-    went. A version never names such a chunk: its commit synced the store first."""
+    went. A version never names such a chunk: its commit flushed the chunks it adds first."""
     since = store.synced_until()
     if since is None:
         return 0
