@@ -251,7 +251,12 @@ def commit(session: Session, store: Store, user: User, upload: DatasetUpload, *,
         return dataset, newest  # nothing changed: the same version, not a new one
     # Every chunk's bytes on disk before a version names them (see Store.sync): those its own files
     # name (of a change, the changed files'; the base's were synced when the base was made).
-    store.sync(chunk_packs.keys(session, chunk_digests(manifest), FEW_SYNC_CHUNKS))
+    try:
+        store.sync(chunk_packs.keys(session, chunk_digests(manifest), FEW_SYNC_CHUNKS))
+    except OSError as exc:  # a missing object, a failing disk: no version may name its chunks
+        raise ApiError(503, f"the dataset store ({store.url}) could not flush this version's chunks: {exc}; nothing "
+                       "was committed, upload again (the admin should check the store's disk)", "store_unavailable",
+                       {"Retry-After": "1"}) from exc
     version = DatasetVersion(
         dataset_id=dataset.id, version=dataset.next_version, manifest=built.row(),
         digest=built.digest, files=len(built.files), bytes=built.bytes,

@@ -92,6 +92,25 @@ def test_chunks_a_power_cut_took_are_forgotten_at_start_and_sent_again(make_back
     assert client.dataset("power").files == 5
 
 
+def test_a_version_is_not_committed_over_bytes_the_store_lost(make_backend, tmp_path):
+    """A commit flushes the objects its new chunks are in: one that is gone (a disk error, a
+    hand-deleted file) refuses the commit with 503 naming the store, and no version appears."""
+    backend = make_backend(name="lost")
+    auth = {"Authorization": f"Bearer {backend.key}"}
+    data = os.urandom(5000)
+    digest = hashlib.sha256(data).hexdigest()
+    resp = httpx.post(f"{backend.url}/v1/datasets/chunks", headers=auth, content=_frame([data]), timeout=60)
+    assert resp.json()["stored"] == 1
+    for pack in (backend.data_dir / "store" / "packs").iterdir():
+        pack.unlink()
+    manifest = {"files": [{"path": "a.bin", "size": len(data), "chunks": [digest]}], "chunk_sizes": {digest: len(data)}}
+    resp = httpx.post(f"{backend.url}/v1/datasets/lost/uploads", params={"commit": "true"}, headers=auth,
+                      json={"manifest": manifest}, timeout=60)
+    assert resp.status_code == 503 and resp.json()["code"] == "store_unavailable"
+    assert "could not flush" in resp.json()["detail"] and "upload again" in resp.json()["detail"]
+    assert httpx.get(f"{backend.url}/v1/datasets/lost", headers=auth).status_code == 404
+
+
 def test_packs_go_once_no_kept_chunk_is_in_them(make_backend, tmp_path):
     """Small files share a pack; deleting a version frees its chunks, and a pack goes with its last one."""
     backend = make_backend(name="packs")
