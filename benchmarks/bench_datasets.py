@@ -225,11 +225,10 @@ def _round(root: Path, folder: Path, size: int, i: int, warm: bool
     return {"cp": cp, "first": first}, (proc, url, key, env)
 
 
-def reuploads(root: Path, folder: Path, files: list[Path], rng: random.Random, url: str, key: str, pid: int,
-              how: str, env: dict[str, str], warm: bool) -> tuple[list[dict], int]:
-    """Three re-uploads, each after changing a different 1% of the folder's bytes; the bytes
-    changed each time."""
-    size = sum(f.stat().st_size for f in files)
+def reuploads(root: Path, folder: Path, files: list[Path], size: int, rng: random.Random, url: str, key: str,
+              pid: int, how: str, env: dict[str, str], warm: bool) -> tuple[list[dict], int]:
+    """Three re-uploads, each after changing a different 1% of the folder's ``size`` bytes; the
+    bytes changed each time."""
     out = []
     for _ in range(3):
         changed = change_share(files, size // 100, rng)
@@ -271,7 +270,8 @@ def main() -> None:
         try:  # the last round's backend: re-uploads and runs
             again = upload(url, key, "big", folder, proc.pid, env=env)
             rng = random.Random(1)
-            edits, changed = reuploads(root, folder, files, rng, url, key, proc.pid, "same-host", env, not args.no_warm)
+            edits, changed = reuploads(root, folder, files, size, rng, url, key, proc.pid, "same-host", env,
+                                      not args.no_warm)
             small = root / "small"
             make_folder(small, 1024 * 1024, seed=2)
             upload(url, key, "small", small, proc.pid, env=env)
@@ -291,7 +291,8 @@ def main() -> None:
             far = {"AIAAS_DATA_DIR": str(root / "sdk-http")}
             http = upload(url, key, "big", folder, proc.pid, "http", far)
             # The same 1% re-uploads, the way to a backend on another machine.
-            http_edits, _ = reuploads(root, folder, files, rng, url, key, proc.pid, "http", far, not args.no_warm)
+            http_edits, _ = reuploads(root, folder, files, size, rng, url, key, proc.pid, "http", far,
+                                          not args.no_warm)
         finally:
             proc.terminate()
             proc.wait()

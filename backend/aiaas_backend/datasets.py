@@ -226,7 +226,8 @@ def commit(session: Session, store: Store, user: User, upload: DatasetUpload, *,
     """Make ``upload`` a version (or give back the newest, if equal) and delete it. ``checked``: this
     transaction found every chunk it names already (an upload opened with commit=true)."""
     manifest = upload.manifest  # validated when the upload was created; thousands of files: not twice
-    needed = chunk_digests(manifest) if not checked else set()  # of a change: its own files' (see _apply)
+    added = chunk_digests(manifest)  # of a change: its own files' (see _apply)
+    needed = added if not checked else set()
     missing = sorted(needed - owned_chunks(session, user, needed))
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
@@ -252,7 +253,7 @@ def commit(session: Session, store: Store, user: User, upload: DatasetUpload, *,
     # Every chunk's bytes on disk before a version names them (see Store.sync): those its own files
     # name (of a change, the changed files'; the base's were synced when the base was made).
     try:
-        store.sync(chunk_packs.keys(session, chunk_digests(manifest), FEW_SYNC_CHUNKS))
+        store.sync(chunk_packs.keys(session, added, FEW_SYNC_CHUNKS))
     except OSError as exc:  # a missing object, a failing disk: no version may name its chunks
         raise ApiError(503, f"the dataset store ({store.url}) could not flush this version's chunks: {exc}; nothing "
                        "was committed, upload again (the admin should check the store's disk)", "store_unavailable",
