@@ -12,15 +12,15 @@ Larger chunks stay blobs of their own (``blobs/ab/ab12...``). A digest with a ro
 read from its pack; any other from its blob (stores written before packs keep working).
 
 Deleting: a row goes with the last user's :class:`~.models.DatasetChunk` of its digest,
-and a pack goes once no row names it. Until then the pack keeps the bytes of its chunks
-that nobody keeps (a pack is never rewritten). Two uploads that send the same new small
-chunk at the same moment each write it; the first row wins and the other copy stays
-unnamed in its pack.
+and a pack goes once no row names it. A pack left mostly holding chunks nobody keeps is
+rewritten by :mod:`.pack_compaction` (its kept chunks move to a new pack). Two uploads that
+send the same new small chunk at the same moment each write it; the first row wins and the
+other copy stays unnamed in its pack (bytes a compaction of that pack reclaims).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -74,16 +74,32 @@ def write_pack(store: Store, chunks: dict[str, Parts]) -> tuple[str, list[dict[s
     return key, rows
 
 
-def read(store: Store, digest: str, where: Location | None) -> Iterator[bytes]:
-    """A chunk's bytes: from its pack when ``where`` says so, else from its blob."""
-    if where is None:
-        yield from store.iter_bytes(blob_key(digest))
-        return
+def read(store: Store, digest: str, where: Location | None,
+         relocate: Callable[[], Location | None] | None = None) -> Iterator[bytes]:
+    """A chunk's bytes: from its pack when ``where`` says so, else from its blob. ``relocate``
+    looks the chunk up again when its pack is gone: a compaction (:mod:`.pack_compaction`)
+    may have moved it since ``where`` was looked up."""
+    if where is not None:
+        try:
+            data = _packed(store, digest, where)
+        except KeyError:
+            if relocate is None:
+                raise
+            where = relocate()
+            if where is not None:
+                data = _packed(store, digest, where)
+        if where is not None:
+            yield data
+            return
+    yield from store.iter_bytes(blob_key(digest))
+
+
+def _packed(store: Store, digest: str, where: Location) -> bytes:
     pack, offset, size = where
     data = store.read_range(pack, offset, size)
     if len(data) != size:
         raise KeyError(f"{pack} ends before chunk {digest} ({size} bytes at {offset})")
-    yield data
+    return data
 
 
 def forget(session: Session, digests: Sequence[str]) -> dict[str, str]:
@@ -96,9 +112,12 @@ def forget(session: Session, digests: Sequence[str]) -> dict[str, str]:
     return where
 
 
-def drop_empty(session: Session, store: Store, packs: Iterable[str]) -> None:
+def drop_empty(session: Session, store: Store, packs: Iterable[str]) -> set[str]:
     """Delete the packs among ``packs`` that no row names (new chunks never go into an old pack,
-    so a pack found empty stays empty)."""
+    so a pack found empty stays empty); returns those deleted."""
+    dropped = set()
     for pack in packs:
         if not session.scalar(select(func.count()).select_from(PackedChunk).where(PackedChunk.pack == pack)):
             store.delete(pack)
+            dropped.add(pack)
+    return dropped

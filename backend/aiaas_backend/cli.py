@@ -1,4 +1,4 @@
-"""The ``aiaas`` command: run the backend, manage API keys."""
+"""The ``aiaas`` command: run the backend, manage API keys, keep the store."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ app.add_typer(keys, name="keys")
 local = typer.Typer(help="See and stop the backend running on this machine (the one aiaas.connect(\"local\") "
                          "starts).", no_args_is_help=True)
 app.add_typer(local, name="local")
+store_cli = typer.Typer(help="Upkeep of the store that holds datasets, checkpoints and weights.",
+                        no_args_is_help=True)
+app.add_typer(store_cli, name="store")
 
 DataDir = Annotated[Path | None, typer.Option(help="where the database and artifacts live [default: user data dir]")]
 
@@ -137,6 +140,23 @@ def local_stop(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo("runs, models and deployments are kept; aiaas.connect(\"local\") starts the backend again")
+
+
+@store_cli.command("compact")
+def store_compact(data_dir: DataDir = None) -> None:
+    """Free the space of deleted dataset chunks that share packs with kept ones. A deletion does
+    this for the packs it touched; this looks at every pack (after a crash, or a store written
+    by an older aiaas). Safe while the backend runs."""
+    from .cli_keys import open_store as open_database
+    from .pack_compaction import compact
+    from .store import open_store
+
+    settings = _settings(data_dir=data_dir)
+    store = open_store(settings)
+    with open_database(data_dir) as session:
+        done = compact(session, store)
+    typer.echo(f"rewrote {done.packs} pack(s) of {done.before:,} bytes in {store.url}: {done.freed:,} bytes freed, "
+               f"{done.after:,} kept")
 
 
 def main() -> None:

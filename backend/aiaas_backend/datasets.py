@@ -116,8 +116,8 @@ def run_versions(session: Session, run: Run) -> list[tuple[Dataset, DatasetVersi
     ids = [d["version_id"] for d in run.datasets or []]
     if not ids:
         return []
-    return list(session.execute(select(Dataset, DatasetVersion).join(DatasetVersion)
-                                .where(DatasetVersion.id.in_(ids))).tuples())
+    return [(dataset, version) for dataset, version in session.execute(
+        select(Dataset, DatasetVersion).join(DatasetVersion).where(DatasetVersion.id.in_(ids)))]
 
 
 def parse_ref(ref: str) -> tuple[str, int | None]:
@@ -278,9 +278,10 @@ def runs_using(session: Session, user: User, version_ids: set[int]) -> list[Run]
 
 
 def delete_versions(session: Session, store: Store, user: User, dataset: Dataset,
-                    versions: list[DatasetVersion]) -> None:
+                    versions: list[DatasetVersion]) -> set[str]:
     """Delete ``versions`` unless an active run reads one (409 naming it); then drop the
-    chunks no version or open upload of this user still names, and blobs nobody keeps."""
+    chunks no version or open upload of this user still names, and blobs nobody keeps.
+    Returns the packs that lost chunks and still hold some (for :mod:`.pack_compaction`)."""
     busy = runs_using(session, user, {v.id for v in versions})
     if busy:
         names = ", ".join(f"{r.id} ({r.status})" for r in busy[:5])
@@ -310,4 +311,5 @@ def delete_versions(session: Session, store: Store, user: User, dataset: Dataset
     for digest in orphans:
         if digest not in packed:
             store.delete(blob_key(digest))
-    chunk_packs.drop_empty(session, store, set(packed.values()))
+    touched = set(packed.values())
+    return touched - chunk_packs.drop_empty(session, store, touched)

@@ -46,6 +46,7 @@ from .serving.local import LocalServing
 from .size_limit import BodySizeLimit
 from .store import open_store
 from .datasets import recover_chunks
+from .pack_compaction import Compactor
 from .worker_env import probe
 
 
@@ -69,6 +70,7 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     store = open_store(settings)
     with sessions() as session:
         recover_chunks(session, store)
+    compactor = Compactor(sessions, store)
     bus = EventBus()
     executor: Executor
     serving: ServingRuntime
@@ -125,6 +127,7 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
             executor.stop()
             if cluster is not None:
                 cluster.disconnect()
+            compactor.close()
             engine.dispose()
 
     app = FastAPI(
@@ -139,6 +142,7 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     app.state.sessions = sessions
     app.state.artifacts = artifacts
     app.state.store = store
+    app.state.compactor = compactor
     app.state.run_files = RunFiles(store, artifacts)
     app.state.replica_tokens = replica_tokens
     app.state.executor = executor

@@ -1,6 +1,6 @@
-"""The other stores and executors: dataset chunks and a local run's final files in a real
-S3-compatible server (SeaweedFS), datasets on PostgreSQL, a Ray Train worker reading a dataset
-through the API."""
+"""The other stores and executors: dataset chunks (and their packs' compaction) and a local run's
+final files in a real S3-compatible server (SeaweedFS), datasets on PostgreSQL, a Ray Train
+worker reading a dataset through the API."""
 
 from __future__ import annotations
 
@@ -82,6 +82,17 @@ def test_a_local_runs_final_files_reach_the_store_and_come_back(s3_backend, s3_s
         dep.delete()
 
 
+def test_a_deleted_datasets_small_files_leave_a_shared_pack_on_s3(s3_backend, s3_server, tmp_path):
+    from aiaas_backend.store.s3 import S3Store
+
+    from ..s3_server import ACCESS_KEY, SECRET_KEY
+    from .test_pack_compaction import check_deleted_chunks_leave_their_pack
+
+    store = S3Store("s3://aiaas-datasets/team-a", endpoint_url=s3_server.endpoint, access_key_id=ACCESS_KEY,
+                    secret_access_key=SECRET_KEY)
+    check_deleted_chunks_leave_their_pack(s3_backend, store, tmp_path)
+
+
 @pytest.mark.postgres
 def test_datasets_on_postgres(make_backend, tmp_path):
     from .test_postgres import _admin, psycopg  # noqa: F401 - skips when there is no PostgreSQL
@@ -112,6 +123,11 @@ def test_datasets_on_postgres(make_backend, tmp_path):
         bob = backend.client(backend.new_key("bob-pg"))
         with pytest.raises(aiaas.NotFound, match="no dataset 'pets"):
             bob.dataset("pets")
+        from aiaas_backend.store import FileStore
+
+        from .test_pack_compaction import check_deleted_chunks_leave_their_pack
+
+        check_deleted_chunks_leave_their_pack(backend, FileStore(backend.data_dir / "store"), tmp_path)
     finally:
         backend.close()
         with _admin() as admin:

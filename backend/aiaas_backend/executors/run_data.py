@@ -98,7 +98,12 @@ class RunData:
                 if packed is None:
                     packed = chunk_packs.locations(
                         session, set().union(*(chunk_digests(v.manifest) for _d, v in versions)))
-            return chunk_packs.read(self._store, digest, packed.get(digest))
+            return chunk_packs.read(self._store, digest, packed.get(digest), lambda: relocate(digest))
+
+        def relocate(digest: str) -> chunk_packs.Location | None:
+            # A compaction moved it since the lookup above (minutes ago, for a large dataset).
+            with lock:
+                return chunk_packs.locations(session, [digest]).get(digest)
 
         placed: dict[str, Path] = {}
         try:

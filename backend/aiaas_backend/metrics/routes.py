@@ -43,7 +43,8 @@ def _check_access(request: Request, authorization: str | None) -> None:
 
 def _deployments(request: Request) -> list[tuple[str, str, int]]:
     with request.app.state.sessions() as session:
-        return list(session.execute(select(Deployment.id, Deployment.name, Deployment.replicas)).tuples())
+        return [(i, name, replicas) for i, name, replicas in
+                session.execute(select(Deployment.id, Deployment.name, Deployment.replicas))]
 
 
 @router.get("/metrics", operation_id="metrics", response_class=Response,

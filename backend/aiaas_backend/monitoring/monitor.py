@@ -113,7 +113,7 @@ class Monitor:
         with self._sessions() as session:
             rows = session.execute(select(Deployment.id, Deployment.name, Deployment.run_id, Deployment.user_id,
                                           Deployment.max_queue, Deployment.alert_rules, Deployment.alerts_firing)
-                                   .where(Deployment.alert_rules.is_not(None))).tuples()
+                                   .where(Deployment.alert_rules.is_not(None)))
             return [(i, n, r, u, q, rules or {}, firing or {}) for i, n, r, u, q, rules, firing in rows]
 
     def _apply(self, deployment_id: str, name: str, user_id: int, rules: dict[str, Any],

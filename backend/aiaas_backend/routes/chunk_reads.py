@@ -18,7 +18,8 @@ def chunk_response(session: Session, store: Store, digest: str) -> Response:
     where = chunk_packs.locations(session, [digest]).get(digest)
     if where is not None:  # a small chunk, inside a pack: read whole (under PACK_BELOW bytes)
         try:
-            data = b"".join(chunk_packs.read(store, digest, where))
+            data = b"".join(chunk_packs.read(store, digest, where,
+                                             lambda: chunk_packs.locations(session, [digest]).get(digest)))
         except KeyError:
             raise ApiError(404, f"chunk {digest} is missing from the store ({store.url})", "chunk_not_found") from None
         return Response(data, media_type="application/octet-stream")

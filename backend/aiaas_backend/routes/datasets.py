@@ -219,11 +219,13 @@ def get_chunk(name: Name, digest: str, session: SessionDep, user: CurrentUser, s
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, operation_id="delete_dataset")
-def delete_dataset(name: Name, session: SessionDep, user: CurrentUser, store: StoreDep,
+def delete_dataset(name: Name, request: Request, session: SessionDep, user: CurrentUser, store: StoreDep,
                    version: Annotated[int | None, Query(ge=1, description="one version; all when absent")] = None
                    ) -> None:
-    """Delete one version (or all). Refused with 409 while a queued or running run reads it."""
+    """Delete one version (or all). Refused with 409 while a queued or running run reads it.
+    The store's space is freed at once for chunks stored alone, and soon after for small chunks
+    that shared a pack with kept ones (the pack is compacted after this returns)."""
     dataset, row = ds.find(session, user, name, version)
     versions = [row] if version is not None else list(
         session.scalars(select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id)))
-    ds.delete_versions(session, store, user, dataset, versions)
+    request.app.state.compactor.submit(ds.delete_versions(session, store, user, dataset, versions))

@@ -139,6 +139,15 @@ class Store(ABC):
                 offset -= len(skipped)
             return stream.read(size)
 
+    def size(self, key: str) -> int:
+        """The size of the object at ``key``; :class:`KeyError` if there is none. (This default
+        reads the object through: the stores here ask the file system or the server.)"""
+        with self.open(key) as stream:
+            total = 0
+            while data := stream.read(STREAM_BLOCK):
+                total += len(data)
+            return total
+
     def get_bytes(self, key: str) -> bytes:
         with self.open(key) as stream:
             return stream.read()

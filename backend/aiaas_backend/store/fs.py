@@ -151,6 +151,12 @@ class FileStore(Store):
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def size(self, key: str) -> int:
+        try:
+            return os.stat(self._path(key)).st_size
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
     def read_range(self, key: str, offset: int, size: int) -> bytes:
         try:
             fd = os.open(self._path(key), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))

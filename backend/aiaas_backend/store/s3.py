@@ -90,6 +90,16 @@ class S3Store(Store):
                 return False
             raise
 
+    def size(self, key: str) -> int:
+        from botocore.exceptions import ClientError
+
+        try:
+            return int(self._client.head_object(Bucket=self.bucket, Key=self._key(key))["ContentLength"])
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise KeyError(key) from None
+            raise
+
     def list(self, prefix: str = "") -> Iterator[str]:
         full = self._key(prefix.rstrip("/")) if prefix else (f"{self.prefix}/" if self.prefix else "")
         if prefix.endswith("/"):
