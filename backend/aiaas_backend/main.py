@@ -153,6 +153,7 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     app.state.key_usage = KeyUsage(sessions, settings.key_touch_every_s, settings.key_audit_every_s)
     app.state.metrics = metrics = Metrics(enabled=settings.metrics)
     metrics.watch_store(sessions, settings.slots)
+    metrics.watch_compactor(compactor)
     app.state.environment = probe(settings.worker_python)
     app.add_exception_handler(ApiError, api_error_handler)
     # The hot paths first: each request walks the routes in order until one matches, and

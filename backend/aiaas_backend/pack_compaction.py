@@ -157,7 +157,7 @@ class Compactor:
         self._sessions, self._store = sessions, store
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="pack-compaction")
         self._lock = threading.Lock()
-        self.total = Compacted()
+        self._total = Compacted()
 
     def submit(self, packs: Collection[str]) -> Future[Compacted] | None:
         """Compact the sparse ones among ``packs`` soon (None: nothing to look at)."""
@@ -173,8 +173,14 @@ class Compactor:
             log.exception("compacting %d pack(s) failed", len(packs))
             raise
         with self._lock:
-            self.total += done
+            self._total += done
         return done
+
+    @property
+    def total(self) -> Compacted:
+        """What this compactor did since it started (for /metrics)."""
+        with self._lock:
+            return Compacted(self._total.packs, self._total.before, self._total.after)
 
     def close(self) -> None:
         # A compaction under way ends; queued ones are dropped (their packs stay sparse until a later

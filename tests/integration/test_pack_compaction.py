@@ -57,8 +57,11 @@ def check_deleted_chunks_leave_their_pack(backend: Backend, store: Store, tmp_pa
 
 
 def test_a_deleted_datasets_small_files_leave_a_shared_pack(make_backend, tmp_path):
-    backend = make_backend(name="compact")
+    backend = make_backend(name="compact", AIAAS_METRICS_LOOPBACK="true")
     check_deleted_chunks_leave_their_pack(backend, FileStore(backend.data_dir / "store"), tmp_path)
+    scraped = httpx.get(f"{backend.url}/metrics", timeout=30).text
+    assert "aiaas_dataset_packs_compacted_total 1.0" in scraped
+    assert f"aiaas_dataset_compaction_freed_bytes_total {30 * 6000:.1f}" in scraped
 
 
 def test_store_compact_rewrites_every_sparse_pack(make_backend, tmp_path):

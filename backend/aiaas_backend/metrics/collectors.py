@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 from sqlalchemy import func, select
@@ -18,6 +19,9 @@ from sqlalchemy.orm import Session
 from aiaas_sdk.wire import RunStatus
 
 from ..models import Run
+
+if TYPE_CHECKING:
+    from ..pack_compaction import Compactor
 
 
 @dataclass
@@ -107,4 +111,21 @@ class StoreCollector(Collector):
         return iter(())
 
 
-__all__ = ["DeploymentFigures", "ServingCollector", "StoreCollector", "batch_buckets"]
+class CompactionCollector(Collector):
+    """What this server's pack compactions (pack_compaction.py) freed since it started."""
+
+    def __init__(self, compactor: Compactor) -> None:
+        self._compactor = compactor
+
+    def collect(self) -> Iterator[Metric]:
+        done = self._compactor.total
+        yield CounterMetricFamily("aiaas_dataset_packs_compacted", "packs of small dataset chunks rewritten "
+                                  "because most of their chunks were deleted", value=done.packs)
+        yield CounterMetricFamily("aiaas_dataset_compaction_freed_bytes", "store bytes those rewrites freed",
+                                  value=done.freed)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+
+__all__ = ["CompactionCollector", "DeploymentFigures", "ServingCollector", "StoreCollector", "batch_buckets"]

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from sqlalchemy.orm import Session
 
-from .collectors import ServingCollector, StoreCollector
+from .collectors import CompactionCollector, ServingCollector, StoreCollector
 from .loop_histogram import LoopHistogram
+
+if TYPE_CHECKING:
+    from ..pack_compaction import Compactor
 
 # The ``_created`` series would double the series count for a timestamp no dashboard uses.
 disable_created_metrics()
@@ -76,6 +79,10 @@ class Metrics:
         """Collect run figures from the store at scrape time."""
         self._store = StoreCollector(sessions, slots)
         self.registry.register(self._store)
+
+    def watch_compactor(self, compactor: Compactor) -> None:
+        """Report what the dataset store's pack compactions freed."""
+        self.registry.register(CompactionCollector(compactor))
 
     def latency_observer(self, deployment: str, deployment_id: str) -> Callable[[float], None] | None:
         """What the router calls with a successful request's latency in seconds (None when off)."""
