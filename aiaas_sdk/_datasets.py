@@ -318,7 +318,20 @@ def _send_version(client: Client, name: str, files: dict[str, str], table: Table
                   parallel: int, progress: bool, near: Near) -> UploadResult:
     """Open the upload (the whole manifest, or its change from ``base``), send the chunks the
     backend lacks, commit. ``table``: every file's entry, or with a base those not noted unchanged
-    in it. A base's chunks are all on the backend: only changed files' can be missing."""
+    in it. A base's chunks are all on the backend: only changed files' can be missing.
+
+    An upload the backend closed before its commit (an upload of the same dataset from another
+    notebook, opened later, was committed first) is opened again, once."""
+    try:
+        return _send_once(client, name, files, table, base, parallel, progress, near)
+    except NotFound as exc:
+        if exc.code != "upload_not_found":
+            raise
+        return _send_once(client, name, files, table, base, parallel, progress, near)
+
+
+def _send_once(client: Client, name: str, files: dict[str, str], table: Table, base: Base | None,
+               parallel: int, progress: bool, near: Near) -> UploadResult:
     changed, removed = changes(table, base, files) if base is not None else (list(table), [])
     pieces = pieces_of(table, files, changed)
     body: dict[str, Any] = {"manifest": manifest_json(table, changed, pieces)}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from sqlalchemy import Table, insert
@@ -74,7 +74,8 @@ def insert_ignoring_duplicates(session: Session, table: Table, rows: list[dict[s
 
 
 def take(session: Session, user: User, store: Store, quota: int | None,
-         chunks: Sequence[tuple[str, Parts]], *, verified: bool = False, durable: bool = False) -> dict[str, int]:
+         chunks: Sequence[tuple[str, Parts]], *, verified: bool = False, durable: bool = False,
+         sweep: Callable[[], None] | None = None) -> dict[str, int]:
     """Verify ``chunks``, store the ones the backend lacks (the small ones as one pack, see
     :mod:`.chunk_packs`), and record those this user had not sent before; returns those
     new to the user, with their sizes. Nothing is recorded if one is bad.
@@ -83,7 +84,8 @@ def take(session: Session, user: User, store: Store, quota: int | None,
     socket hashes what it read), so hashing them again would check nothing. ``durable``: flush
     what was written before recording it, so that a commit naming these chunks finds them
     flushed (the socket's batches end while the client still stats its folder; the commit
-    then waits for no disk)."""
+    then waits for no disk). ``sweep`` runs before refusing chunks over the quota (see
+    :func:`.datasets.check_quota`)."""
     if not verified:
         verify(chunks)
     fresh = {digest: data for digest, data in chunks}
@@ -92,7 +94,7 @@ def take(session: Session, user: User, store: Store, quota: int | None,
     if not fresh:
         return {}
     sizes = {digest: sum(len(p) for p in parts) for digest, parts in fresh.items()}
-    ds.check_quota(session, user, quota, sum(sizes.values()))
+    ds.check_quota(session, user, quota, sum(sizes.values()), sweep)
     packed = chunk_packs.locations(session, (d for d in fresh if sizes[d] < chunk_packs.PACK_BELOW))
     to_pack = {d: parts for d, parts in fresh.items() if sizes[d] < chunk_packs.PACK_BELOW and d not in packed}
     pack_rows: list[dict[str, object]] = []

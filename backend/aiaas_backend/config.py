@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     s3_region: str | None = None
     # Bytes of dataset chunks one user may keep; None: no limit.
     user_quota_bytes: int | None = Field(default=None, ge=0)
+    # An upload session left open this long (never committed: an interrupted notebook) is closed,
+    # and the chunks only it named stop counting (dataset_sweep.py).
+    dataset_upload_ttl_s: float = Field(default=24 * 3600, gt=0)
     # The largest dataset chunk a client may send (the SDK sends 4 MiB ones).
     max_chunk_bytes: int = Field(default=64 * 1024**2, ge=1024)
     # A client on this machine may hand the server its open files over a Unix socket in

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import delete, func, inspect, select
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session, defer
 from aiaas_sdk.wire import RunStatus
 from aiaas_sdk.wire_datasets import DatasetManifest, DatasetPublic
 
-from . import chunk_packs, manifests
+from . import chunk_packs, dataset_sweep, manifests
 from .errors import ApiError
 from .manifests import Manifest
 from .models import (
@@ -61,10 +62,16 @@ def used_bytes(session: Session, user: User) -> int:
                               .where(DatasetChunk.user_id == user.id)) or 0)
 
 
-def check_quota(session: Session, user: User, quota: int | None, adding: int) -> None:
+def check_quota(session: Session, user: User, quota: int | None, adding: int,
+                sweep: Callable[[], None] | None = None) -> None:
+    """413 if the user's chunks and ``adding`` bytes more exceed ``quota``; ``sweep`` (what the
+    user no longer keeps: :mod:`.dataset_sweep`) is tried first."""
     if quota is None or adding <= 0:
         return
     used = used_bytes(session, user)
+    if used + adding > quota and sweep is not None:
+        sweep()
+        used = used_bytes(session, user)
     if used + adding > quota:
         raise ApiError(
             413,
@@ -278,10 +285,10 @@ def runs_using(session: Session, user: User, version_ids: set[int]) -> list[Run]
 
 
 def delete_versions(session: Session, store: Store, user: User, dataset: Dataset,
-                    versions: list[DatasetVersion]) -> set[str]:
-    """Delete ``versions`` unless an active run reads one (409 naming it); then drop the
-    chunks no version or open upload of this user still names, and blobs nobody keeps.
-    Returns the packs that lost chunks and still hold some (for :mod:`.pack_compaction`)."""
+                    versions: list[DatasetVersion], upload_ttl_s: float) -> set[str]:
+    """Delete ``versions`` unless an active run reads one (409 naming it); then drop what the user
+    no longer keeps (:func:`.dataset_sweep.sweep`). Returns the packs that lost chunks and still
+    hold some (for :mod:`.pack_compaction`)."""
     busy = runs_using(session, user, {v.id for v in versions})
     if busy:
         names = ", ".join(f"{r.id} ({r.status})" for r in busy[:5])
@@ -291,25 +298,4 @@ def delete_versions(session: Session, store: Store, user: User, dataset: Dataset
         session.delete(v)
     # The dataset row stays even with no versions: its next_version keeps numbers from returning.
     session.flush()
-    keep: set[str] = set()
-    for manifest in session.scalars(select(DatasetVersion.manifest).join(Dataset)
-                                    .where(Dataset.user_id == user.id)):
-        keep |= chunk_digests(manifest)
-    for manifest in session.scalars(select(DatasetUpload.manifest).where(DatasetUpload.user_id == user.id)):
-        keep |= chunk_digests(manifest)
-    gone = [d for d in session.scalars(select(DatasetChunk.digest).where(DatasetChunk.user_id == user.id))
-            if d not in keep]
-    for i in range(0, len(gone), 500):
-        session.execute(delete(DatasetChunk).where(DatasetChunk.user_id == user.id,
-                                                   DatasetChunk.digest.in_(gone[i:i + 500])))
-    session.flush()
-    orphans = [d for d in gone if not session.scalar(select(func.count()).select_from(DatasetChunk)
-                                                     .where(DatasetChunk.digest == d))]
-    packed = chunk_packs.forget(session, orphans)
-    session.commit()
-    # After the commit: a blob or pack is removed only once no row names it.
-    for digest in orphans:
-        if digest not in packed:
-            store.delete(blob_key(digest))
-    touched = set(packed.values())
-    return touched - chunk_packs.drop_empty(session, store, touched)
+    return dataset_sweep.sweep(session, store, user, upload_ttl_s)

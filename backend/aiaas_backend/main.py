@@ -46,6 +46,7 @@ from .serving.local import LocalServing
 from .size_limit import BodySizeLimit
 from .store import open_store
 from .datasets import recover_chunks
+from .dataset_sweep import Sweeper
 from .pack_compaction import Compactor
 from .worker_env import probe
 
@@ -143,6 +144,7 @@ def create_app(settings: Settings, api_url: Callable[[], str]) -> FastAPI:
     app.state.artifacts = artifacts
     app.state.store = store
     app.state.compactor = compactor
+    app.state.sweeper = Sweeper(store, compactor, settings.dataset_upload_ttl_s)
     app.state.run_files = RunFiles(store, artifacts)
     app.state.replica_tokens = replica_tokens
     app.state.executor = executor

@@ -131,7 +131,7 @@ def serve(settings: Settings) -> None:
     uploads = None
     if settings.upload_socket:
         uploads = UploadSocket(settings.data_dir / "upload", app.state.sessions, app.state.store,
-                               settings.user_quota_bytes, settings.max_chunk_bytes)
+                               settings.user_quota_bytes, settings.max_chunk_bytes, app.state.sweeper)
         uploads.start()
         app.state.upload_socket = uploads
     if settings.host in LOOPBACK:

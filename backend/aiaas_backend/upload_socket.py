@@ -50,8 +50,9 @@ import stat
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -59,6 +60,9 @@ from . import chunk_intake
 from .errors import ApiError
 from .models import ApiKey, User
 from .store import Store
+
+if TYPE_CHECKING:
+    from .dataset_sweep import Sweeper
 
 log = logging.getLogger("aiaas.upload_socket")
 
@@ -159,13 +163,14 @@ class UploadSocket:
     """The listener: one thread accepting, one per connection, a small pool per connection."""
 
     def __init__(self, folder: Path, sessions: sessionmaker[Session], store: Store, quota: int | None,
-                 max_chunk_bytes: int) -> None:
+                 max_chunk_bytes: int, sweeper: Sweeper | None = None) -> None:
         self.folder = folder
         self.path = folder / "upload.sock"
         self.tickets = Tickets()
         self._sessions = sessions
         self._store = store
         self._quota = quota
+        self._sweeper = sweeper
         self._max_chunk_bytes = max_chunk_bytes
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._sock: socket.socket | None = None
@@ -333,8 +338,10 @@ class UploadSocket:
                 if user is None:
                     raise ApiError(401, f"the API key that opened this upload was {ended or 'orphaned'}; upload "
                                    f"again with a working key", "unauthenticated")
+                sweeper = self._sweeper
                 new = chunk_intake.take(session, user, self._store, self._quota, group, verified=True,
-                                        durable=durable)
+                                        durable=durable, sweep=None if sweeper is None else
+                                        partial(sweeper.for_quota, session, user))
             stored += len(new)
             stored_bytes += sum(new.values())
             group.clear()

@@ -128,6 +128,9 @@ def test_datasets_on_postgres(make_backend, tmp_path):
         from .test_pack_compaction import check_deleted_chunks_leave_their_pack
 
         check_deleted_chunks_leave_their_pack(backend, FileStore(backend.data_dir / "store"), tmp_path)
+        from .test_dataset_sweep import check_an_interrupted_upload_started_again
+
+        check_an_interrupted_upload_started_again(backend, tmp_path)
     finally:
         backend.close()
         with _admin() as admin:

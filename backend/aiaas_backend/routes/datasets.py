@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.responses import Response
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from aiaas_sdk.wire_datasets import (
@@ -21,11 +24,11 @@ from aiaas_sdk.wire_datasets import (
     SameHostUploadPublic,
 )
 
-from .. import chunk_intake
+from .. import chunk_intake, dataset_sweep
 from .. import datasets as ds
 from ..deps import CurrentUser, SessionDep, SettingsDep, StoreDep, TokenDep
 from ..errors import ApiError
-from ..models import Dataset, DatasetUpload, DatasetVersion
+from ..models import Dataset, DatasetUpload, DatasetVersion, User, utcnow
 from ..security import api_key_for
 from ..store import is_digest
 from .chunk_reads import chunk_response
@@ -44,8 +47,8 @@ async def put_chunk(digest: str, request: Request, session: SessionDep, user: Cu
         raise ApiError(400, f"{digest!r} is not a SHA-256 hex digest (64 lowercase hex digits)", "bad_digest")
     parts = await _body(request, settings.max_chunk_bytes)
     # Hashing, the store and the database block: off the event loop.
-    stored = await run_in_threadpool(chunk_intake.take, session, user, store, settings.user_quota_bytes,
-                                     [(digest, parts)])
+    stored = await run_in_threadpool(partial(chunk_intake.take, session, user, store, settings.user_quota_bytes,
+                                             [(digest, parts)], sweep=_for_quota(request, session, user)))
     return ChunkPublic(digest=digest, size=sum(len(p) for p in parts), stored=bool(stored))
 
 
@@ -85,7 +88,8 @@ async def put_chunks(request: Request, session: SessionDep, user: CurrentUser, s
         if size > body.left:
             raise ApiError(400, f"chunk {digest} claims {size} bytes but the batch ends first", "bad_batch")
         chunks.append((digest, body.take(size)))
-    stored = await run_in_threadpool(chunk_intake.take, session, user, store, settings.user_quota_bytes, chunks)
+    stored = await run_in_threadpool(partial(chunk_intake.take, session, user, store, settings.user_quota_bytes,
+                                             chunks, sweep=_for_quota(request, session, user)))
     return ChunksPublic(received=len(chunks), stored=len(stored))
 
 
@@ -131,7 +135,7 @@ class _Parts:
 
 
 @router.post("/{name}/uploads", status_code=status.HTTP_201_CREATED, operation_id="create_dataset_upload")
-def create_upload(name: Name, body: DatasetUploadCreate, session: SessionDep, user: CurrentUser,
+def create_upload(name: Name, body: DatasetUploadCreate, request: Request, session: SessionDep, user: CurrentUser,
                   settings: SettingsDep, store: StoreDep,
                   commit: Annotated[bool, Query(description="commit at once if no chunk is missing")] = False,
                   ) -> DatasetUploadPublic:
@@ -152,12 +156,15 @@ def create_upload(name: Name, body: DatasetUploadCreate, session: SessionDep, us
                        "bad_manifest")
     missing = sorted(needed - ds.owned_chunks(session, user, needed))
     missing_bytes = sum(manifest.chunk_sizes[d] for d in missing)
-    ds.check_quota(session, user, settings.user_quota_bytes, missing_bytes)
+    ds.check_quota(session, user, settings.user_quota_bytes, missing_bytes, _for_quota(request, session, user))
     upload = DatasetUpload(id="upl_" + uuid.uuid4().hex[:16], user_id=user.id, name=name,
                            manifest=stored)
     if commit and not missing:  # never stored: the version is made in this transaction
         dataset, version = ds.commit(session, store, user, upload, checked=True)
+        closed = dataset_sweep.close_earlier_uploads(session, user, name, utcnow())
         session.commit()
+        if closed:
+            request.app.state.sweeper.after_change(session, user)
         return DatasetUploadPublic(id=upload.id, name=name, missing=[], missing_bytes=0,
                                    committed=ds.public(dataset, version))
     session.add(upload)
@@ -166,17 +173,29 @@ def create_upload(name: Name, body: DatasetUploadCreate, session: SessionDep, us
 
 
 @router.post("/{name}/uploads/{upload_id}/commit", operation_id="commit_dataset_upload")
-def commit_upload(name: Name, upload_id: str, session: SessionDep, user: CurrentUser, store: StoreDep
-                  ) -> DatasetPublic:
+def commit_upload(name: Name, upload_id: str, request: Request, session: SessionDep, user: CurrentUser,
+                  store: StoreDep, settings: SettingsDep) -> DatasetPublic:
     """Make the upload a version, once every chunk it names is here (400 naming those that are not).
-    A manifest equal to the newest version's gives that version back, not a new one."""
+    A manifest equal to the newest version's gives that version back, not a new one. Closes the
+    uploads of this dataset opened before this one (earlier tries: see dataset_sweep.py)."""
     upload = session.get(DatasetUpload, upload_id)
     if upload is None or upload.user_id != user.id or upload.name != name:
-        raise ApiError(404, f"no upload {upload_id!r} of dataset {name!r} for this API key (committed already, "
-                       "or never started); start one with client.upload(name, path)", "upload_not_found")
+        raise ApiError(404, f"no upload {upload_id!r} of dataset {name!r} for this API key: committed already, "
+                       "never started, replaced by a newer upload of this dataset that was committed first, or "
+                       f"left open longer than {settings.dataset_upload_ttl_s:g} s (AIAAS_DATASET_UPLOAD_TTL_S); "
+                       "upload again with client.upload(name, path)", "upload_not_found")
+    started = upload.created_at
     dataset, version = ds.commit(session, store, user, upload)
+    closed = dataset_sweep.close_earlier_uploads(session, user, name, started)
     session.commit()
+    if closed:
+        request.app.state.sweeper.after_change(session, user)
     return ds.public(dataset, version)
+
+
+def _for_quota(request: Request, session: Session, user: User) -> Callable[[], None]:
+    """What to try before refusing an upload over the quota (dataset_sweep.py)."""
+    return lambda: request.app.state.sweeper.for_quota(session, user)
 
 
 @router.get("", operation_id="list_datasets")
@@ -220,6 +239,7 @@ def get_chunk(name: Name, digest: str, session: SessionDep, user: CurrentUser, s
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, operation_id="delete_dataset")
 def delete_dataset(name: Name, request: Request, session: SessionDep, user: CurrentUser, store: StoreDep,
+                   settings: SettingsDep,
                    version: Annotated[int | None, Query(ge=1, description="one version; all when absent")] = None
                    ) -> None:
     """Delete one version (or all). Refused with 409 while a queued or running run reads it.
@@ -228,4 +248,5 @@ def delete_dataset(name: Name, request: Request, session: SessionDep, user: Curr
     dataset, row = ds.find(session, user, name, version)
     versions = [row] if version is not None else list(
         session.scalars(select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id)))
-    request.app.state.compactor.submit(ds.delete_versions(session, store, user, dataset, versions))
+    packs = ds.delete_versions(session, store, user, dataset, versions, settings.dataset_upload_ttl_s)
+    request.app.state.compactor.submit(packs)
