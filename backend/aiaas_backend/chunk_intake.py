@@ -25,6 +25,7 @@ from . import chunk_packs
 from . import datasets as ds
 from .errors import ApiError
 from .models import DatasetChunk, PackedChunk, User, utcnow
+from .dataset_sweep import OWNERSHIP
 from .store import Store, blob_key
 
 _SQLITE_WRITER = threading.Lock()
@@ -95,15 +96,42 @@ def take(session: Session, user: User, store: Store, quota: int | None,
         return {}
     sizes = {digest: sum(len(p) for p in parts) for digest, parts in fresh.items()}
     ds.check_quota(session, user, quota, sum(sizes.values()), sweep)
-    packed = chunk_packs.locations(session, (d for d in fresh if sizes[d] < chunk_packs.PACK_BELOW))
-    to_pack = {d: parts for d, parts in fresh.items() if sizes[d] < chunk_packs.PACK_BELOW and d not in packed}
+    small = {d for d in fresh if sizes[d] < chunk_packs.PACK_BELOW}
+    packed = set(chunk_packs.locations(session, small))  # another user's, stored once
+    pack_rows, written = _store(store, fresh, sizes, packed, durable)
+    reused = [d for d in fresh if d in packed or (d not in small and blob_key(d) not in written)]
+    now = utcnow()
+    rows: list[dict[str, object]] = [{"user_id": user.id, "digest": d, "size": size, "created_at": now}
+                                     for d, size in sizes.items()]
+    with OWNERSHIP, write_turn(session):
+        insert_ignoring_duplicates(session, PackedChunk.__table__, pack_rows)
+        insert_ignoring_duplicates(session, DatasetChunk.__table__, rows)
+        if reused:
+            # The chunks found stored by someone else may have lost their last holder since, and
+            # their bytes with them (a sweep between the lookup above and this turn): store those again.
+            there = chunk_packs.locations(session, [d for d in reused if d in packed])
+            gone = {d: fresh[d] for d in reused
+                    if (d not in there if d in packed else not store.exists(blob_key(d)))}
+            if gone:
+                again, _ = _store(store, gone, sizes, set(), durable)
+                insert_ignoring_duplicates(session, PackedChunk.__table__, again)
+        session.commit()
+    return sizes
+
+
+def _store(store: Store, chunks: dict[str, Parts], sizes: dict[str, int], packed: set[str], durable: bool
+           ) -> tuple[list[dict[str, object]], list[str]]:
+    """Write those of ``chunks`` the store lacks: the small ones not in ``packed`` as one new pack,
+    the others as blobs unless one is there; the new pack's rows, and the keys written (flushed
+    when ``durable``)."""
+    to_pack = {d: parts for d, parts in chunks.items() if sizes[d] < chunk_packs.PACK_BELOW and d not in packed}
     pack_rows: list[dict[str, object]] = []
     written: list[str] = []
     try:
         if to_pack:
             key, pack_rows = chunk_packs.write_pack(store, to_pack)
             written.append(key)
-        for digest, parts in fresh.items():
+        for digest, parts in chunks.items():
             if sizes[digest] < chunk_packs.PACK_BELOW:
                 continue
             key = blob_key(digest)
@@ -116,11 +144,4 @@ def take(session: Session, user: User, store: Store, quota: int | None,
         raise ApiError(503, f"the dataset store ({store.url}) failed: {type(exc).__name__}: {exc}; "
                        "the upload resumes where it stopped when you call it again", "store_unavailable",
                        {"Retry-After": "1"}) from exc
-    now = utcnow()
-    rows: list[dict[str, object]] = [{"user_id": user.id, "digest": d, "size": size, "created_at": now}
-                                     for d, size in sizes.items()]
-    with write_turn(session):
-        insert_ignoring_duplicates(session, PackedChunk.__table__, pack_rows)
-        insert_ignoring_duplicates(session, DatasetChunk.__table__, rows)
-        session.commit()
-    return sizes
+    return pack_rows, written

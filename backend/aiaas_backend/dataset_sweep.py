@@ -23,6 +23,7 @@ sweep made while it goes over the quota must not take them from under it.
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -48,6 +49,13 @@ def close_earlier_uploads(session: Session, user: User, name: str, before: datet
 # A sweep for the quota keeps unnamed chunks recorded this recently (see the module docstring).
 IN_FLIGHT = timedelta(minutes=15)
 
+# Who keeps a chunk changes under this lock. A sweep decides that nobody keeps a chunk and
+# deletes its bytes; an upload that found the chunk stored (another user's) records its own row.
+# Interleaved, the upload could record a row for bytes the sweep then deletes. Under the lock,
+# the upload looks again before it commits (chunk_intake.take) and stores the bytes if they are
+# gone. Every dataset write runs in the API's first process, so a process-wide lock is enough.
+OWNERSHIP = threading.Lock()
+
 
 def sweep(session: Session, store: Store, user: User, upload_ttl_s: float,
           keep_since: datetime | None = None) -> set[str]:
@@ -55,6 +63,11 @@ def sweep(session: Session, store: Store, user: User, upload_ttl_s: float,
     that no version and no open upload of theirs names (but those recorded since ``keep_since``),
     and blobs nobody keeps. Commits. Returns the packs that lost chunks and still hold some (for
     :mod:`.pack_compaction`)."""
+    with OWNERSHIP:
+        return _sweep(session, store, user, upload_ttl_s, keep_since)
+
+
+def _sweep(session: Session, store: Store, user: User, upload_ttl_s: float, keep_since: datetime | None) -> set[str]:
     from .datasets import chunk_digests
 
     session.execute(delete(DatasetUpload).where(
