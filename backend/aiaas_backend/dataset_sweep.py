@@ -64,10 +64,13 @@ def sweep(session: Session, store: Store, user: User, upload_ttl_s: float,
     and blobs nobody keeps. Commits. Returns the packs that lost chunks and still hold some (for
     :mod:`.pack_compaction`)."""
     with OWNERSHIP:
-        return _sweep(session, store, user, upload_ttl_s, keep_since)
+        return sweep_held(session, store, user, upload_ttl_s, keep_since)
 
 
-def _sweep(session: Session, store: Store, user: User, upload_ttl_s: float, keep_since: datetime | None) -> set[str]:
+def sweep_held(session: Session, store: Store, user: User, upload_ttl_s: float,
+               keep_since: datetime | None = None) -> set[str]:
+    """:func:`sweep`, for a caller that holds :data:`OWNERSHIP` (taken before its transaction's
+    first write: an upload holding the lock may be waiting for that transaction's write lock)."""
     from .datasets import chunk_digests
 
     session.execute(delete(DatasetUpload).where(

@@ -294,8 +294,9 @@ def delete_versions(session: Session, store: Store, user: User, dataset: Dataset
         names = ", ".join(f"{r.id} ({r.status})" for r in busy[:5])
         raise ApiError(409, f"dataset {dataset.name!r} is in use by run {names}; wait for it to end or cancel it, "
                        "then delete", "dataset_in_use")
-    for v in versions:
-        session.delete(v)
-    # The dataset row stays even with no versions: its next_version keeps numbers from returning.
-    session.flush()
-    return dataset_sweep.sweep(session, store, user, upload_ttl_s)
+    with dataset_sweep.OWNERSHIP:  # before this transaction's first write (see sweep_held)
+        for v in versions:
+            session.delete(v)
+        # The dataset row stays even with no versions: its next_version keeps numbers from returning.
+        session.flush()
+        return dataset_sweep.sweep_held(session, store, user, upload_ttl_s)
