@@ -57,6 +57,15 @@ def _user(sessions) -> User:
         return user
 
 
+def _sparse_pack(db, store) -> tuple[User, str, str, bytes]:
+    """A pack of four chunks, one kept; the user, the pack, the kept chunk's digest and bytes."""
+    user = _user(db)
+    with db() as session:
+        pack, digests, data = _pack(session, store, user, 4)
+    _delete(db, digests[1:])
+    return user, pack, digests[0], data[digests[0]]
+
+
 def test_only_mostly_deleted_packs_are_rewritten_and_their_kept_chunks_share_one_new_pack(tmp_path, db):
     store = FileStore(tmp_path / "store")
     user = _user(db)
@@ -151,18 +160,14 @@ def test_a_chunk_deleted_meanwhile_is_not_moved_and_its_copy_is_reclaimed_later(
 
 def test_a_reader_that_looked_a_chunk_up_before_a_compaction_finds_it_after(tmp_path, db):
     store = FileStore(tmp_path / "store")
-    user = _user(db)
+    _user_, pack, digest, data = _sparse_pack(db, store)
     with db() as session:
-        pack, digests, data = _pack(session, store, user, 4)
-        stale = chunk_packs.locations(session, digests[:1])[digests[0]]
-    _delete(db, digests[1:])
-    with db() as session:
+        stale = chunk_packs.locations(session, [digest])[digest]
         assert pack_compaction.compact(session, store, {pack}).packs == 1
         with pytest.raises(KeyError):  # the pack it was in is gone
-            b"".join(chunk_packs.read(store, digests[0], stale))
-        relocated = chunk_packs.read(store, digests[0], stale,
-                                     lambda: chunk_packs.locations(session, digests[:1]).get(digests[0]))
-        assert b"".join(relocated) == data[digests[0]]
+            b"".join(chunk_packs.read(store, digest, stale))
+        relocated = chunk_packs.read(store, digest, stale, lambda: chunk_packs.locations(session, [digest]).get(digest))
+        assert b"".join(relocated) == data
 
 
 def test_two_compactions_of_one_pack_at_once_leave_one_pack(tmp_path, db):
@@ -201,15 +206,6 @@ class CompactingStore(FileStore):
             with self.sessions() as other:
                 self.compacted = pack_compaction.compact(other, self, {key}).packs
         return super().read_range(key, offset, size)
-
-
-def _sparse_pack(db, store) -> tuple[User, str, str, bytes]:
-    """A pack of four chunks, one kept; the user, the pack, the kept chunk's digest and bytes."""
-    user = _user(db)
-    with db() as session:
-        pack, digests, data = _pack(session, store, user, 4)
-    _delete(db, digests[1:])
-    return user, pack, digests[0], data[digests[0]]
 
 
 def test_a_chunk_read_through_the_api_is_found_in_its_new_pack(tmp_path, db):
