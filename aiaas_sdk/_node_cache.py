@@ -76,8 +76,12 @@ class NodeCache:
                 if not path.is_dir():
                     self._build(path, manifest if isinstance(manifest, DatasetManifest) else manifest(), fetch)
                     self.grew = True
+            except BaseException:
+                lock.close()  # a failed build holds nothing (closing also drops the lock)
+                raise
             finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                if not lock.closed:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
         fcntl.flock(lock, fcntl.LOCK_SH)
         if digest in self._held:  # this handle holds its read lock already
             lock.close()

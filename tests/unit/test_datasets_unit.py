@@ -81,6 +81,23 @@ def _manifest(files: dict[str, bytes]) -> tuple[DatasetManifest, dict[str, bytes
                                                else []) for p, b in files.items()]), blobs
 
 
+def test_a_version_the_node_cache_fails_to_build_leaves_no_lock_open(tmp_path):
+    cache = NodeCache(tmp_path, max_bytes=1000)
+    manifest, _ = _manifest({"x.bin": b"1" * 10})
+
+    def lost(digest):
+        raise KeyError(f"chunk {digest} is missing from the store")
+        yield b""
+
+    with pytest.raises(KeyError) as failed:
+        cache.version("v9" + "0" * 62, manifest, lost)
+    assert failed.value is not None  # the traceback, and the frames it holds, are alive here
+    held = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+            if os.path.exists(f"/proc/self/fd/{fd}")]
+    assert not [p for p in held if p.endswith(".lock")], held
+    cache.close()
+
+
 def test_node_cache_shares_files_and_evicts_least_recently_used(tmp_path):
     fetched: list[str] = []
 
