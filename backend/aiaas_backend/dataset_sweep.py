@@ -27,7 +27,7 @@ import threading
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from . import chunk_packs
@@ -90,8 +90,11 @@ def sweep_held(session: Session, store: Store, user: User, upload_ttl_s: float,
         session.execute(delete(DatasetChunk).where(DatasetChunk.user_id == user.id,
                                                    DatasetChunk.digest.in_(gone[i:i + 500])))
     session.flush()
-    orphans = [d for d in gone if not session.scalar(select(func.count()).select_from(DatasetChunk)
-                                                     .where(DatasetChunk.digest == d))]
+    held: set[str] = set()  # by another user still: one query per 500, not one per chunk
+    for i in range(0, len(gone), 500):
+        held.update(session.scalars(select(DatasetChunk.digest).distinct()
+                                    .where(DatasetChunk.digest.in_(gone[i:i + 500]))))
+    orphans = [d for d in gone if d not in held]
     packed = chunk_packs.forget(session, orphans)
     session.commit()
     # After the commit: a blob or pack is removed only once no row names it.
