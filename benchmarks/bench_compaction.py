@@ -14,6 +14,7 @@ in the same run, `cp -r` (then `sync`, as the compaction flushes its new pack) o
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import subprocess
@@ -27,8 +28,13 @@ from _backend import print_table, start_backend  # noqa: E402
 
 
 def packs_bytes(store: Path) -> int:
-    folder = store / "packs"
-    return sum(p.stat().st_size for p in folder.iterdir()) if folder.exists() else 0
+    total = 0
+    for entry in os.scandir(store / "packs") if (store / "packs").exists() else ():
+        try:
+            total += entry.stat().st_size
+        except FileNotFoundError:  # the compactor deleted it while we listed
+            pass
+    return total
 
 
 def main() -> None:
