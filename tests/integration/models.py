@@ -223,3 +223,27 @@ class MonitoredRegressor(Regressor):
 
     def train_dataloader(self):
         return DataLoader(regression_data(self.hparams.rows), batch_size=256, shuffle=True)
+
+
+class LargeCheckpoint(L.LightningModule):
+    """A checkpoint of about 24 MB (weights and Adam's two moments), saved by Lightning's own
+    ModelCheckpoint; on_train_end prints the files its checkpoint folder holds then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Linear(1024, 2048)
+
+    def training_step(self, batch, batch_idx):
+        return self.net(batch[0]).pow(2).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters())
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(torch.randn(8, 1024)), batch_size=4)
+
+    def on_train_end(self) -> None:
+        import os
+
+        folder = self.trainer.checkpoint_callback.dirpath
+        print("CHECKPOINT_FOLDER", sorted(os.listdir(folder)), flush=True)

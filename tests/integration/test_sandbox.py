@@ -18,6 +18,7 @@ import aiaas
 
 from ..conftest import Backend
 from ..conftest import wait_until
+from .models import LargeCheckpoint
 from .hostile import DiskFiller, ForkBomb, Marked, MemoryHog, PeekingModel, Prober, Sleeper, Steady
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed "
@@ -166,6 +167,24 @@ def test_wall_time_limit_ends_the_run_naming_it(tmp_path, home):
     try:
         error = _failure(b.client(), Sleeper())
         assert "wall limit (8 s" in error and "AIAAS_SANDBOX_WALL_S" in error, error
+        _healthy(b)
+    finally:
+        b.close()
+
+
+def test_checkpoint_larger_than_the_sandbox_tmp_is_saved(tmp_path, home):
+    # Lightning stages a checkpoint in the temp dir, which in the sandbox is a memory-backed /tmp
+    # of AIAAS_SANDBOX_TMP_MB: a larger checkpoint failed the run (ENOSPC) until the worker
+    # saved beside the destination (worker/checkpoint_io.py).
+    b = _start(tmp_path / "tmp", home, AIAAS_SANDBOX_TMP_MB="8")
+    try:
+        run = b.client().train(LargeCheckpoint(), max_epochs=1).wait(timeout=240)
+        assert run.status is aiaas.RunStatus.succeeded, run.error
+        listed = next(line for line in run.logs().splitlines() if line.startswith("CHECKPOINT_FOLDER"))
+        assert listed == "CHECKPOINT_FOLDER ['epoch=0-step=2.ckpt']", listed  # whole, and no temporary left
+        saved = torch.load(run.download_checkpoint(tmp_path / "last.ckpt"), weights_only=False)
+        assert saved["state_dict"]["net.weight"].shape == (2048, 1024)
+        assert (tmp_path / "last.ckpt").stat().st_size > 16 * 1024 * 1024  # twice the size of /tmp
         _healthy(b)
     finally:
         b.close()

@@ -27,6 +27,7 @@ from ..artifacts import Artifacts, RunFolder, atomic
 from ..sandbox.limits import hint
 from . import tidy_output
 from .capture import OutputCapture
+from .checkpoint_io import save_in_place
 from .datasets import materialise
 from .lightning_hooks import make_callback, make_logger, save_full_checkpoint
 from .remote_files import RemoteFiles, tidy, worker_folder
@@ -146,6 +147,7 @@ def _train(assignment: dict[str, Any], artifacts: Artifacts, reporter: Reporter 
         loggers.append(make_logger(pl, reporter))
     kwargs, callbacks = place.configure(pl, kwargs, callbacks)
     trainer = place.prepare(pl.Trainer(default_root_dir=str(run_dir), callbacks=callbacks, logger=loggers, **kwargs))
+    save_in_place(trainer)  # not staged in the sandbox's small /tmp (checkpoint_io.py)
 
     fit_kwargs: dict[str, Any] = {}
     if payload["datamodule"] is not None:

@@ -1,0 +1,58 @@
+"""Lightning's checkpoints written beside their destination, not staged in ``/tmp``.
+
+Lightning saves a checkpoint (``ModelCheckpoint``, ``trainer.save_checkpoint``) by
+serialising it into memory, writing that to a temporary file that fsspec makes in the
+temp dir, and moving it into place. In the sandbox the temp dir is a private,
+memory-backed ``/tmp`` of ``AIAAS_SANDBOX_TMP_MB`` (docs/security.md): a checkpoint larger
+than that failed the run with "No space left on device", one smaller still cost its size
+in memory twice and a copy across file systems (the move is one there).
+
+:func:`save_in_place` gives the trainer a checkpoint writer that saves straight into a
+hidden file in the destination's folder and renames it over the destination: as atomic
+(a reader sees the old file or the whole new one), with no copy in memory or in ``/tmp``.
+It replaces only Lightning's default writer: a user's own ``CheckpointIO`` plugin, and
+the writers strategies bring (XLA's, DeepSpeed's), are left as they are, as are remote
+destinations (``s3://...``: fsspec's way).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+import torch
+
+
+def _writer_class(default: type) -> type:
+    class InPlace(default):  # type: ignore[misc,valid-type]
+        """Lightning's ``TorchCheckpointIO``, saving through a temporary file in the same folder."""
+
+        def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+            target = os.fspath(path)
+            if storage_options is not None or "://" in target:
+                super().save_checkpoint(checkpoint, path, storage_options=storage_options)
+                return
+            folder, name = os.path.split(os.path.abspath(target))
+            os.makedirs(folder, exist_ok=True)
+            # Hidden and not *.ckpt: ModelCheckpoint's own listing never takes it for a checkpoint.
+            tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+            try:
+                torch.save(checkpoint, tmp)
+                os.replace(tmp, target)
+            finally:
+                if os.path.lexists(tmp):
+                    os.unlink(tmp)
+
+    InPlace.__name__ = InPlace.__qualname__ = f"InPlace{default.__name__}"
+    return InPlace
+
+
+def save_in_place(trainer: Any) -> bool:
+    """Give ``trainer`` the in-place writer if it has Lightning's default one; True if it did."""
+    strategy = trainer.strategy
+    current = getattr(strategy, "checkpoint_io", None)
+    if current is None or type(current).__name__ != "TorchCheckpointIO":
+        return False
+    strategy.checkpoint_io = _writer_class(type(current))()
+    return True
