@@ -156,6 +156,36 @@ class DiskFiller(_Tiny):
         raise AssertionError("the disk limit did not hold")
 
 
+class TmpFiller(_Tiny):
+    """Writes a scratch file into /tmp, 16 MiB in 1 MiB writes."""
+
+    def training_step(self, batch, batch_idx):
+        chunk = os.urandom(1024 * 1024)
+        with open("/tmp/scratch.bin", "wb") as f:
+            for _ in range(16):
+                f.write(chunk)
+                f.flush()
+        raise AssertionError("/tmp took 16 MiB")
+
+
+class _Big(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return torch.zeros(4 * 1024 * 1024), torch.zeros(1)  # 16 MiB
+
+
+class SharedMemoryLoader(_Tiny):
+    """A DataLoader worker process hands batches back through /dev/shm, 16 MiB each."""
+
+    def training_step(self, batch, batch_idx):
+        return self.net(batch[0][:, :8]).sum()
+
+    def train_dataloader(self):
+        return DataLoader(_Big(), batch_size=1, num_workers=1)
+
+
 class Sleeper(_Tiny):
     def training_step(self, batch, batch_idx):
         time.sleep(3600)

@@ -19,7 +19,8 @@ import aiaas
 from ..conftest import Backend
 from ..conftest import wait_until
 from .models import LargeCheckpoint
-from .hostile import DiskFiller, ForkBomb, Marked, MemoryHog, PeekingModel, Prober, Sleeper, Steady
+from .hostile import (DiskFiller, ForkBomb, Marked, MemoryHog, PeekingModel, Prober, SharedMemoryLoader, Sleeper,
+                      Steady, TmpFiller)
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed "
                                 "(apt-get install bubblewrap; .ci/run installs it)")
@@ -172,7 +173,7 @@ def test_wall_time_limit_ends_the_run_naming_it(tmp_path, home):
         b.close()
 
 
-def test_checkpoint_larger_than_the_sandbox_tmp_is_saved(tmp_path, home):
+def test_checkpoint_larger_than_the_sandbox_tmp_is_saved_and_filling_tmp_is_named(tmp_path, home):
     # Lightning stages a checkpoint in the temp dir, which in the sandbox is a memory-backed /tmp
     # of AIAAS_SANDBOX_TMP_MB: a larger checkpoint failed the run (ENOSPC) until the worker
     # saved beside the destination (worker/checkpoint_io.py).
@@ -185,6 +186,11 @@ def test_checkpoint_larger_than_the_sandbox_tmp_is_saved(tmp_path, home):
         saved = torch.load(run.download_checkpoint(tmp_path / "last.ckpt"), weights_only=False)
         assert saved["state_dict"]["net.weight"].shape == (2048, 1024)
         assert (tmp_path / "last.ckpt").stat().st_size > 16 * 1024 * 1024  # twice the size of /tmp
+        # What does fill the scratch space fails naming it, the way out and the setting.
+        for module, where in ((TmpFiller(), "/tmp"), (SharedMemoryLoader(), "/dev/shm")):
+            error = _failure(b.client(), module)
+            assert f"filled its private {where} (8 MiB, memory-backed)" in error, error
+            assert "AIAAS_SANDBOX_TMP_MB" in error and "into the run's folder" in error, error
         _healthy(b)
     finally:
         b.close()

@@ -91,4 +91,41 @@ def hint(exc: BaseException) -> str | None:
             return message("disk", f"{limits.disk_mb} MiB in its folder")
     if "Resource temporarily unavailable" in text and limits.processes:
         return message("processes", f"{limits.processes} processes and threads")
-    return None
+    return _scratch_hint(exc, text)
+
+
+# A sandbox's private scratch folders: memory-backed, AIAAS_SANDBOX_TMP_MB each (bwrap.py).
+SCRATCH = ("/tmp", "/dev/shm")
+
+
+def _scratch_hint(exc: BaseException, text: str) -> str | None:
+    """Which scratch folder a "no space left" most likely filled: the one the error names, /dev/shm
+    for a DataLoader worker's shared memory, else whichever is full now; None for another disk."""
+    full = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+    shared = "shared memory" in text or "</torch_" in text
+    if not (full or shared or "No space left on device" in text):
+        return None
+    named = str(getattr(exc, "filename", None) or "")
+    if named:
+        where = next((d for d in SCRATCH if named == d or named.startswith(d + "/")), None)
+    elif shared:
+        where = "/dev/shm"
+    else:
+        where = next((d for d in SCRATCH if _nearly_full(d)), None)
+    if where is None:
+        return None
+    try:
+        st = os.statvfs(where)
+        size = f"{st.f_blocks * st.f_frsize // (1024 * 1024)} MiB, "
+    except OSError:
+        size = ""
+    return (f"the run filled its private {where} ({size}memory-backed): write large files into the run's folder "
+            f"(the working directory), or raise the backend's AIAAS_SANDBOX_TMP_MB setting")
+
+
+def _nearly_full(folder: str) -> bool:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_blocks > 0 and st.f_bavail < st.f_blocks * 0.05
