@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import pickle
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -79,6 +82,18 @@ def test_a_users_own_writer_is_kept(tmp_path):
     trainer = _trainer(tmp_path, plugins=[Mine()])
     assert not save_in_place(trainer)
     assert type(trainer.strategy.checkpoint_io) is Mine
+
+
+def test_the_writer_pickles_for_spawned_processes(tmp_path):
+    # strategy="ddp_spawn" pickles the trainer into processes that import this module afresh.
+    trainer = _trainer(tmp_path)
+    save_in_place(trainer)
+    code = ("import pickle, sys; w = pickle.loads(sys.stdin.buffer.read()); "
+            "w.save_checkpoint({'step': 5}, sys.argv[1]); print(type(w).__name__)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "spawned.ckpt")], capture_output=True,
+                         input=pickle.dumps(trainer.strategy.checkpoint_io), check=True)
+    assert out.stdout.decode().strip() == "InPlaceCheckpointIO"
+    assert torch.load(tmp_path / "spawned.ckpt", weights_only=False) == {"step": 5}
 
 
 def test_remote_paths_and_pytorch_lightning_trainers(tmp_path):

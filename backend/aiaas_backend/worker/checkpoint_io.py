@@ -17,42 +17,58 @@ destinations (``s3://...``: fsspec's way).
 
 from __future__ import annotations
 
+import importlib
 import os
 import uuid
 from typing import Any
 
 import torch
 
+# The writer for each Lightning package, by the module of the TorchCheckpointIO it extends.
+# Made on first use (importing either package costs seconds) but found by name here, so
+# that it pickles: ``strategy="ddp_spawn"`` sends the trainer to processes it starts.
+_WRITERS = {"InPlaceCheckpointIO": "lightning.fabric.plugins.io.torch_io",
+            "InPlaceCheckpointIOForPytorchLightning": "lightning_fabric.plugins.io.torch_io"}
 
-def _writer_class(default: type) -> type:
-    class InPlace(default):  # type: ignore[misc,valid-type]
-        """Lightning's ``TorchCheckpointIO``, saving through a temporary file in the same folder."""
 
-        def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-            target = os.fspath(path)
-            if storage_options is not None or "://" in target:
-                super().save_checkpoint(checkpoint, path, storage_options=storage_options)
-                return
-            folder, name = os.path.split(os.path.abspath(target))
-            os.makedirs(folder, exist_ok=True)
-            # Hidden and not *.ckpt: ModelCheckpoint's own listing never takes it for a checkpoint.
-            tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
-            try:
-                torch.save(checkpoint, tmp)
-                os.replace(tmp, target)
-            finally:
-                if os.path.lexists(tmp):
-                    os.unlink(tmp)
+def _save_checkpoint(self: Any, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+    target = os.fspath(path)
+    if storage_options is not None or "://" in target:
+        _base(self).save_checkpoint(self, checkpoint, path, storage_options=storage_options)
+        return
+    folder, name = os.path.split(os.path.abspath(target))
+    os.makedirs(folder, exist_ok=True)
+    # Hidden and not *.ckpt: ModelCheckpoint's own listing never takes it for a checkpoint.
+    tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        torch.save(checkpoint, tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
 
-    InPlace.__name__ = InPlace.__qualname__ = f"InPlace{default.__name__}"
-    return InPlace
+
+def _base(writer: Any) -> type:
+    return next(c for c in type(writer).__mro__ if c.__name__ == "TorchCheckpointIO")
+
+
+def __getattr__(name: str) -> type:
+    if name not in _WRITERS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    default = importlib.import_module(_WRITERS[name]).TorchCheckpointIO
+    writer = type(name, (default,), {
+        "__module__": __name__, "__qualname__": name, "save_checkpoint": _save_checkpoint,
+        "__doc__": "Lightning's TorchCheckpointIO, saving through a temporary file in the same folder."})
+    globals()[name] = writer
+    return writer
 
 
 def save_in_place(trainer: Any) -> bool:
     """Give ``trainer`` the in-place writer if it has Lightning's default one; True if it did."""
     strategy = trainer.strategy
     current = getattr(strategy, "checkpoint_io", None)
-    if current is None or type(current).__name__ != "TorchCheckpointIO":
+    name = next((n for n, module in _WRITERS.items() if type(current).__module__ == module), None)
+    if name is None or type(current).__name__ != "TorchCheckpointIO":
         return False
-    strategy.checkpoint_io = _writer_class(type(current))()
+    strategy.checkpoint_io = __getattr__(name)()
     return True
