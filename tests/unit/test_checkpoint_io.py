@@ -84,6 +84,17 @@ def test_a_users_own_writer_is_kept(tmp_path):
     assert type(trainer.strategy.checkpoint_io) is Mine
 
 
+def test_the_default_writer_inside_async_saves_is_replaced(tmp_path):
+    from lightning.pytorch.plugins.io import AsyncCheckpointIO
+
+    trainer = _trainer(tmp_path, plugins=[AsyncCheckpointIO()])
+    assert save_in_place(trainer)
+    wrapper = trainer.strategy.checkpoint_io
+    assert type(wrapper) is AsyncCheckpointIO and type(wrapper.checkpoint_io).__name__ == "InPlaceCheckpointIO"
+    trainer.fit(_Tiny())
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["epoch=0-step=2.ckpt"]
+
+
 def test_the_writer_pickles_for_spawned_processes(tmp_path):
     # strategy="ddp_spawn" pickles the trainer into processes that import this module afresh.
     trainer = _trainer(tmp_path)

@@ -10,9 +10,9 @@ in memory twice and a copy across file systems (the move is one there).
 :func:`save_in_place` gives the trainer a checkpoint writer that saves straight into a
 hidden file in the destination's folder and renames it over the destination: as atomic
 (a reader sees the old file or the whole new one), with no copy in memory or in ``/tmp``.
-It replaces only Lightning's default writer: a user's own ``CheckpointIO`` plugin, and
-the writers strategies bring (XLA's, DeepSpeed's), are left as they are, as are remote
-destinations (``s3://...``: fsspec's way).
+It replaces only Lightning's default writer (also inside ``AsyncCheckpointIO``): a user's
+own ``CheckpointIO`` plugin and the writers strategies bring (XLA's, DeepSpeed's) are left
+as they are, as are remote destinations (``s3://...``: fsspec's way).
 """
 
 from __future__ import annotations
@@ -63,12 +63,29 @@ def __getattr__(name: str) -> type:
     return writer
 
 
-def save_in_place(trainer: Any) -> bool:
-    """Give ``trainer`` the in-place writer if it has Lightning's default one; True if it did."""
-    strategy = trainer.strategy
-    current = getattr(strategy, "checkpoint_io", None)
+def _in_place(current: Any) -> Any:
+    """The in-place writer for Lightning's default one, else None."""
     name = next((n for n, module in _WRITERS.items() if type(current).__module__ == module), None)
     if name is None or type(current).__name__ != "TorchCheckpointIO":
+        return None
+    return __getattr__(name)()
+
+
+def save_in_place(trainer: Any) -> bool:
+    """Give ``trainer`` the in-place writer where it has Lightning's default one (also inside a
+    wrapper such as ``AsyncCheckpointIO``); True if it did."""
+    strategy = trainer.strategy
+    current = getattr(strategy, "checkpoint_io", None)
+    mine = _in_place(current)
+    if mine is not None:
+        strategy.checkpoint_io = mine
+        return True
+    # A wrapper (AsyncCheckpointIO: saves on a thread) around the default writer.
+    inner = getattr(current, "checkpoint_io", None) if any(
+        c.__name__ == "_WrappingCheckpointIO" for c in type(current).__mro__) else None
+    mine = _in_place(inner)
+    if mine is None or not hasattr(current, "_checkpoint_io"):
         return False
-    strategy.checkpoint_io = __getattr__(name)()
-    return True
+    # Its setter sets only once (Lightning set the default already): the attribute behind it.
+    current._checkpoint_io = mine
+    return current.checkpoint_io is mine
