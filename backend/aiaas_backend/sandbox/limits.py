@@ -102,7 +102,10 @@ def _scratch_hint(exc: BaseException, text: str) -> str | None:
     """Which scratch folder a "no space left" most likely filled: the one the error names, /dev/shm
     for a DataLoader worker's shared memory, else whichever is full now; None for another disk."""
     full = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
-    shared = "shared memory" in text or "</torch_" in text
+    # torch's words for /dev/shm running out (a DataLoader's workers hand batches back through it);
+    # not "shared memory" alone, which a GPU kernel's resources are called too.
+    shared = any(words in text for words in ("</torch_", "shared memory (shm)", "shared memory(shm)",
+                                             "workers are out of shared memory", "/dev/shm"))
     if not (full or shared or "No space left on device" in text):
         return None
     named = str(getattr(exc, "filename", None) or "")
