@@ -87,8 +87,13 @@ def read_regular(path: Path) -> str:
 
 @contextmanager
 def atomic(path: Path) -> Iterator[Path]:
-    """Write to the yielded temporary path; it becomes ``path`` only if the block succeeds."""
+    """Write to the yielded temporary path; it becomes ``path`` only if the block succeeds. A block
+    that fails leaves ``path`` as it was and no temporary behind (it would count against the run's
+    disk limit, and a checkpoint folder would keep it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    yield tmp
-    tmp.replace(path)
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)

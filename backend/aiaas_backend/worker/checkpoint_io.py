@@ -8,7 +8,7 @@ than that failed the run with "No space left on device", one smaller still cost 
 in memory twice and a copy across file systems (the move is one there).
 
 :func:`save_in_place` gives the trainer a checkpoint writer that saves straight into a
-hidden file in the destination's folder and renames it over the destination: as atomic
+temporary file in the destination's folder and renames it over the destination: as atomic
 (a reader sees the old file or the whole new one), with no copy in memory or in ``/tmp``.
 It replaces only Lightning's default writer (also inside ``AsyncCheckpointIO``): a user's
 own ``CheckpointIO`` plugin and the writers strategies bring (XLA's, DeepSpeed's) are left
@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import importlib
 import os
-import uuid
+from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..artifacts import atomic
 
 # The writer for each Lightning package, by the module of the TorchCheckpointIO it extends.
 # Made on first use (importing either package costs seconds) but found by name here, so
@@ -36,16 +38,9 @@ def _save_checkpoint(self: Any, checkpoint: dict[str, Any], path: Any, storage_o
     if storage_options is not None or "://" in target:
         _base(self).save_checkpoint(self, checkpoint, path, storage_options=storage_options)
         return
-    folder, name = os.path.split(os.path.abspath(target))
-    os.makedirs(folder, exist_ok=True)
-    # Hidden and not *.ckpt: ModelCheckpoint's own listing never takes it for a checkpoint.
-    tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
+    # The temporary ends in .tmp, not .ckpt: ModelCheckpoint's own listing never takes it for a checkpoint.
+    with atomic(Path(target).absolute()) as tmp:
         torch.save(checkpoint, tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
 
 
 def _base(writer: Any) -> type:
