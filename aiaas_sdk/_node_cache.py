@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
+from ._flush import flush_files
 from .wire_datasets import DatasetManifest, ManifestFile
 
 # fetch(digest) -> the chunk's bytes as an iterator of blocks.
@@ -91,9 +92,23 @@ class NodeCache:
         return path
 
     def _build(self, path: Path, manifest: DatasetManifest, fetch: Fetch) -> None:
-        missing = {file_id(f): f for f in manifest.files if not self._file(file_id(f)).exists()}
+        missing = {file_id(f): f for f in manifest.files if not self._has(file_id(f), f.size)}
         with ThreadPoolExecutor(self.parallel) as pool:
-            list(pool.map(lambda item: self._fetch_file(item[0], item[1], fetch), missing.items()))
+            futures = [pool.submit(self._fetch_file, fid, f, fetch) for fid, f in missing.items()]
+        written = [future.result() for future in futures if future.exception() is None]  # (temporary, final)
+        try:
+            # Their bytes on disk before any name points at them: after a power cut a run must not
+            # find a version whose files are empty or short (see aiaas_sdk._flush). Those fetched
+            # whole are kept even if another failed: the next try fetches only the rest.
+            flush_files([tmp for tmp, _final in written], self.root)
+            for tmp, final in written:
+                tmp.replace(final)
+        finally:
+            for tmp, _final in written:
+                tmp.unlink(missing_ok=True)
+        failed = [error for future in futures if (error := future.exception()) is not None]
+        if failed:
+            raise failed[0]
         tmp = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex[:8]}")
         tmp.mkdir()
         for f in manifest.files:
@@ -107,7 +122,17 @@ class NodeCache:
     def _file(self, fid: str) -> Path:
         return self.root / "files" / fid[:2] / fid
 
-    def _fetch_file(self, fid: str, f: ManifestFile, fetch: Fetch) -> None:
+    def _has(self, fid: str, size: int) -> bool:
+        """Whether the file is here whole. A cache written before its files were flushed may
+        hold one a power cut left short (empty, on ext4): it is fetched again."""
+        try:
+            return self._file(fid).stat().st_size == size
+        except FileNotFoundError:
+            return False
+
+    def _fetch_file(self, fid: str, f: ManifestFile, fetch: Fetch) -> tuple[Path, Path]:
+        """Fetch a file into a temporary name beside its final one (the caller flushes and
+        renames it); returns both."""
         final = self._file(fid)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{fid}.{uuid.uuid4().hex[:8]}.tmp")
@@ -121,9 +146,10 @@ class NodeCache:
                     if hasher.hexdigest() != digest:
                         raise ChunkCorrupted(f"chunk {digest} of {f.path} arrived corrupted")
             tmp.chmod(0o444)
-            tmp.replace(final)
-        finally:
+        except BaseException:
             tmp.unlink(missing_ok=True)
+            raise
+        return tmp, final
 
     # -- eviction -------------------------------------------------------------------
     def size(self) -> int:

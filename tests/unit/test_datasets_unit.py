@@ -136,3 +136,103 @@ def test_node_cache_shares_files_and_evicts_least_recently_used(tmp_path):
     other.close()
     assert removed and v3.exists() and other.size() <= 250
     assert not Path(tmp_path / "versions" / removed[0]).exists()
+
+
+@pytest.fixture
+def flushed(monkeypatch) -> list[tuple[str, bool]]:
+    """Each os.fsync and syncfs from now, with whether a file of the cache had its final name
+    then (each call still flushes)."""
+    from aiaas_sdk import _flush
+
+    calls: list[tuple[str, bool]] = []
+    real_fsync, real_syncfs = os.fsync, _flush.syncfs
+
+    def published(root: Path) -> bool:
+        return any(not p.name.startswith(".") for p in (root / "files").rglob("*") if p.is_file())
+
+    def fsync(fd: int) -> None:
+        path = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        calls.append((path.name, published(path.parents[2])))
+        real_fsync(fd)
+
+    def syncfs(path) -> None:
+        calls.append(("syncfs", published(Path(path))))
+        real_syncfs(path)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(_flush, "syncfs", syncfs)
+    return calls
+
+
+def _fetch(blobs: dict[str, bytes]):
+    def fetch(digest):
+        yield blobs[digest]
+    return fetch
+
+
+def test_the_node_cache_flushes_a_versions_files_before_naming_them(tmp_path, flushed):
+    """After a power cut a run must find a version's files whole or not at all: each file is on
+    disk before its final name (and the version's) exists. A few files: an fsync each, under
+    their temporary names; many: one syncfs."""
+    cache = NodeCache(tmp_path / "few", max_bytes=10**6)
+    manifest, blobs = _manifest({"a.bin": b"1" * 10, "d/b.bin": b"2" * 20, "empty": b""})
+    version = cache.version("f1" + "0" * 62, manifest, _fetch(blobs))
+    assert (version / "d" / "b.bin").read_bytes() == b"2" * 20
+    assert len(flushed) == 3 and all(name.endswith(".tmp") and not named for name, named in flushed), flushed
+    cache.close()
+
+    flushed.clear()
+    many = NodeCache(tmp_path / "many", max_bytes=10**6)
+    manifest, blobs = _manifest({f"f{i}.bin": str(i).encode() * 8 for i in range(40)})
+    version = many.version("f2" + "0" * 62, manifest, _fetch(blobs))
+    assert (version / "f39.bin").read_bytes() == b"39" * 8
+    assert flushed == [("syncfs", False)]
+    many.close()
+
+
+def test_a_file_a_power_cut_left_short_is_fetched_again(tmp_path):
+    """A cache written before files were flushed may hold one cut short (empty, on ext4): a
+    version that needs it fetches it again instead of linking the short one."""
+    cache = NodeCache(tmp_path, max_bytes=10**6)
+    manifest, blobs = _manifest({"x.bin": b"7" * 50})
+    first = cache.version("s1" + "0" * 62, manifest, _fetch(blobs))
+    stored = next(p for p in (tmp_path / "files").rglob("*") if p.is_file())
+    os.chmod(stored, 0o644)
+    os.truncate(stored, 0)  # what the cut leaves
+    assert (first / "x.bin").read_bytes() == b""
+    fetched: list[str] = []
+
+    def fetch(digest):
+        fetched.append(digest)
+        yield blobs[digest]
+
+    again, _ = _manifest({"y/x.bin": b"7" * 50})  # another version with the same file
+    version = cache.version("s2" + "0" * 62, again, fetch)
+    assert fetched and (version / "y" / "x.bin").read_bytes() == b"7" * 50
+    cache.close()
+
+
+def test_a_failed_build_leaves_no_temporary_files(tmp_path):
+    """One corrupted chunk among many: no version, no temporary file; the files fetched whole
+    meanwhile are kept (flushed), and the next try fetches only the one that failed."""
+    from aiaas_sdk._node_cache import ChunkCorrupted
+
+    cache = NodeCache(tmp_path, max_bytes=10**6)
+    manifest, blobs = _manifest({f"f{i}.bin": str(i).encode() * 8 for i in range(20)})
+    bad = hashlib.sha256(b"7" * 8).hexdigest()
+    blobs[bad] = b"garbage!"
+    with pytest.raises(ChunkCorrupted, match="f7.bin arrived corrupted"):
+        cache.version("c1" + "0" * 62, manifest, _fetch(blobs))
+    left = [p for p in (tmp_path / "files").rglob("*") if p.is_file()]
+    assert len(left) == 19 and not [p for p in left if p.name.startswith(".")], left
+    assert not list((tmp_path / "versions").iterdir())
+    blobs[bad] = b"7" * 8
+    fetched: list[str] = []
+
+    def fetch(digest):
+        fetched.append(digest)
+        yield blobs[digest]
+
+    version = cache.version("c1" + "0" * 62, manifest, fetch)
+    assert fetched == [bad] and (version / "f7.bin").read_bytes() == b"7" * 8
+    cache.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import uuid
@@ -10,6 +9,8 @@ from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
+
+from aiaas_sdk._flush import FEW_SYNCS, fsync_path, syncfs
 
 from .base import STREAM_BLOCK, Store, check_key
 
@@ -25,34 +26,6 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
     at = 0
     while at < len(view):
         at += os.write(fd, view[at:at + WRITE_BLOCK])
-
-
-def _syncfs(path: Path) -> None:
-    """Flush the file system that holds ``path`` (Linux's syncfs: one journal commit for every
-    file written, where an fsync each costs one per file); elsewhere a sync of every one."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if not hasattr(libc, "syncfs"):
-        os.sync()
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if libc.syncfs(fd) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"syncfs of {path} failed: {os.strerror(err)}")
-    finally:
-        os.close(fd)
-
-
-# Up to this many objects, a keyed sync flushes them one by one; more, and one syncfs does.
-FEW_SYNCS = 16
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class FileStore(Store):
@@ -113,13 +86,13 @@ class FileStore(Store):
             folders = set()
             for key in keys:
                 path = self._path(key)
-                _fsync(path)
+                fsync_path(path)
                 folders.add(path.parent)
             for folder in folders:  # their names (on ext4 the file's fsync committed them already)
-                _fsync(folder)
+                fsync_path(folder)
             return
         started = datetime.now(UTC)
-        _syncfs(self.root)
+        syncfs(self.root)
         # Written after the sync, not flushed itself: losing it to a power cut leaves an older
         # time, which only makes the next start check more blobs (an empty file reads as never).
         tmp = self.root / f"{self._SYNCED}.{uuid.uuid4().hex}.tmp"
