@@ -92,7 +92,7 @@ class NodeCache:
         return path
 
     def _build(self, path: Path, manifest: DatasetManifest, fetch: Fetch) -> None:
-        missing = {file_id(f): f for f in manifest.files if not self._has(file_id(f), f.size)}
+        missing = {fid: f for f in manifest.files if not self._has(fid := file_id(f), f.size)}
         with ThreadPoolExecutor(self.parallel) as pool:
             futures = [pool.submit(self._fetch_file, fid, f, fetch) for fid, f in missing.items()]
         written = [future.result() for future in futures if future.exception() is None]  # (temporary, final)
